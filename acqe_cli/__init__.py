@@ -1,0 +1,1 @@
+"""`acqe` command-line interface: a thin click + rich shell over the libraries."""

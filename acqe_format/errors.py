@@ -1,0 +1,58 @@
+"""One exception tree for everything that can go wrong reading or writing `.acqe` files.
+
+Every error a reader can raise on bad input derives from `AcqeError`, and also from the matching
+built-in (`ValueError`, `EOFError`, ...) so callers that catch built-ins keep working. Messages are one
+line and carry the numbers that explain them ("section 3 ends at 1048600, file is 1048576 bytes").
+"""
+
+
+class AcqeError(Exception):
+    """Base of every ACQE error."""
+
+
+class AcqeFormatError(AcqeError, ValueError):
+    """The bytes do not form a valid `.acqe` file."""
+
+
+class NotAcqeFileError(AcqeFormatError):
+    """The file does not start with the ACQE magic: it is some other kind of file."""
+
+
+class UnsupportedVersionError(AcqeFormatError):
+    """The file's major version (or a required feature / section / codec) is unknown to this reader."""
+
+
+class TruncatedFileError(AcqeFormatError, EOFError):
+    """The file ends before a structure it declares."""
+
+
+class ChecksumMismatchError(AcqeFormatError):
+    """A CRC-32 or the footer SHA-256 does not match the bytes."""
+
+
+class LimitExceededError(AcqeFormatError):
+    """A count, size or length is above the reader limits of the spec."""
+
+
+class LayoutError(AcqeFormatError):
+    """Offsets, lengths, alignment or padding break the layout rules (overlap, holes, non-zero padding)."""
+
+
+class CodecError(AcqeFormatError):
+    """A codec payload is malformed (bad frequency table, index outside the codebook, stream overrun)."""
+
+
+class MetadataError(AcqeFormatError):
+    """The JSON metadata is not strict, inert JSON of the required shape."""
+
+
+class WriteOrderError(AcqeError, RuntimeError):
+    """A writer method was called out of order (e.g. a tensor added after close)."""
+
+
+class SourceError(AcqeError, ValueError):
+    """An input checkpoint cannot be read safely (foreign pickle globals, truncated, unknown layout, NaN)."""
+
+
+class RuntimeLoadError(AcqeError, RuntimeError):
+    """A `.acqe` file is valid but cannot be turned into a model (missing component, config mismatch)."""
