@@ -1,0 +1,1 @@
+"""Model layouts the encoder recognises (key names, shapes, diffusers configs)."""
