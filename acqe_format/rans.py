@@ -1,0 +1,825 @@
+"""Chunked rANS entropy coder of codec 2 (CODEBOOK_RANS). Normative text: `spec/ACQE-rans.md`.
+
+The coder in one paragraph: one 64-bit state per chunk, 32-bit words, probability precision P
+(1..24) with integer frequency tables that sum to exactly 2**P. The encoder starts from state 0 and
+runs *backwards* over the chunk's symbols; the decoder reads the words *forwards* and must end with
+every word consumed and the state back at 0. This is bit for bit the `stream.stack.AnsCoder` of
+constriction (64-bit state, 32-bit words) with the word order reversed: our chunk is
+`constriction_words[::-1]`, so constriction can decode our streams and we can decode its streams.
+
+Public API (numpy in, numpy out):
+
+- `quantize_frequencies(counts, precision)`: exact-integer frequency table for a histogram.
+- `choose_precision(counts)`: the smallest precision in 12..16 that loses (almost) nothing.
+- `coded_bits(counts, freqs)`, `entropy_bits(counts)`, `estimate_bits(counts, ...)`: rate estimates.
+- `encode_chunks(indices, tables, row_contexts, row_length, precision, chunk_symbols)` ->
+  `EncodedChunks(words, chunk_words)`.
+- `decode_chunks(words, chunk_words, n_symbols, tables, row_contexts, row_length, precision,
+  chunk_symbols, out=None, threads=None)` -> indices; raises `CodecError` on any corrupt input.
+- `reference_encode_chunks` / `reference_decode_chunks`: slow pure-Python implementations written
+  straight from the spec, used by the tests as a second implementation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from acqe_format.errors import CodecError
+
+__all__ = [
+    "DEFAULT_PRECISION",
+    "MAX_ALPHABET",
+    "MAX_PRECISION",
+    "MIN_PRECISION",
+    "EncodedChunks",
+    "choose_precision",
+    "coded_bits",
+    "decode_chunks",
+    "encode_chunks",
+    "entropy_bits",
+    "estimate_bits",
+    "quantize_frequencies",
+    "reference_decode_chunks",
+    "reference_encode_chunks",
+]
+
+STATE_BITS = 64
+WORD_BITS = 32
+MIN_PRECISION = 1
+MAX_PRECISION = 24
+DEFAULT_PRECISION = 12
+#: the precisions `choose_precision` picks from (the decoder's slot table is 2**P entries per table)
+RECOMMENDED_PRECISIONS = (12, 13, 14, 15, 16)
+MAX_ALPHABET = 65536
+#: decoders here use a slot -> symbol lookup table up to this precision, a binary search above it
+LUT_MAX_PRECISION = 16
+#: histogram totals are kept below this so that count * 2**24 fits in an int64 exactly
+MAX_COUNT_TOTAL = 1 << 38
+
+_WORD_MASK = np.uint64(0xFFFFFFFF)
+_LOWER = np.uint64(1 << 32)  # the renormalisation bound L = 2**32: a non-final state is >= L
+_U32 = np.uint64(32)
+_ONE = np.uint64(1)
+_ZERO = np.uint64(0)
+
+# per-chunk status codes written by the kernels
+_OK = 0
+_ERR_LEADING_ZERO = 1
+_ERR_WORDS_LEFT = 2
+_ERR_FINAL_STATE = 3
+_ERR_SYMBOL_RANGE = 4  # encoder: index >= K
+_ERR_ZERO_FREQ = 5  # encoder: index has frequency 0 in its table
+_ERR_OVERFLOW = 6  # encoder: word buffer bound exceeded (cannot happen; checked anyway)
+
+
+class EncodedChunks(NamedTuple):
+    """The coded stream of one tensor.
+
+    `words` holds every chunk's words back to back (native-endian uint32 values; write them
+    little-endian, e.g. `words.astype("<u4").tobytes()`); chunk `c` is
+    `words[sum(chunk_words[:c]) : sum(chunk_words[:c + 1])]`.
+    """
+
+    words: np.ndarray  # uint32 [total words]
+    chunk_words: np.ndarray  # int64 [n_chunks]
+
+    def chunk(self, c: int) -> np.ndarray:
+        start = int(self.chunk_words[:c].sum())
+        return self.words[start : start + int(self.chunk_words[c])]
+
+
+# ---------------------------------------------------------------------------------------------
+# frequency tables
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_counts(counts) -> np.ndarray:
+    c = np.asarray(counts)
+    if c.dtype == np.bool_ or not (np.issubdtype(c.dtype, np.integer) or c.dtype == object):
+        if np.issubdtype(c.dtype, np.floating) and np.all(np.isfinite(c)) and np.all(c == np.floor(c)):
+            pass
+        else:
+            raise ValueError(f"counts must be non-negative integers, got dtype {c.dtype}")
+    if c.size and np.any(c < 0):
+        raise ValueError("counts must be non-negative")
+    return c
+
+
+def _check_precision(precision) -> int:
+    if isinstance(precision, (bool, np.bool_)) or not isinstance(precision, (int, np.integer)):
+        raise ValueError(f"precision must be an int in {MIN_PRECISION}..{MAX_PRECISION}, got {precision!r}")
+    p = int(precision)
+    if not MIN_PRECISION <= p <= MAX_PRECISION:
+        raise ValueError(f"precision must be in {MIN_PRECISION}..{MAX_PRECISION}, got {p}")
+    return p
+
+
+def quantize_frequencies(counts, precision: int = DEFAULT_PRECISION) -> np.ndarray:
+    """Turn a histogram into an integer frequency table that sums to exactly `2**precision`.
+
+    Every symbol with a count > 0 gets a frequency >= 1, every symbol with count 0 gets 0. The
+    method uses integer arithmetic only, so every machine gives the same table:
+
+    1. *Water-filling.* Sort the used symbols by (count, index). The `k` rarest ones are pinned to
+       frequency 1, where `k` is the first position in that order whose count `c` satisfies
+       `c * (M - k) >= N - (sum of the k rarest counts)` (M = 2**precision, N = total count):
+       from there on every symbol's proportional share of the remaining `M - k` is >= 1.
+    2. *Largest remainder.* The other symbols get `floor(c * B / R)` (B = M - k, R = their total
+       count); the `B - sum` units left over go, one each, to the symbols with the largest
+       remainders `c * B mod R` (ties: lower symbol index first).
+
+    This is within a rounding error of the cross-entropy optimum (the loss is well below
+    0.01 % of the entropy for the tables of our files; `tests/test_rans.py` checks it against a
+    greedy optimiser).
+
+    Args:
+        counts: 1-D array of non-negative integer counts, one per symbol (K = len(counts) <= 65536).
+        precision: P in 1..24.
+
+    Returns:
+        uint32 [K] frequencies summing to 2**P.
+
+    Raises:
+        ValueError: no symbol has a count, more symbols are used than 2**P, or the counts are
+            negative, not integers, or total 2**38 or more.
+
+    Example:
+        >>> quantize_frequencies([5, 0, 3, 1], 4).tolist()
+        [9, 0, 5, 2]
+    """
+    p = _check_precision(precision)
+    c = _as_counts(counts)
+    if c.ndim != 1:
+        raise ValueError(f"counts must be 1-D, got shape {c.shape}")
+    if c.size > MAX_ALPHABET:
+        raise ValueError(f"at most {MAX_ALPHABET} symbols, got {c.size}")
+    total = int(sum(int(v) for v in c)) if c.dtype == object else int(c.sum(dtype=np.float64))
+    if total >= MAX_COUNT_TOTAL:
+        raise ValueError(f"counts total {total}, must be < 2**38")
+    c = c.astype(np.int64)
+    total = int(c.sum())
+    m = 1 << p
+    used = np.flatnonzero(c > 0)
+    n_used = used.size
+    if n_used == 0:
+        raise ValueError("counts are all zero: there is nothing to model")
+    if n_used > m:
+        raise ValueError(f"{n_used} symbols are used but precision {p} has only {m} slots")
+    freqs = np.zeros(c.size, dtype=np.int64)
+    # 1. water-filling: how many of the rarest symbols get pinned to 1
+    order = used[np.argsort(c[used], kind="stable")]  # by count, then index
+    cs = c[order]
+    prefix = np.concatenate(([0], np.cumsum(cs)[:-1]))
+    ks = np.arange(n_used, dtype=np.int64)
+    ok = cs * (m - ks) >= total - prefix
+    k = int(np.argmax(ok))  # first True; the last position is always True (n_used <= m)
+    freqs[order[:k]] = 1
+    rest = order[k:]
+    budget = m - k
+    rest_total = total - int(prefix[k])
+    # 2. proportional floors + largest remainders
+    scaled = c[rest] * budget
+    q = scaled // rest_total
+    r = scaled - q * rest_total
+    left = budget - int(q.sum())
+    q[np.lexsort((rest, -r))[:left]] += 1
+    freqs[rest] = q
+    return freqs.astype(np.uint32)
+
+
+def choose_precision(counts, max_loss: float = 1e-4) -> int:
+    """Pick the smallest precision in 12..16 whose quantized table costs at most `max_loss` bits per
+    symbol more than the empirical entropy (and that has room for every used symbol).
+
+    `counts` may be 2-D [T, K] (one histogram per context): the result then fits every context.
+    Small precisions keep the decoder's slot table (2**P entries per table) in the L1 cache.
+    """
+    c = np.atleast_2d(_as_counts(counts)).astype(np.int64)
+    best = RECOMMENDED_PRECISIONS[0]
+    for row in c:
+        n = int(row.sum())
+        if n == 0:
+            continue
+        used = int(np.count_nonzero(row))
+        h = entropy_bits(row)
+        for p in RECOMMENDED_PRECISIONS:
+            if p < best or (1 << p) < used:
+                continue
+            if coded_bits(row, quantize_frequencies(row, p)) - h <= max_loss * n:
+                best = p
+                break
+        else:
+            best = RECOMMENDED_PRECISIONS[-1]
+    return best
+
+
+def coded_bits(counts, freqs) -> float:
+    """Ideal cost in bits of coding a histogram with a frequency table: sum c * log2(2**P / f).
+
+    `counts` and `freqs` may be 1-D [K] or 2-D [T, K] (contexts); P is log2 of a table's sum.
+    Returns `inf` when a counted symbol has frequency 0. The real stream adds at most about two
+    words per chunk (see `estimate_bits`).
+    """
+    c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    f = np.atleast_2d(np.asarray(freqs, dtype=np.float64))
+    if c.shape != f.shape:
+        raise ValueError(f"counts shape {c.shape} != freqs shape {f.shape}")
+    sums = f.sum(axis=1, keepdims=True)
+    mask = c > 0
+    if np.any(mask & (f <= 0)):
+        return math.inf
+    with np.errstate(divide="ignore"):
+        bits = np.where(mask, c * (np.log2(np.broadcast_to(sums, f.shape)) - np.log2(np.where(mask, f, 1))), 0.0)
+    return float(bits.sum())
+
+
+def entropy_bits(counts) -> float:
+    """Empirical entropy of a histogram times its total, in bits (1-D or 2-D [T, K] per context)."""
+    c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    n = c.sum(axis=1, keepdims=True)
+    mask = c > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = np.where(mask, c * (np.log2(np.where(n > 0, n, 1)) - np.log2(np.where(mask, c, 1))), 0.0)
+    return float(bits.sum())
+
+
+#: measured average overhead of one chunk's termination over the ideal cost (see bench/bench_rans.py)
+CHUNK_OVERHEAD_BITS = 32.0
+
+
+def estimate_bits(counts, precision: int | None = None, chunk_symbols: int | None = None) -> float:
+    """Cheap estimate of the coded size in bits for the encoder's rate allocation.
+
+    Ideal cost with the table `quantize_frequencies` would store (precision None: `choose_precision`),
+    plus `CHUNK_OVERHEAD_BITS` per chunk when `chunk_symbols` is given. Frequency-table side
+    information is the container's business and is not included.
+    """
+    c = np.atleast_2d(_as_counts(counts)).astype(np.int64)
+    p = choose_precision(c) if precision is None else _check_precision(precision)
+    bits = 0.0
+    for row in c:
+        if row.sum() > 0:
+            bits += coded_bits(row, quantize_frequencies(row, p))
+    if chunk_symbols:
+        n = int(c.sum())
+        bits += CHUNK_OVERHEAD_BITS * (-(-n // int(chunk_symbols)))
+    return bits
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checking shared by encoder and decoder
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_arg(name, v, lo, err) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise err(f"{name} must be an int, got {type(v).__name__}")
+    v = int(v)
+    if v < lo:
+        raise err(f"{name} must be >= {lo}, got {v}")
+    return v
+
+
+def _prepare_tables(tables, precision: int, err) -> np.ndarray:
+    """Validate frequency tables -> uint32 [T, K] (C-contiguous)."""
+    t = np.asarray(tables)
+    if t.ndim == 1:
+        t = t[None, :]
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+        raise err(f"frequency tables must be [T, K] with T, K >= 1, got shape {np.shape(tables)}")
+    if t.shape[1] > MAX_ALPHABET:
+        raise err(f"frequency table has {t.shape[1]} symbols, the limit is {MAX_ALPHABET}")
+    if not np.issubdtype(t.dtype, np.integer):
+        raise err(f"frequency tables must be integers, got dtype {t.dtype}")
+    if np.any(t < 0):
+        raise err("frequency table has a negative entry")
+    sums = t.astype(np.int64).sum(axis=1)
+    bad = np.flatnonzero(sums != (1 << precision))
+    if bad.size:
+        raise err(f"frequency table {int(bad[0])} sums to {int(sums[bad[0]])}, must be 2**{precision} = {1 << precision}")
+    return np.ascontiguousarray(t, dtype=np.uint32)
+
+
+def _prepare_contexts(row_contexts, n_symbols: int, row_length: int, n_tables: int, err) -> np.ndarray | None:
+    if row_contexts is None:
+        return None
+    rc = np.asarray(row_contexts)
+    if rc.ndim != 1 or not (np.issubdtype(rc.dtype, np.integer) or rc.size == 0):
+        raise err(f"row_contexts must be a 1-D integer array, got shape {rc.shape} dtype {rc.dtype}")
+    if rc.size * row_length != n_symbols:
+        raise err(f"{rc.size} rows of {row_length} symbols != {n_symbols} symbols")
+    if rc.size and (int(rc.min()) < 0 or int(rc.max()) >= n_tables):
+        raise err(f"row context {int(rc.max()) if rc.size and int(rc.max()) >= n_tables else int(rc.min())} "
+                  f"is outside the {n_tables} frequency tables")
+    return np.ascontiguousarray(rc, dtype=np.int32)
+
+
+def _n_chunks(n_symbols: int, chunk_symbols: int) -> int:
+    return -(-n_symbols // chunk_symbols)
+
+
+def _cumulative(freqs: np.ndarray) -> np.ndarray:
+    """[T, K] uint32 -> [T, K + 1] uint32 left cumulative frequencies (cum[:, K] = 2**P)."""
+    cum = np.zeros((freqs.shape[0], freqs.shape[1] + 1), dtype=np.uint64)
+    np.cumsum(freqs, axis=1, dtype=np.uint64, out=cum[:, 1:])
+    return cum.astype(np.uint32)
+
+
+def _thread_count(threads, n_tasks: int) -> int:
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            threads = os.cpu_count() or 1
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return max(1, min(threads, n_tasks))
+
+
+def _run_parallel(fn, n_chunks: int, threads: int, group: int) -> None:
+    """Call fn(c0, c1) over [0, n_chunks) split into groups of `group` chunks on `threads` threads."""
+    if n_chunks == 0:
+        return
+    bounds = list(range(0, n_chunks, group)) + [n_chunks]
+    tasks = list(zip(bounds[:-1], bounds[1:]))
+    if threads <= 1 or len(tasks) == 1:
+        fn(0, n_chunks)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for f in [pool.submit(fn, a, b) for a, b in tasks]:
+            f.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# numba kernels
+# ---------------------------------------------------------------------------------------------
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
+
+
+@njit(**_JIT)
+def _encode_kernel(indices, freqs, cum, ctx, row_length, precision, chunk_symbols, c0, c1,
+                   scratch, cap_end, counts, status):
+    """Encode chunks [c0, c1). Chunk c's words end at scratch[cap_end[c]] (written backwards);
+    counts[c] = number of words, status[c] = 0 or an error code (status[c] < 0: -1 - position)."""
+    n = indices.shape[0]
+    P = np.uint64(precision)
+    sh = np.uint64(64 - precision)
+    single = ctx.shape[0] == 0
+    for c in range(c0, c1):
+        i0 = c * chunk_symbols
+        i1 = min(n, i0 + chunk_symbols)
+        lo = cap_end[c] - ((i1 - i0) * (precision + 1) + 31) // 32 - 2
+        pos = cap_end[c]
+        x = _ZERO
+        st = 0
+        bad = 0
+        i = i1
+        while i > i0:
+            if single:
+                t = 0
+                seg0 = i0
+            else:
+                r = (i - 1) // row_length
+                t = ctx[r]
+                seg0 = max(i0, r * row_length)
+            ft = freqs[t]
+            ct = cum[t]
+            K = ft.shape[0]
+            for j in range(i - 1, seg0 - 1, -1):
+                s = indices[j]
+                if s >= K:
+                    st = _ERR_SYMBOL_RANGE
+                    bad = j
+                    break
+                f = np.uint64(ft[s])
+                if f == 0:
+                    st = _ERR_ZERO_FREQ
+                    bad = j
+                    break
+                if (x >> sh) >= f:
+                    pos -= 1
+                    if pos < lo:
+                        st = _ERR_OVERFLOW
+                        bad = j
+                        break
+                    scratch[pos] = np.uint32(x & _WORD_MASK)
+                    x >>= _U32
+                q = x // f
+                x = (q << P) + (x - q * f) + np.uint64(ct[s])
+            if st != 0:
+                counts[c] = bad  # position of the offending symbol
+                break
+            i = seg0
+        if st == 0:
+            if x >= _LOWER:
+                pos -= 2
+                scratch[pos] = np.uint32(x >> _U32)
+                scratch[pos + 1] = np.uint32(x & _WORD_MASK)
+            elif x != _ZERO:
+                pos -= 1
+                scratch[pos] = np.uint32(x)
+            counts[c] = cap_end[c] - pos
+        status[c] = st
+
+
+@njit(**_JIT)
+def _gather_kernel(scratch, cap_end, counts, out):
+    o = 0
+    for c in range(counts.shape[0]):
+        k = counts[c]
+        s = cap_end[c] - k
+        for j in range(k):
+            out[o + j] = scratch[s + j]
+        o += k
+
+
+@njit(**_JIT)
+def _decode_kernel(words, word_start, n, chunk_symbols, ctx, row_length, precision,
+                   lut_fb, lut_sym, cum, c0, c1, out, status, final):
+    """Decode chunks [c0, c1) into out. With a lookup table (lut_fb.shape[1] > 0): lut_fb[t, slot] =
+    (freq - 1) << 16 | (slot - cum[sym]), lut_sym[t, slot] = sym. Otherwise binary search in cum."""
+    P = np.uint64(precision)
+    mask = (_ONE << P) - _ONE
+    single = ctx.shape[0] == 0
+    use_lut = lut_fb.shape[1] > 0
+    for c in range(c0, c1):
+        i0 = c * chunk_symbols
+        i1 = min(n, i0 + chunk_symbols)
+        pos = word_start[c]
+        end = word_start[c + 1]
+        x = _ZERO
+        if pos < end:
+            w = words[pos]
+            if w == 0:
+                status[c] = _ERR_LEADING_ZERO
+                final[c] = 0
+                continue
+            x = np.uint64(w)
+            pos += 1
+            if pos < end:
+                x = (x << _U32) | np.uint64(words[pos])
+                pos += 1
+        i = i0
+        while i < i1:
+            if single:
+                t = 0
+                seg1 = i1
+            else:
+                r = i // row_length
+                t = ctx[r]
+                seg1 = min(i1, (r + 1) * row_length)
+            if use_lut:
+                fbt = lut_fb[t]
+                syt = lut_sym[t]
+                for j in range(i, seg1):
+                    slot = x & mask
+                    e = np.uint64(fbt[slot])
+                    out[j] = syt[slot]
+                    x = (x >> P) * ((e >> np.uint64(16)) + _ONE) + (e & np.uint64(0xFFFF))
+                    if x < _LOWER and pos < end:
+                        x = (x << _U32) | np.uint64(words[pos])
+                        pos += 1
+            else:
+                ct = cum[t]
+                K = ct.shape[0] - 1
+                for j in range(i, seg1):
+                    slot = x & mask
+                    lo = 0  # find the last s with ct[s] <= slot (it has freq > 0)
+                    hi = K
+                    while hi - lo > 1:
+                        mid = (lo + hi) >> 1
+                        if np.uint64(ct[mid]) <= slot:
+                            lo = mid
+                        else:
+                            hi = mid
+                    out[j] = lo
+                    a = np.uint64(ct[lo])
+                    x = (x >> P) * (np.uint64(ct[lo + 1]) - a) + (slot - a)
+                    if x < _LOWER and pos < end:
+                        x = (x << _U32) | np.uint64(words[pos])
+                        pos += 1
+            i = seg1
+        final[c] = x
+        if pos != end:
+            status[c] = _ERR_WORDS_LEFT
+            final[c] = end - pos
+        elif x != _ZERO:
+            status[c] = _ERR_FINAL_STATE
+        else:
+            status[c] = _OK
+
+
+# ---------------------------------------------------------------------------------------------
+# encoder
+# ---------------------------------------------------------------------------------------------
+
+
+def _index_array(indices) -> np.ndarray:
+    a = np.asarray(indices)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"indices must be integers, got dtype {a.dtype}")
+    a = a.reshape(-1)
+    if a.dtype not in (np.uint8, np.uint16, np.int32, np.int64):
+        if a.size and (int(a.min()) < 0):
+            raise ValueError("indices must be non-negative")
+        a = a.astype(np.int64)
+    elif a.dtype in (np.int32, np.int64) and a.size and int(a.min()) < 0:
+        raise ValueError("indices must be non-negative")
+    return np.ascontiguousarray(a)
+
+
+def encode_chunks(indices, tables, row_contexts, row_length: int, precision: int, chunk_symbols: int,
+                  threads: int | None = None) -> EncodedChunks:
+    """Entropy-code indices (row-major) into independent rANS chunks.
+
+    Args:
+        indices: integer array, flattened in row-major order; n_symbols = indices.size.
+        tables: [T, K] (or [K]) integer frequency tables, each summing to 2**precision.
+        row_contexts: None (every row uses table 0) or an integer array [n_symbols / row_length]:
+            row r is coded with table row_contexts[r].
+        row_length: symbols per row (>= 1).
+        precision: P in 1..24.
+        chunk_symbols: symbols per chunk (>= 1); the last chunk may be shorter.
+        threads: worker threads (None: one per available CPU).
+
+    Returns:
+        EncodedChunks(words, chunk_words): all chunks' words back to back, and the word count of each
+        of the ceil(n_symbols / chunk_symbols) chunks.
+
+    Raises:
+        ValueError: bad arguments, an index >= K, or an index whose frequency is 0 in its table.
+    """
+    p = _check_precision(precision)
+    row_length = _int_arg("row_length", row_length, 1, ValueError)
+    chunk_symbols = _int_arg("chunk_symbols", chunk_symbols, 1, ValueError)
+    idx = _index_array(indices)
+    n = idx.size
+    freqs = _prepare_tables(tables, p, ValueError)
+    ctx = _prepare_contexts(row_contexts, n, row_length, freqs.shape[0], ValueError)
+    n_chunks = _n_chunks(n, chunk_symbols)
+    if n_chunks == 0:
+        return EncodedChunks(np.zeros(0, np.uint32), np.zeros(0, np.int64))
+    cum = _cumulative(freqs)
+    sizes = np.full(n_chunks, chunk_symbols, dtype=np.int64)
+    sizes[-1] = n - (n_chunks - 1) * chunk_symbols
+    caps = (sizes * (p + 1) + 31) // 32 + 2
+    cap_end = np.cumsum(caps)
+    scratch = np.empty(int(cap_end[-1]), dtype=np.uint32)
+    counts = np.zeros(n_chunks, dtype=np.int64)
+    status = np.zeros(n_chunks, dtype=np.int64)
+    ctx_arg = ctx if ctx is not None else np.zeros(0, np.int32)
+
+    def run(c0, c1):
+        _encode_kernel(idx, freqs, cum, ctx_arg, row_length, p, chunk_symbols, c0, c1,
+                       scratch, cap_end, counts, status)
+
+    nt = _thread_count(threads, n_chunks)
+    _run_parallel(run, n_chunks, nt if n >= (1 << 16) else 1, max(1, -(-n_chunks // (4 * nt))))
+    bad = np.flatnonzero(status)
+    if bad.size:
+        c = int(bad[0])
+        j = int(counts[c])
+        code = int(status[c])
+        if code == _ERR_SYMBOL_RANGE:
+            raise ValueError(f"index {int(idx[j])} at position {j} is outside the {freqs.shape[1]}-symbol tables")
+        if code == _ERR_ZERO_FREQ:
+            t = 0 if ctx is None else int(ctx[j // row_length])
+            raise ValueError(f"index {int(idx[j])} at position {j} has frequency 0 in table {t}")
+        raise RuntimeError(f"rANS encoder word buffer overflow in chunk {c}")  # pragma: no cover
+    words = np.empty(int(counts.sum()), dtype=np.uint32)
+    _gather_kernel(scratch, cap_end, counts, words)
+    return EncodedChunks(words, counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# decoder
+# ---------------------------------------------------------------------------------------------
+
+
+def _build_lut(freqs: np.ndarray, cum: np.ndarray, p: int):
+    """slot -> packed (freq - 1) << 16 | (slot - cum), and slot -> symbol, for P <= 16."""
+    T, K = freqs.shape
+    m = 1 << p
+    fb = np.empty((T, m), dtype=np.uint32)
+    sym = np.empty((T, m), dtype=np.uint16)
+    slots = np.arange(m, dtype=np.uint32)
+    ks = np.arange(K, dtype=np.uint16)
+    for t in range(T):
+        s = np.repeat(ks, freqs[t])
+        sym[t] = s
+        fb[t] = ((freqs[t][s] - np.uint32(1)) << np.uint32(16)) | (slots - cum[t][s])
+    return fb, sym
+
+
+def _as_words(words) -> np.ndarray:
+    if isinstance(words, np.ndarray) and words.dtype.kind == "u" and words.dtype.itemsize == 4:
+        w = words
+    else:
+        if isinstance(words, np.ndarray):
+            buf = np.ascontiguousarray(words).view(np.uint8).reshape(-1)
+        else:
+            buf = np.frombuffer(memoryview(words).cast("B"), dtype=np.uint8)
+        if buf.size % 4:
+            raise CodecError(f"rANS word data is {buf.size} bytes, not a multiple of 4")
+        w = buf.view("<u4")
+    if w.ndim != 1:
+        w = w.reshape(-1)
+    if not w.dtype.isnative:
+        w = w.astype(np.uint32)
+    return np.ascontiguousarray(w)
+
+
+def decode_chunks(words, chunk_words, n_symbols: int, tables, row_contexts, row_length: int,
+                  precision: int, chunk_symbols: int, out: np.ndarray | None = None,
+                  threads: int | None = None) -> np.ndarray:
+    """Decode the chunks written by `encode_chunks`, checking everything the spec requires.
+
+    Args:
+        words: every chunk's words back to back: a uint32 array, or bytes-like little-endian u32 data.
+        chunk_words: the word count of each of the ceil(n_symbols / chunk_symbols) chunks.
+        n_symbols, tables, row_contexts, row_length, precision, chunk_symbols: as for `encode_chunks`.
+        out: optional uint8/uint16 [n_symbols] array to decode into (default: uint8 when K <= 256,
+            else uint16).
+        threads: worker threads (None: one per available CPU).
+
+    Returns:
+        The decoded indices (`out` when given).
+
+    Raises:
+        CodecError: a frequency table does not sum to 2**precision, a row context is out of range,
+            the chunk word counts do not match the data, a chunk starts with a zero word, a chunk's
+            words are not consumed exactly, or a chunk does not end in state 0.
+    """
+    if isinstance(precision, (int, np.integer)) and not isinstance(precision, bool) \
+            and MIN_PRECISION <= int(precision) <= MAX_PRECISION:
+        p = int(precision)
+    else:
+        raise CodecError(f"rANS precision must be in {MIN_PRECISION}..{MAX_PRECISION}, got {precision!r}")
+    n = _int_arg("n_symbols", n_symbols, 0, CodecError)
+    row_length = _int_arg("row_length", row_length, 1, CodecError)
+    chunk_symbols = _int_arg("chunk_symbols", chunk_symbols, 1, CodecError)
+    freqs = _prepare_tables(tables, p, CodecError)
+    K = freqs.shape[1]
+    ctx = _prepare_contexts(row_contexts, n, row_length, freqs.shape[0], CodecError)
+    w = _as_words(words)
+    cw = np.asarray(chunk_words)
+    n_chunks = _n_chunks(n, chunk_symbols)
+    if cw.ndim != 1 or cw.size != n_chunks or (cw.size and not np.issubdtype(cw.dtype, np.integer)):
+        raise CodecError(f"expected {n_chunks} chunk word counts, got shape {cw.shape}")
+    cw = cw.astype(np.int64)
+    if cw.size and int(cw.min()) < 0:
+        raise CodecError("negative chunk word count")
+    word_start = np.zeros(n_chunks + 1, dtype=np.int64)
+    np.cumsum(cw, out=word_start[1:])
+    if int(word_start[-1]) != w.size:
+        raise CodecError(f"chunk word counts add up to {int(word_start[-1])}, the data holds {w.size} words")
+    if out is None:
+        out = np.empty(n, dtype=np.uint8 if K <= 256 else np.uint16)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype not in (np.uint8, np.uint16) or out.shape != (n,) \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be a writable contiguous uint8/uint16 array of n_symbols elements")
+        if K > np.iinfo(out.dtype).max + 1:
+            raise ValueError(f"out dtype {out.dtype} cannot hold {K} symbols")
+    if n_chunks == 0:
+        return out
+    cum = _cumulative(freqs)
+    if p <= LUT_MAX_PRECISION:
+        lut_fb, lut_sym = _build_lut(freqs, cum, p)
+    else:
+        lut_fb = np.zeros((1, 0), np.uint32)
+        lut_sym = np.zeros((1, 0), np.uint16)
+    status = np.zeros(n_chunks, dtype=np.int64)
+    final = np.zeros(n_chunks, dtype=np.uint64)
+    ctx_arg = ctx if ctx is not None else np.zeros(0, np.int32)
+
+    def run(c0, c1):
+        _decode_kernel(w, word_start, n, chunk_symbols, ctx_arg, row_length, p, lut_fb, lut_sym, cum,
+                       c0, c1, out, status, final)
+
+    nt = _thread_count(threads, n_chunks)
+    _run_parallel(run, n_chunks, nt if n >= (1 << 16) else 1, max(1, -(-n_chunks // (4 * nt))))
+    bad = np.flatnonzero(status)
+    if bad.size:
+        c = int(bad[0])
+        raise CodecError(_chunk_error(c, n_chunks, int(status[c]), int(final[c])))
+    return out
+
+
+def _chunk_error(c: int, n_chunks: int, code: int, info: int) -> str:
+    where = f"rANS chunk {c} of {n_chunks}"
+    if code == _ERR_LEADING_ZERO:
+        return f"{where}: first word is 0 (a valid stream never starts with a zero word)"
+    if code == _ERR_WORDS_LEFT:
+        return f"{where}: {info} words left unread after its last symbol"
+    if code == _ERR_FINAL_STATE:
+        return f"{where}: final state {info:#x} is not the initial state 0"
+    return f"{where}: error {code}"  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# reference implementation: plain Python integers, written straight from spec/ACQE-rans.md
+# ---------------------------------------------------------------------------------------------
+
+
+def _ref_tables(tables, precision):
+    t = np.asarray(tables)
+    if t.ndim == 1:
+        t = t[None, :]
+    freqs = [[int(v) for v in row] for row in t]
+    cums = []
+    for row in freqs:
+        acc, cr = 0, []
+        for v in row:
+            cr.append(acc)
+            acc += v
+        if acc != 1 << precision:
+            raise CodecError(f"frequency table sums to {acc}, must be {1 << precision}")
+        cums.append(cr)
+    return freqs, cums
+
+
+def _ref_table_of(i, row_contexts, row_length):
+    return 0 if row_contexts is None else int(row_contexts[i // row_length])
+
+
+def reference_encode_chunks(indices, tables, row_contexts, row_length, precision, chunk_symbols) -> EncodedChunks:
+    """Slow reference encoder (pure Python ints); same output as `encode_chunks`."""
+    idx = [int(v) for v in np.asarray(indices).reshape(-1)]
+    n = len(idx)
+    freqs, cums = _ref_tables(tables, precision)
+    P = precision
+    all_words, counts = [], []
+    for c0 in range(0, n, chunk_symbols):
+        c1 = min(n, c0 + chunk_symbols)
+        x = 0
+        emitted = []
+        for i in range(c1 - 1, c0 - 1, -1):
+            t = _ref_table_of(i, row_contexts, row_length)
+            s = idx[i]
+            f, a = freqs[t][s], cums[t][s]
+            if f == 0:
+                raise ValueError(f"index {s} at position {i} has frequency 0 in table {t}")
+            if (x >> (64 - P)) >= f:  # renormalise: push the low word out
+                emitted.append(x & 0xFFFFFFFF)
+                x >>= 32
+            x = ((x // f) << P) + (x % f) + a
+        if x >= 1 << 32:  # flush: the state, high word first
+            head = [x >> 32, x & 0xFFFFFFFF]
+        elif x > 0:
+            head = [x]
+        else:
+            head = []
+        chunk = head + emitted[::-1]
+        all_words.extend(chunk)
+        counts.append(len(chunk))
+    return EncodedChunks(np.array(all_words, dtype=np.uint32), np.array(counts, dtype=np.int64))
+
+
+def reference_decode_chunks(words, chunk_words, n_symbols, tables, row_contexts, row_length, precision,
+                            chunk_symbols) -> np.ndarray:
+    """Slow reference decoder (pure Python ints); raises CodecError exactly when `decode_chunks` does."""
+    P = precision
+    freqs, cums = _ref_tables(tables, precision)
+    w = [int(v) for v in _as_words(words)]
+    counts = [int(v) for v in np.asarray(chunk_words).reshape(-1)]
+    n_chunks = -(-n_symbols // chunk_symbols)
+    if len(counts) != n_chunks or sum(counts) != len(w):
+        raise CodecError("chunk word counts do not match the data")
+    out = []
+    start = 0
+    for c in range(n_chunks):
+        end = start + counts[c]
+        pos = start
+        x = 0
+        if pos < end:
+            if w[pos] == 0:
+                raise CodecError(f"rANS chunk {c}: first word is 0")
+            x = w[pos]
+            pos += 1
+            if pos < end:
+                x = (x << 32) | w[pos]
+                pos += 1
+        for i in range(c * chunk_symbols, min(n_symbols, (c + 1) * chunk_symbols)):
+            t = _ref_table_of(i, row_contexts, row_length)
+            slot = x & ((1 << P) - 1)
+            s = max(k for k in range(len(cums[t])) if cums[t][k] <= slot and freqs[t][k] > 0)
+            out.append(s)
+            x = (x >> P) * freqs[t][s] + slot - cums[t][s]
+            if x < (1 << 32) and pos < end:
+                x = (x << 32) | w[pos]
+                pos += 1
+        if pos != end:
+            raise CodecError(f"rANS chunk {c}: {end - pos} words left unread")
+        if x != 0:
+            raise CodecError(f"rANS chunk {c}: final state {x:#x} is not 0")
+        start = end
+    return np.array(out, dtype=np.int64)
