@@ -1,0 +1,18 @@
+"""ACQE container: read and write `.acqe` files (numpy + numba only; never torch).
+
+    from acqe_format import AcqeWriter, AcqeReader, CodebookTensor, reconstruct
+"""
+from acqe_format.codecs.codebook import CodebookTensor, reconstruct
+from acqe_format.errors import (AcqeError, AcqeFormatError, ChecksumMismatchError, CodecError, LayoutError,
+                                LimitExceededError, MetadataError, NotAcqeFileError, TruncatedFileError,
+                                UnsupportedVersionError, WriteOrderError)
+from acqe_format.layout import TensorInfo
+from acqe_format.reader import AcqeReader
+from acqe_format.writer import AcqeWriter
+
+__all__ = [
+    "AcqeReader", "AcqeWriter", "CodebookTensor", "reconstruct", "TensorInfo",
+    "AcqeError", "AcqeFormatError", "NotAcqeFileError", "UnsupportedVersionError", "TruncatedFileError",
+    "ChecksumMismatchError", "LimitExceededError", "LayoutError", "CodecError", "MetadataError",
+    "WriteOrderError",
+]

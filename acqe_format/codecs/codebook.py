@@ -1,0 +1,426 @@
+"""Codecs 2 (CODEBOOK_RANS) and 3 (CODEBOOK_PACKED): a float32 codebook, optional per-row float32
+scales, and one codebook index per element in row-major order.
+
+What every decoder computes (rows = shape[0], 1 for rank 0; row_length = numel / rows):
+
+    value[r, j] = float32(codebook[index[r * row_length + j]] * row_scale[r])   # one IEEE-754 binary32
+                                                                              # multiply, round-to-even
+    (no scales: value = codebook[index]), then converted to decoded_dtype with round-to-nearest-even.
+
+Codec 3 payload:  u32 K | u8 bits | u8 scale_mode | u16 reserved=0 | f32 codebook[K]
+                  | f32 scales[rows] (scale_mode 1) | ceil(numel*bits/8) bytes of LSB-first packed indices
+Codec 2 payload:  u32 K | u8 precision | u8 scale_mode | u8 context_mode | u8 reserved=0 | u32 n_tables
+                  | u32 chunk_size | f32 codebook[K] | f32 scales[rows] (scale_mode 1)
+                  | u16 contexts[rows] (context_mode 1) | zero pad to a multiple of 4
+                  | u32 freqs[n_tables][K] | (u32 word_count, u32 crc32)[n_chunks] | u32 words...
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from acqe_format import constants as C
+from acqe_format.codecs import Codec
+from acqe_format.codecs.raw import _bf16_bits_from_f32
+from acqe_format.errors import ChecksumMismatchError, CodecError, LayoutError, LimitExceededError
+from acqe_format.layout import checked_numel, crc32, rows_of
+
+PACKED_HEAD = struct.Struct("<IBBH")
+RANS_HEAD = struct.Struct("<IBBBBII")
+assert PACKED_HEAD.size == C.CODEBOOK_PACKED_HEAD_SIZE and RANS_HEAD.size == C.CODEBOOK_RANS_HEAD_SIZE
+
+_BLOCK = 1 << 20    # elements per block when unpacking / reconstructing (bounds temporaries)
+
+
+@dataclass(frozen=True, eq=False)
+class CodebookTensor:
+    """A tensor as codebook + indices (+ row scales, + per-row entropy contexts): the encoder's output
+    and what the codebook codecs store. Construction validates everything (raises `ValueError`)."""
+    shape: tuple[int, ...]
+    codebook: np.ndarray
+    indices: np.ndarray
+    row_scales: np.ndarray | None = None
+    row_contexts: np.ndarray | None = None
+    decoded_dtype: str = "float32"
+
+    def __post_init__(self):
+        shape = tuple(int(d) for d in self.shape)
+        if len(shape) > C.MAX_RANK or any(d < 0 for d in shape):
+            raise ValueError(f"bad shape {shape}")
+        numel = checked_numel(shape)
+        rows, _ = rows_of(shape)
+        cb = np.asarray(self.codebook)
+        if cb.dtype != np.float32 or cb.ndim != 1 or not 1 <= cb.size <= C.MAX_K:
+            raise ValueError(f"codebook must be float32[K] with 1 <= K <= {C.MAX_K}, got {cb.dtype}{list(cb.shape)}")
+        if not np.isfinite(cb).all():
+            raise ValueError("codebook entries must be finite")
+        idx = np.asarray(self.indices)
+        if idx.dtype not in (np.uint8, np.uint16) or idx.ndim != 1 or idx.size != numel:
+            raise ValueError(f"indices must be uint8/uint16[{numel}], got {idx.dtype}{list(idx.shape)}")
+        if idx.size and int(idx.max()) >= cb.size:
+            raise ValueError(f"index {int(idx.max())} outside the codebook (K={cb.size})")
+        if self.row_scales is not None:
+            s = np.asarray(self.row_scales)
+            if s.dtype != np.float32 or s.shape != (rows,) or not np.isfinite(s).all():
+                raise ValueError(f"row_scales must be finite float32[{rows}]")
+        if self.row_contexts is not None:
+            c = np.asarray(self.row_contexts)
+            if c.dtype != np.uint16 or c.shape != (rows,):
+                raise ValueError(f"row_contexts must be uint16[{rows}]")
+        if C.DTYPE_BY_NAME.get(self.decoded_dtype) not in C.CODEBOOK_DECODED_DTYPES:
+            raise ValueError(f"decoded_dtype must be one of float32, float16, bfloat16, float64")
+        object.__setattr__(self, "shape", shape)
+
+    @property
+    def numel(self) -> int:
+        return int(self.indices.size)
+
+
+def _convert(values_f32: np.ndarray, decoded: str) -> np.ndarray:
+    if decoded == "float32":
+        return values_f32
+    if decoded == "float16":
+        return values_f32.astype(np.float16)
+    if decoded == "float64":
+        return values_f32.astype(np.float64)
+    return _bf16_bits_from_f32(values_f32)
+
+
+def _values(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
+    """The reconstruction formula, in blocks of whole rows."""
+    rows, row_length = rows_of(shape)
+    numel = rows * row_length if row_length else 0
+    np_dt = C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")
+    out = np.empty(numel, dtype=np_dt)
+    if numel:
+        cb = np.ascontiguousarray(codebook, dtype=np.float32)
+        step = max(1, _BLOCK // row_length) * row_length
+        for start in range(0, numel, step):
+            stop = min(numel, start + step)
+            v = cb[indices[start:stop]]
+            if scales is not None:
+                r0 = start // row_length
+                v = (v.reshape(-1, row_length) * scales[r0:r0 + (stop - start) // row_length, None]).reshape(-1)
+            out[start:stop] = _convert(v, decoded)
+    return out.reshape(shape)
+
+
+def reconstruct(ct: CodebookTensor) -> np.ndarray:
+    """Exactly what every decoder produces for `ct` (BF16 as uint16 bit patterns)."""
+    scales = None if ct.row_scales is None else np.asarray(ct.row_scales, dtype=np.float32)
+    return _values(ct.codebook, ct.indices, scales, ct.shape, ct.decoded_dtype)
+
+
+def min_bits(k: int) -> int:
+    return max(1, (k - 1).bit_length())
+
+
+# --- shared decode helpers -----------------------------------------------------------------------
+
+def _take(payload, pos: int, count: int, dtype: str, what: str, name: str):
+    nbytes = count * np.dtype(dtype).itemsize
+    if pos + nbytes > len(payload):
+        raise LayoutError(f"tensor {name!r}: {what} runs past the payload end")
+    return np.frombuffer(payload, dtype=dtype, count=count, offset=pos), pos + nbytes
+
+
+def _check_finite(a, what, name):
+    if a.size and not np.isfinite(a).all():
+        raise CodecError(f"tensor {name!r}: {what} has a non-finite entry")
+
+
+def _check_float_entry(info, codec_name):
+    if C.DTYPE_BY_NAME[info.decoded_dtype] not in C.CODEBOOK_DECODED_DTYPES:
+        raise LayoutError(f"tensor {info.name!r}: {codec_name} cannot decode to {info.decoded_dtype}")
+    if C.DTYPE_BY_NAME[info.stored_dtype] not in C.FLOAT_DTYPES:
+        raise LayoutError(f"tensor {info.name!r}: {codec_name} source dtype {info.stored_dtype} is not a float type")
+
+
+# --- codec 3: fixed-width packed indices ------------------------------------------------------------
+
+def pack_indices(indices: np.ndarray, bits: int) -> bytes:
+    """LSB-first: bit b of index i is bit (i*bits + b) of the stream; stream bit n is bit n%8 of byte n//8."""
+    idx = np.ascontiguousarray(indices, dtype=np.uint32)
+    out = []
+    step = 8 * (1 << 16)                          # a multiple of 8 indices = whole bytes per block
+    shifts = np.arange(bits, dtype=np.uint32)
+    for s in range(0, idx.size, step):
+        blk = idx[s:s + step]
+        bitmat = ((blk[:, None] >> shifts) & 1).astype(np.uint8)
+        out.append(np.packbits(bitmat.reshape(-1), bitorder="little").tobytes())
+    return b"".join(out)
+
+
+def unpack_indices(data: np.ndarray, n: int, bits: int) -> np.ndarray:
+    """Inverse of `pack_indices` (uint32 out)."""
+    if bits == 8:
+        return data[:n].astype(np.uint32)
+    if bits == 16:
+        return data[:2 * n].view("<u2").astype(np.uint32)
+    buf = np.zeros(data.size + 3, dtype=np.uint32)
+    buf[:data.size] = data
+    out = np.empty(n, dtype=np.uint32)
+    mask = np.uint32((1 << bits) - 1)
+    for s in range(0, n, _BLOCK):
+        pos = np.arange(s, min(n, s + _BLOCK), dtype=np.uint64) * np.uint64(bits)
+        byte = (pos >> np.uint64(3)).astype(np.intp)
+        sh = (pos & np.uint64(7)).astype(np.uint32)
+        v = buf[byte] | (buf[byte + 1] << np.uint32(8)) | (buf[byte + 2] << np.uint32(16))
+        out[s:s + pos.size] = (v >> sh) & mask
+    return out
+
+
+def packed_payload(ct: CodebookTensor, bits: int | None = None) -> bytes:
+    k = ct.codebook.size
+    bits = bits or min_bits(k)
+    scale_mode = C.SCALE_NONE if ct.row_scales is None else C.SCALE_ROW_F32
+    parts = [PACKED_HEAD.pack(k, bits, scale_mode, 0), ct.codebook.astype("<f4").tobytes()]
+    if ct.row_scales is not None:
+        parts.append(np.asarray(ct.row_scales, dtype="<f4").tobytes())
+    parts.append(pack_indices(ct.indices, bits))
+    return b"".join(parts)
+
+
+def packed_size(ct: CodebookTensor) -> int:
+    rows, _ = rows_of(ct.shape)
+    k = ct.codebook.size
+    return (C.CODEBOOK_PACKED_HEAD_SIZE + 4 * k + (4 * rows if ct.row_scales is not None else 0)
+            + (ct.numel * min_bits(k) + 7) // 8)
+
+
+class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
+    @classmethod
+    def check_entry(cls, info) -> None:
+        _check_float_entry(info, "CODEBOOK_PACKED")
+        if info.checked_length != info.payload_length:
+            raise LayoutError(f"tensor {info.name!r}: CODEBOOK_PACKED checked_length {info.checked_length}"
+                              f" != payload_length {info.payload_length}")
+        if info.payload_length < PACKED_HEAD.size:
+            raise LayoutError(f"tensor {info.name!r}: CODEBOOK_PACKED payload of {info.payload_length} bytes "
+                              f"is shorter than its {PACKED_HEAD.size}-byte head")
+
+    @classmethod
+    def parse(cls, payload, info):
+        name = info.name
+        k, bits, scale_mode, reserved = PACKED_HEAD.unpack_from(payload, 0)
+        if reserved:
+            raise LayoutError(f"tensor {name!r}: reserved head field is {reserved}, must be 0")
+        if not 1 <= k <= C.MAX_K:
+            raise LimitExceededError(f"tensor {name!r}: codebook size K={k} outside 1..{C.MAX_K}")
+        if not C.MIN_PACKED_BITS <= bits <= C.MAX_PACKED_BITS:
+            raise CodecError(f"tensor {name!r}: index width {bits} bits outside 1..16")
+        if k > (1 << bits):
+            raise CodecError(f"tensor {name!r}: K={k} does not fit in {bits}-bit indices")
+        if scale_mode not in (C.SCALE_NONE, C.SCALE_ROW_F32):
+            raise CodecError(f"tensor {name!r}: unknown scale mode {scale_mode}")
+        rows, _ = rows_of(info.shape)
+        want = (PACKED_HEAD.size + 4 * k + (4 * rows if scale_mode else 0) + (info.numel * bits + 7) // 8)
+        if want != info.payload_length:
+            raise LayoutError(f"tensor {name!r}: CODEBOOK_PACKED payload is {info.payload_length} bytes, "
+                              f"its head implies {want}")
+        pos = PACKED_HEAD.size
+        codebook, pos = _take(payload, pos, k, "<f4", "codebook", name)
+        _check_finite(codebook, "codebook", name)
+        scales = None
+        if scale_mode:
+            scales, pos = _take(payload, pos, rows, "<f4", "row scales", name)
+            _check_finite(scales, "row scales", name)
+        data = np.frombuffer(payload, dtype=np.uint8, offset=pos)
+        idx = unpack_indices(data, info.numel, bits)
+        extra = info.numel * bits % 8
+        if extra and data[-1] >> extra:
+            raise CodecError(f"tensor {name!r}: unused bits of the last index byte are not zero")
+        if idx.size:
+            m = int(idx.max())
+            if m >= k:
+                where = int(np.argmax(idx >= k))
+                raise CodecError(f"tensor {name!r}: index {m} at element {where} is outside the codebook (K={k})")
+        return codebook, scales, idx
+
+    @classmethod
+    def decode(cls, payload, info, threads=None) -> np.ndarray:
+        codebook, scales, idx = cls.parse(payload, info)
+        return _values(codebook, idx, scales, info.shape, info.decoded_dtype)
+
+
+# --- codec 2: rANS-coded indices ---------------------------------------------------------------------
+
+def _rans():
+    from acqe_format import rans   # numba import only when a rANS payload is actually touched
+    return rans
+
+
+class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
+    @classmethod
+    def check_entry(cls, info) -> None:
+        _check_float_entry(info, "CODEBOOK_RANS")
+        if info.checked_length > info.payload_length or info.checked_length < RANS_HEAD.size:
+            raise LayoutError(f"tensor {info.name!r}: CODEBOOK_RANS checked_length {info.checked_length} "
+                              f"outside {RANS_HEAD.size}..payload_length {info.payload_length}")
+
+    @classmethod
+    def parse_head(cls, payload, info):
+        """Validates the CRC-checked head; returns a dict of views (nothing proportional to numel)."""
+        name = info.name
+        k, precision, scale_mode, context_mode, reserved, n_tables, chunk_size = RANS_HEAD.unpack_from(payload, 0)
+        if reserved:
+            raise LayoutError(f"tensor {name!r}: reserved head field is {reserved}, must be 0")
+        if not 1 <= k <= C.MAX_K:
+            raise LimitExceededError(f"tensor {name!r}: codebook size K={k} outside 1..{C.MAX_K}")
+        if not C.MIN_PRECISION <= precision <= C.MAX_PRECISION:
+            raise CodecError(f"tensor {name!r}: precision {precision} outside {C.MIN_PRECISION}..{C.MAX_PRECISION}")
+        if scale_mode not in (C.SCALE_NONE, C.SCALE_ROW_F32):
+            raise CodecError(f"tensor {name!r}: unknown scale mode {scale_mode}")
+        if context_mode not in (C.CONTEXT_NONE, C.CONTEXT_ROW_U16):
+            raise CodecError(f"tensor {name!r}: unknown context mode {context_mode}")
+        if context_mode == C.CONTEXT_NONE and n_tables != 1:
+            raise CodecError(f"tensor {name!r}: {n_tables} frequency tables without row contexts (must be 1)")
+        if not 1 <= n_tables <= C.MAX_TABLES:
+            raise LimitExceededError(f"tensor {name!r}: {n_tables} frequency tables (limit {C.MAX_TABLES})")
+        if n_tables << precision > C.MAX_TABLE_SLOTS:
+            raise LimitExceededError(f"tensor {name!r}: {n_tables} tables x 2^{precision} slots exceed "
+                                     f"{C.MAX_TABLE_SLOTS}")
+        if not 1 <= chunk_size <= C.MAX_CHUNK_SYMBOLS:
+            raise LimitExceededError(f"tensor {name!r}: chunk size {chunk_size} outside 1..{C.MAX_CHUNK_SYMBOLS}")
+        rows, _ = rows_of(info.shape)
+        n_chunks = -(-info.numel // chunk_size)
+        pos = RANS_HEAD.size + 4 * k + (4 * rows if scale_mode else 0) + (2 * rows if context_mode else 0)
+        pad = -pos % 4
+        head_len = pos + pad + 4 * n_tables * k + 8 * n_chunks
+        if head_len != info.checked_length:
+            raise LayoutError(f"tensor {name!r}: CODEBOOK_RANS head is {head_len} bytes, checked_length says "
+                              f"{info.checked_length}")
+        pos = RANS_HEAD.size
+        codebook, pos = _take(payload, pos, k, "<f4", "codebook", name)
+        _check_finite(codebook, "codebook", name)
+        scales = contexts = None
+        if scale_mode:
+            scales, pos = _take(payload, pos, rows, "<f4", "row scales", name)
+            _check_finite(scales, "row scales", name)
+        if context_mode:
+            contexts, pos = _take(payload, pos, rows, "<u2", "row contexts", name)
+            if contexts.size and int(contexts.max()) >= n_tables:
+                raise CodecError(f"tensor {name!r}: row context {int(contexts.max())} >= {n_tables} tables")
+        if any(payload[pos:pos + pad]):
+            raise LayoutError(f"tensor {name!r}: non-zero padding after the row contexts")
+        pos += pad
+        freqs, pos = _take(payload, pos, n_tables * k, "<u4", "frequency tables", name)
+        freqs = freqs.reshape(n_tables, k)
+        sums = freqs.sum(axis=1, dtype=np.uint64)
+        bad = np.flatnonzero(sums != (1 << precision))
+        if bad.size:
+            t = int(bad[0])
+            raise CodecError(f"tensor {name!r}: frequency table {t} sums to {int(sums[t])}, not 2^{precision}")
+        table, pos = _take(payload, pos, 2 * n_chunks, "<u4", "chunk table", name)
+        table = table.reshape(n_chunks, 2)
+        words_total = int(table[:, 0].sum(dtype=np.uint64))
+        if info.checked_length + 4 * words_total != info.payload_length:
+            raise LayoutError(f"tensor {name!r}: chunks hold {4 * words_total} bytes, payload has "
+                              f"{info.payload_length - info.checked_length} after the head")
+        return dict(k=k, precision=precision, codebook=codebook, scales=scales, contexts=contexts,
+                    freqs=freqs, chunk_size=chunk_size, chunk_table=table, rows=rows)
+
+    @classmethod
+    def decode_indices(cls, payload, info, head, threads=None) -> np.ndarray:
+        name = info.name
+        table = head["chunk_table"]
+        n_chunks = table.shape[0]
+        counts = table[:, 0].astype(np.int64)
+        starts = info.checked_length + 4 * np.concatenate([[0], np.cumsum(counts)[:-1]]) if n_chunks else counts
+        for c in range(n_chunks):
+            s = int(starts[c])
+            got = crc32(payload[s:s + 4 * int(counts[c])])
+            if got != int(table[c, 1]):
+                raise ChecksumMismatchError(f"tensor {name!r}: chunk {c} CRC-32 is {got:08x}, "
+                                            f"chunk table says {int(table[c, 1]):08x}")
+        words = np.frombuffer(payload, dtype="<u4", offset=info.checked_length)
+        return _rans_decode(words, counts, head, info, threads)
+
+    @classmethod
+    def decode(cls, payload, info, threads=None) -> np.ndarray:
+        head = cls.parse_head(payload, info)
+        idx = cls.decode_indices(payload, info, head, threads)
+        return _values(head["codebook"], idx, head["scales"], info.shape, info.decoded_dtype)
+
+
+def _rans_decode(words, counts, head, info, threads):
+    """Decode every chunk's indices (chunk CRCs already checked); coder errors become CodecError."""
+    if info.numel == 0:
+        return np.zeros(0, dtype=np.uint16)
+    rans = _rans()
+    row_length = rows_of(info.shape)[1]
+    try:
+        return rans.decode_chunks(words, counts, info.numel, head["freqs"], head["contexts"], row_length,
+                                  head["precision"], head["chunk_size"], threads=threads)
+    except CodecError as e:
+        raise CodecError(f"tensor {info.name!r}: {e}") from None
+
+
+def _fallback_table(k: int, precision: int) -> np.ndarray:
+    t = np.zeros(k, dtype=np.uint32)
+    t[0] = 1 << precision
+    return t
+
+
+def rans_tables(ct: CodebookTensor, precision: int | None):
+    """(precision, n_tables, uint32 [T, K] tables) the writer stores for `ct`: `quantize_frequencies` of
+    each context's histogram; a context with no symbols gets all the mass on symbol 0."""
+    rans = _rans()
+    rows, row_length = rows_of(ct.shape)
+    k = ct.codebook.size
+    contexts = None if ct.row_contexts is None else np.asarray(ct.row_contexts, dtype=np.uint16)
+    n_tables = 1 if contexts is None or contexts.size == 0 else int(contexts.max()) + 1
+    idx = np.asarray(ct.indices)
+    counts = np.zeros((n_tables, k), dtype=np.int64)
+    if contexts is None:
+        counts[0] = np.bincount(idx, minlength=k)
+    elif idx.size:
+        for t in range(n_tables):
+            rows_t = np.flatnonzero(contexts == t)
+            if rows_t.size:
+                counts[t] = np.bincount(idx.reshape(rows, row_length)[rows_t].reshape(-1), minlength=k)
+    used = counts.sum(axis=1) > 0
+    if precision is None:
+        precision = rans.choose_precision(counts[used]) if used.any() else rans.DEFAULT_PRECISION
+    tables = np.stack([rans.quantize_frequencies(counts[t], precision) if used[t]
+                       else _fallback_table(k, precision) for t in range(n_tables)]).astype(np.uint32)
+    return precision, n_tables, tables
+
+
+def rans_payload(ct: CodebookTensor, precision: int | None, chunk_size: int,
+                 threads: int | None = None) -> tuple[bytes, int]:
+    """(payload, checked_length) of codec 2 for `ct`."""
+    rans = _rans()
+    rows, row_length = rows_of(ct.shape)
+    k = ct.codebook.size
+    contexts = None if ct.row_contexts is None else np.asarray(ct.row_contexts, dtype=np.uint16)
+    precision, n_tables, tables = rans_tables(ct, precision)
+    if n_tables << precision > C.MAX_TABLE_SLOTS:
+        raise ValueError(f"{n_tables} tables at precision {precision} exceed {C.MAX_TABLE_SLOTS} slots")
+    if ct.numel:
+        enc = rans.encode_chunks(ct.indices, tables, contexts, row_length, precision, chunk_size, threads=threads)
+        words, chunk_words = enc.words, enc.chunk_words
+    else:
+        words, chunk_words = np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    parts = [RANS_HEAD.pack(k, precision, C.SCALE_NONE if ct.row_scales is None else C.SCALE_ROW_F32,
+                            C.CONTEXT_NONE if contexts is None else C.CONTEXT_ROW_U16, 0, n_tables, chunk_size),
+             ct.codebook.astype("<f4").tobytes()]
+    if ct.row_scales is not None:
+        parts.append(np.asarray(ct.row_scales, dtype="<f4").tobytes())
+    if contexts is not None:
+        parts.append(contexts.astype("<u2").tobytes())
+    pos = sum(len(p) for p in parts)
+    parts.append(b"\0" * (-pos % 4))
+    parts.append(tables.astype("<u4").tobytes())
+    wbytes = words.astype("<u4").tobytes()
+    table = np.zeros((chunk_words.size, 2), dtype="<u4")
+    at = 0
+    for c, n in enumerate(chunk_words.tolist()):
+        table[c] = (n, crc32(wbytes[at:at + 4 * n]))
+        at += 4 * n
+    parts.append(table.tobytes())
+    checked = sum(len(p) for p in parts)
+    parts.append(wbytes)
+    return b"".join(parts), checked

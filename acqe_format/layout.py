@@ -1,0 +1,174 @@
+"""Byte layout of the fixed structures: header, section table, directory entries, footer.
+
+The writer packs and the reader unpacks through the same `struct` formats below, so the two can not
+drift apart. Everything is little-endian (`<`).
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from acqe_format import constants as C
+from acqe_format.errors import LimitExceededError
+
+# magic, major, minor, header_length, required, optional, file_length, alignment, section_count,
+# section_table_offset, section_table_crc32   (header_crc32 follows at byte 60)
+HEADER_STRUCT = struct.Struct("<8sHHIQQQIIQI")
+SECTION_STRUCT = struct.Struct("<IIQQII")      # kind, flags, offset, length, crc32, reserved
+FOOTER_STRUCT = struct.Struct("<32sQ8s")       # sha256, file_length, "ACQE_END"
+DIR_FIXED_STRUCT = struct.Struct("<BBBBHH")   # rank, stored, decoded, reserved, codec, reserved
+DIR_TAIL_STRUCT = struct.Struct("<QQQI")      # payload_offset, payload_length, checked_length, crc
+U16 = struct.Struct("<H")
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+
+assert HEADER_STRUCT.size + 4 == C.HEADER_SIZE
+assert SECTION_STRUCT.size == C.SECTION_ENTRY_SIZE
+assert FOOTER_STRUCT.size == C.FOOTER_SIZE
+
+# Smallest possible directory entry: name_length + 1-byte name + fixed + tail (rank 0).
+MIN_DIR_ENTRY_SIZE = 2 + 1 + DIR_FIXED_STRUCT.size + DIR_TAIL_STRUCT.size
+MIN_ASSET_ENTRY_SIZE = 2 + 1 + 8
+
+
+def crc32(data) -> int:
+    """CRC-32/ISO-HDLC (zlib's): reflected poly 0xEDB88320, init and xorout 0xFFFFFFFF."""
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Header:
+    major: int
+    minor: int
+    header_length: int
+    required_features: int
+    optional_features: int
+    file_length: int
+    alignment: int
+    section_count: int
+    section_table_offset: int
+    section_table_crc32: int
+    header_crc32: int
+
+    def pack(self) -> bytes:
+        body = HEADER_STRUCT.pack(
+            C.MAGIC, self.major, self.minor, self.header_length, self.required_features,
+            self.optional_features, self.file_length, self.alignment, self.section_count,
+            self.section_table_offset, self.section_table_crc32)
+        return body + U32.pack(crc32(body))
+
+    @classmethod
+    def unpack(cls, b: bytes) -> "Header":
+        (_magic, major, minor, hlen, req, opt, flen, align, nsec, sto, stcrc) = HEADER_STRUCT.unpack_from(b, 0)
+        (hcrc,) = U32.unpack_from(b, 60)
+        return cls(major, minor, hlen, req, opt, flen, align, nsec, sto, stcrc, hcrc)
+
+
+@dataclass(frozen=True)
+class SectionEntry:
+    kind: int
+    flags: int
+    offset: int
+    length: int
+    crc32: int
+    reserved: int = 0
+
+    def pack(self) -> bytes:
+        return SECTION_STRUCT.pack(self.kind, self.flags, self.offset, self.length, self.crc32, self.reserved)
+
+    @classmethod
+    def unpack_from(cls, b, off: int) -> "SectionEntry":
+        return cls(*SECTION_STRUCT.unpack_from(b, off))
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One directory record exactly as stored."""
+    name: bytes
+    shape: tuple[int, ...]
+    stored_dtype: int
+    decoded_dtype: int
+    codec: int
+    payload_offset: int
+    payload_length: int
+    checked_length: int
+    payload_crc32: int
+    reserved8: int = 0
+    reserved16: int = 0
+
+    def pack(self) -> bytes:
+        return b"".join([
+            U16.pack(len(self.name)), self.name,
+            DIR_FIXED_STRUCT.pack(len(self.shape), self.stored_dtype, self.decoded_dtype, self.reserved8,
+                                  self.codec, self.reserved16),
+            struct.pack(f"<{len(self.shape)}Q", *self.shape),
+            DIR_TAIL_STRUCT.pack(self.payload_offset, self.payload_length, self.checked_length,
+                                 self.payload_crc32),
+        ])
+
+
+def pack_footer(sha256: bytes, file_length: int) -> bytes:
+    return FOOTER_STRUCT.pack(sha256, file_length, C.FOOTER_MAGIC)
+
+
+def pack_assets(assets: list[tuple[bytes, bytes]]) -> bytes:
+    """ASSETS section: u32 count, then per asset u16 name_length, name, u64 data_length, data."""
+    out = [U32.pack(len(assets))]
+    for name, data in assets:
+        out += [U16.pack(len(name)), name, U64.pack(len(data)), bytes(data)]
+    return b"".join(out)
+
+
+def checked_numel(shape) -> int:
+    """Element count, refusing dims or partial products above MAX_NUMEL (zero dims count as 1 in the
+    product bound, so [0, 2**64-1] is refused like any other absurd shape)."""
+    bound = 1
+    numel = 1
+    for d in shape:
+        if d > C.MAX_NUMEL:
+            raise LimitExceededError(f"dimension {d} exceeds the limit {C.MAX_NUMEL}")
+        if d:
+            if bound > C.MAX_NUMEL // d:
+                raise LimitExceededError(f"shape {list(shape)} has more than {C.MAX_NUMEL} elements")
+            bound *= d
+        numel *= d
+    return numel
+
+
+def rows_of(shape) -> tuple[int, int]:
+    """(rows, row_length) of the codebook codecs: rows = shape[0] (1 for rank 0)."""
+    numel = 1
+    for d in shape:
+        numel *= d
+    rows = shape[0] if len(shape) else 1
+    if numel == 0:
+        return rows, 0
+    return rows, numel // rows
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as listed by the directory (nothing decoded). dtypes are names: "float32", "bfloat16"..."""
+    name: str
+    shape: tuple[int, ...]
+    stored_dtype: str
+    decoded_dtype: str
+    codec: C.CodecId
+    numel: int
+    payload_offset: int
+    payload_length: int
+    checked_length: int
+    payload_crc32: int
+
+    @property
+    def decoded_nbytes(self) -> int:
+        return self.numel * C.DTYPE_INFO[C.DTYPE_BY_NAME[self.decoded_dtype]][1]
+
+    @property
+    def bits_per_param(self) -> float:
+        return self.payload_length * 8 / self.numel if self.numel else 0.0

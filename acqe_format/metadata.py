@@ -1,0 +1,111 @@
+"""Strict, inert JSON for the METADATA section.
+
+Accepted: one RFC 8259 JSON object, UTF-8 without BOM; no duplicate keys (at any depth); no NaN,
+Infinity or numbers that overflow binary64; integers within [-2**63, 2**64 - 1]; strings without lone
+surrogates; nesting depth <= MAX_JSON_DEPTH. Values are data only: nothing in them is ever templated,
+evaluated or executed. The writer emits the canonical form: sorted keys, no whitespace, UTF-8.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from acqe_format import constants as C
+from acqe_format.errors import MetadataError
+
+
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def _check_depth(text: str) -> None:
+    depth = 0
+    for m in _TOKENS.finditer(text):
+        ch = m.group()
+        if ch in "[{":
+            depth += 1
+            if depth > C.MAX_JSON_DEPTH:
+                raise MetadataError(f"JSON nesting deeper than {C.MAX_JSON_DEPTH}")
+        elif ch in "]}":
+            depth -= 1
+
+
+def _pairs(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise MetadataError(f"duplicate JSON key {k!r}")
+        out[k] = v
+    return out
+
+
+def _constant(name):
+    raise MetadataError(f"JSON constant {name} is not allowed")
+
+
+def _float(s):
+    v = float(s)
+    if not math.isfinite(v):
+        raise MetadataError(f"JSON number {s[:40]} overflows binary64")
+    return v
+
+
+def _int(s):
+    if len(s) > 21:
+        raise MetadataError(f"JSON integer {s[:40]}... is outside [-2**63, 2**64-1]")
+    v = int(s)
+    if not -(1 << 63) <= v < (1 << 64):
+        raise MetadataError(f"JSON integer {s} is outside [-2**63, 2**64-1]")
+    return v
+
+
+def _check_strings(obj, depth=0):
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, str):
+            try:
+                o.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MetadataError("JSON string contains a lone surrogate escape") from None
+        elif isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+
+
+def parse_metadata(data: bytes) -> dict:
+    """Parse METADATA bytes strictly; raise `MetadataError` with one line on any deviation."""
+    if data[:3] == b"\xef\xbb\xbf":
+        raise MetadataError("metadata starts with a UTF-8 BOM")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MetadataError(f"metadata is not UTF-8 (byte {e.start})") from None
+    _check_depth(text)
+    try:
+        obj = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant,
+                         parse_float=_float, parse_int=_int)
+    except MetadataError:
+        raise
+    except (ValueError, RecursionError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MetadataError(f"metadata is not valid JSON: {msg}") from None
+    if not isinstance(obj, dict):
+        raise MetadataError(f"metadata must be a JSON object, not {type(obj).__name__}")
+    _check_strings(obj)
+    return obj
+
+
+def dump_metadata(obj: dict) -> bytes:
+    """Canonical bytes for `obj` (sorted keys, compact, UTF-8); refuses anything a reader would refuse."""
+    if not isinstance(obj, dict):
+        raise TypeError("metadata must be a dict")
+    try:
+        text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError as e:
+        raise ValueError(f"metadata cannot be written as strict JSON: {e}") from None
+    data = text.encode("utf-8", "strict")
+    parse_metadata(data)   # same rules both ways (depth, integer range, surrogates)
+    return data

@@ -1,0 +1,285 @@
+"""`AcqeWriter`: builds a `.acqe` file deterministically and atomically.
+
+Payloads are spooled to an anonymous temporary file as they are added; `close()` writes header, section
+table, directory, metadata, assets and the spooled payloads to a temporary file next to the target,
+fsyncs it, renames it over the target and fsyncs the folder. An exception (or `abort()`) before that
+leaves nothing under the target name. Same inputs in the same order give the same bytes.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+from acqe_format import constants as C
+from acqe_format.codecs import codebook as cbk
+from acqe_format.codecs.raw import RawCodec, to_stored
+from acqe_format.errors import WriteOrderError
+from acqe_format.layout import DirEntry, Header, SectionEntry, checked_numel, crc32, pack_assets, pack_footer
+from acqe_format.metadata import dump_metadata
+from acqe_format.reader import check_asset_name
+
+
+class WriterState(enum.Enum):
+    OPEN = "open"          # accepting metadata, assets and tensors
+    CLOSED = "closed"      # file written and renamed into place
+    ABORTED = "aborted"    # nothing written under the target name
+
+
+def _codec_choice(codec) -> C.CodecId | None:
+    if codec is None:
+        return None
+    if isinstance(codec, str):
+        key = codec.lower()
+        table = {"rans": C.CodecId.CODEBOOK_RANS, "codebook_rans": C.CodecId.CODEBOOK_RANS,
+                 "packed": C.CodecId.CODEBOOK_PACKED, "codebook_packed": C.CodecId.CODEBOOK_PACKED}
+        if key not in table:
+            raise ValueError(f"unknown codebook codec {codec!r}: use 'rans' or 'packed'")
+        return table[key]
+    return C.CodecId(codec)
+
+
+class AcqeWriter:
+    """Write an `.acqe` file.
+
+    Example:
+        >>> import numpy as np
+        >>> with AcqeWriter("/tmp/doc-example.acqe") as w:
+        ...     w.set_metadata({"architecture": "example"})
+        ...     w.add_raw("x", np.arange(6, dtype=np.float32).reshape(2, 3))
+        >>> AcqeReader("/tmp/doc-example.acqe").read("x").tolist()
+        [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    """
+
+    def __init__(self, path, alignment: int = C.DEFAULT_ALIGNMENT, *, precision: int | None = None,
+                 chunk_size: int | None = None):
+        if not (alignment & (alignment - 1) == 0 and C.MIN_ALIGNMENT <= alignment <= C.MAX_ALIGNMENT):
+            raise ValueError(f"alignment must be a power of two in {C.MIN_ALIGNMENT}..{C.MAX_ALIGNMENT}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.alignment = alignment
+        self.precision = precision
+        self.chunk_size = chunk_size
+        self._folder = os.path.dirname(self.path)
+        self._spool = tempfile.TemporaryFile(dir=self._folder, prefix=".acqe-spool-")
+        self._spool_len = 0
+        self._entries: list[tuple] = []
+        self._names: set[bytes] = set()
+        self._metadata = b"{}"
+        self._assets: dict[bytes, bytes] = {}
+        self.state = WriterState.OPEN
+
+    # --- state machine -------------------------------------------------------------------------
+    def _require_open(self, what: str) -> None:
+        if self.state is not WriterState.OPEN:
+            raise WriteOrderError(f"{what} after the writer was {self.state.value}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    def abort(self) -> None:
+        """Drop everything; nothing is written under the target name."""
+        if self.state is WriterState.OPEN:
+            self.state = WriterState.ABORTED
+            self._spool.close()
+
+    # --- inputs --------------------------------------------------------------------------------
+    def set_metadata(self, metadata: dict) -> None:
+        """Set (or replace) the JSON metadata; refused unless it is strict, finite, inert JSON."""
+        self._require_open("set_metadata")
+        self._metadata = dump_metadata(metadata)
+
+    def add_asset(self, name: str, data: bytes) -> None:
+        """Embed a named file (e.g. "tokenizer/vocab.json"); names are safe relative paths."""
+        self._require_open("add_asset")
+        nb = self._name_bytes(name, "asset")
+        check_asset_name(name)
+        if nb in self._assets:
+            raise ValueError(f"duplicate asset name {name!r}")
+        if len(self._assets) >= C.MAX_ASSETS:
+            raise ValueError(f"more than {C.MAX_ASSETS} assets")
+        self._assets[nb] = bytes(data)
+
+    def add_raw(self, name: str, array, dtype=None) -> None:
+        """Add a tensor stored losslessly (codec RAW). `dtype` defaults to the array's; "bfloat16" takes
+        uint16 bit patterns or float32 values (rounded to nearest even)."""
+        self._require_open("add_raw")
+        nb = self._check_new_name(name)
+        code, stored = to_stored(array, dtype)
+        shape = tuple(int(d) for d in np.shape(array))
+        self._check_shape(name, shape)
+        payload = RawCodec.encode(stored)
+        self._append(nb, shape, code, code, C.CodecId.RAW, payload, len(payload))
+
+    def add_codebook(self, name: str, ct: cbk.CodebookTensor, source_dtype: str = "float32", *,
+                     codec=None, precision: int | None = None, chunk_size: int | None = None) -> C.CodecId:
+        """Add a codebook tensor: codec CODEBOOK_RANS, or CODEBOOK_PACKED when that is no larger (or when
+        `codec="packed"`). Returns the codec used."""
+        self._require_open("add_codebook")
+        nb = self._check_new_name(name)
+        if not isinstance(ct, cbk.CodebookTensor):
+            raise TypeError("add_codebook takes a CodebookTensor")
+        src = C.dtype_code(source_dtype)
+        if src not in C.FLOAT_DTYPES:
+            raise ValueError(f"source_dtype must be a float type, not {source_dtype}")
+        self._check_shape(name, ct.shape)
+        choice = _codec_choice(codec)
+        precision = precision or self.precision
+        chunk_size = chunk_size or self.chunk_size
+        payload = checked = None
+        if choice in (None, C.CodecId.CODEBOOK_RANS):
+            try:
+                from acqe_format import rans
+            except ImportError:
+                if choice is not None:
+                    raise
+                rans = None
+            if rans is not None:
+                chunk_size = chunk_size or C.DEFAULT_CHUNK_SYMBOLS
+                if precision is not None and not C.MIN_PRECISION <= precision <= C.MAX_PRECISION:
+                    raise ValueError(f"precision must be in {C.MIN_PRECISION}..{C.MAX_PRECISION}")
+                if not 1 <= chunk_size <= C.MAX_CHUNK_SYMBOLS:
+                    raise ValueError(f"chunk_size must be in 1..{C.MAX_CHUNK_SYMBOLS}")
+                payload, checked = cbk.rans_payload(ct, precision, chunk_size)
+                used = C.CodecId.CODEBOOK_RANS
+        if payload is None or (choice is None and cbk.packed_size(ct) <= len(payload)):
+            # (row contexts only matter to the entropy coder; packing ignores them)
+            payload = cbk.packed_payload(ct)
+            checked = len(payload)
+            used = C.CodecId.CODEBOOK_PACKED
+        self._append(nb, ct.shape, src, C.dtype_code(ct.decoded_dtype), used, payload, checked)
+        return used
+
+    # --- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _name_bytes(name: str, what: str) -> bytes:
+        if not isinstance(name, str):
+            raise TypeError(f"{what} name must be str")
+        nb = name.encode("utf-8")
+        if not 1 <= len(nb) <= C.MAX_NAME_BYTES:
+            raise ValueError(f"{what} name must be 1..{C.MAX_NAME_BYTES} UTF-8 bytes, {name[:40]!r} has {len(nb)}")
+        return nb
+
+    def _check_new_name(self, name: str) -> bytes:
+        nb = self._name_bytes(name, "tensor")
+        if nb in self._names:
+            raise ValueError(f"duplicate tensor name {name!r}")
+        if len(self._names) >= C.MAX_TENSORS:
+            raise ValueError(f"more than {C.MAX_TENSORS} tensors")
+        return nb
+
+    @staticmethod
+    def _check_shape(name, shape) -> None:
+        if len(shape) > C.MAX_RANK:
+            raise ValueError(f"tensor {name!r}: rank {len(shape)} above {C.MAX_RANK}")
+        checked_numel(shape)
+
+    def _append(self, nb, shape, stored, decoded, codec, payload: bytes, checked: int) -> None:
+        pad = -self._spool_len % self.alignment
+        if pad:
+            self._spool.write(b"\0" * pad)
+        rel = self._spool_len + pad
+        self._spool.write(payload)
+        self._spool_len = rel + len(payload)
+        self._names.add(nb)
+        self._entries.append((nb, tuple(shape), int(stored), int(decoded), int(codec), rel, len(payload),
+                              checked, crc32(memoryview(payload)[:checked])))
+
+    # --- output --------------------------------------------------------------------------------
+    def _directory(self, data_offset: int) -> bytes:
+        out = [len(self._entries).to_bytes(4, "little")]
+        for nb, shape, sd, dd, codec, rel, length, checked, pcrc in self._entries:
+            out.append(DirEntry(nb, shape, sd, dd, codec, data_offset + rel, length, checked, pcrc).pack())
+        return b"".join(out)
+
+    def close(self) -> None:
+        """Write the file (temp + fsync + rename). Calling it twice is an error."""
+        self._require_open("close")
+        tmp_path = None
+        try:
+            a = self.alignment
+            directory_len = len(self._directory(0))
+            bodies = [(C.SectionKind.DIRECTORY, None), (C.SectionKind.METADATA, self._metadata)]
+            if self._assets:
+                bodies.append((C.SectionKind.ASSETS, pack_assets(list(self._assets.items()))))
+            if directory_len + len(self._metadata) > C.MAX_DIRECTORY_PLUS_METADATA:
+                raise ValueError(f"directory + metadata are {directory_len + len(self._metadata)} bytes, "
+                                 f"above the {C.MAX_DIRECTORY_PLUS_METADATA}-byte limit")
+            n_sections = len(bodies) + 1
+            pos = C.HEADER_SIZE + C.SECTION_ENTRY_SIZE * n_sections
+            offsets = []
+            for kind, body in bodies:
+                pos = C.align_up(pos, a)
+                length = directory_len if body is None else len(body)
+                offsets.append((pos, length))
+                pos += length
+            data_offset = C.align_up(pos, a)
+            data_end = data_offset + self._spool_len
+            file_length = data_end + C.FOOTER_SIZE
+            directory = self._directory(data_offset)
+            assert len(directory) == directory_len
+            entries, blobs = [], []
+            for (kind, body), (off, length) in zip(bodies, offsets):
+                body = directory if body is None else body
+                entries.append(SectionEntry(int(kind), C.SECTION_FLAG_REQUIRED, off, length, crc32(body)))
+                blobs.append((off, body))
+            entries.append(SectionEntry(int(C.SectionKind.DATA), C.SECTION_FLAG_REQUIRED, data_offset,
+                                        self._spool_len, 0))
+            table = b"".join(e.pack() for e in entries)
+            header = Header(C.FORMAT_MAJOR, C.FORMAT_MINOR, C.HEADER_SIZE, 0, 0, file_length, a,
+                            n_sections, C.HEADER_SIZE, crc32(table), 0).pack()
+
+            fd, tmp_path = tempfile.mkstemp(dir=self._folder, prefix="." + os.path.basename(self.path) + ".",
+                                            suffix=".tmp")
+            sha = hashlib.sha256()
+            with os.fdopen(fd, "wb") as f:
+                def put(b):
+                    sha.update(b)
+                    f.write(b)
+                put(header)
+                put(table)
+                at = len(header) + len(table)
+                for off, body in blobs:
+                    put(b"\0" * (off - at))
+                    put(body)
+                    at = off + len(body)
+                put(b"\0" * (data_offset - at))
+                self._spool.seek(0)
+                while True:
+                    b = self._spool.read(1 << 22)
+                    if not b:
+                        break
+                    put(b)
+                f.write(pack_footer(sha.digest(), file_length))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, self.path)
+            tmp_path = None
+            try:
+                dfd = os.open(self._folder, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                pass
+            self.state = WriterState.CLOSED
+        except BaseException:
+            self.state = WriterState.ABORTED
+            if tmp_path is not None:
+                try:
+                    os.unlink(tmp_path)
+                except OSError:
+                    pass
+            raise
+        finally:
+            self._spool.close()
