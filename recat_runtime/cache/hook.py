@@ -1,0 +1,279 @@
+"""ReCaT branch caching as a diffusers ``ModelHook`` on ``UNet2DConditionModel``.
+
+Usage reads like diffusers' own cache hooks::
+
+    config = RecatCacheConfig.uniform(num_inference_steps=50, budget=10)
+    apply_recat_cache(pipe, config)          # or pipe.unet
+    image = pipe(prompt, num_inference_steps=50).images[0]
+    disable_recat_cache(pipe)
+
+The hook counts UNet calls: the i-th call of a sampling run is step i (one call per step, as in SD
+pipelines that batch the CFG halves). A new run is detected when the timestep goes up or the previous
+run used all its steps; :func:`reset_recat_cache` starts one explicitly.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+from recat_runtime.cache import schedules as S
+from recat_runtime.cache.branch import BranchPlan, branch_plan, shallow_forward
+
+__all__ = [
+    "RECAT_CACHE_HOOK",
+    "CacheCorrection",
+    "RecatCacheConfig",
+    "RecatCacheHook",
+    "apply_recat_cache",
+    "disable_recat_cache",
+    "get_recat_hook",
+    "reset_recat_cache",
+    "recat_cache",
+]
+
+RECAT_CACHE_HOOK = "recat_cache"
+
+
+@dataclass(frozen=True)
+class CacheCorrection:
+    """Per-step, per-channel affine correction of the cached feature: ``h <- scale[t] * h + shift[t]``.
+
+    ``scale`` and ``shift`` are ``[S, C]`` float32 arrays (identity rows at full steps). Fitted by least
+    squares on profiling data (CacheQuant's DEC for the cache error); see ``recat_runtime.cache.profile``.
+    """
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+    def __post_init__(self):
+        if self.scale.shape != self.shift.shape or self.scale.ndim != 2:
+            raise ValueError(f"scale {self.scale.shape} and shift {self.shift.shape} must both be [steps, channels]")
+
+    def to_json(self) -> dict:
+        return {"scale": np.round(self.scale.astype(np.float64), 6).tolist(),
+                "shift": np.round(self.shift.astype(np.float64), 6).tolist()}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "CacheCorrection":
+        return cls(np.asarray(obj["scale"], dtype=np.float32), np.asarray(obj["shift"], dtype=np.float32))
+
+
+@dataclass
+class RecatCacheConfig:
+    """What to cache and when.
+
+    Args:
+        num_inference_steps: S, the number of UNet calls in one sampling run.
+        full_steps: the steps that run the full UNet (must contain 0); ``None`` means every step.
+        branch: the skip branch m to split the UNet at (0 = shallowest, DeepCache's default branch).
+        correction: optional per-step affine correction of the cached feature.
+        observer: optional ``callable(step, feature)`` called after every full step with the deep
+            feature it cached (used by the profiler).
+    """
+
+    num_inference_steps: int
+    full_steps: tuple[int, ...] | None = None
+    branch: int = 0
+    correction: CacheCorrection | None = None
+    observer: Callable[[int, torch.Tensor], None] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.full_steps is None:
+            self.full_steps = S.no_cache_schedule(self.num_inference_steps)
+        self.full_steps = S.check_schedule(self.full_steps, self.num_inference_steps)
+        if self.correction is not None and self.correction.scale.shape[0] != self.num_inference_steps:
+            raise ValueError(
+                f"correction has {self.correction.scale.shape[0]} steps, the schedule {self.num_inference_steps}"
+            )
+
+    @property
+    def budget(self) -> int:
+        """Number of full steps."""
+        return len(self.full_steps)
+
+    @classmethod
+    def no_cache(cls, num_inference_steps: int, **kw) -> "RecatCacheConfig":
+        return cls(num_inference_steps, S.no_cache_schedule(num_inference_steps), **kw)
+
+    @classmethod
+    def uniform(cls, num_inference_steps: int, budget: int, **kw) -> "RecatCacheConfig":
+        """B full steps spread evenly (DeepCache uniform when S is a multiple of B)."""
+        return cls(num_inference_steps, S.uniform_schedule(num_inference_steps, budget), **kw)
+
+    @classmethod
+    def interval(cls, num_inference_steps: int, interval: int, **kw) -> "RecatCacheConfig":
+        """DeepCache's uniform 1:N schedule."""
+        return cls(num_inference_steps, S.interval_schedule(num_inference_steps, interval), **kw)
+
+    @classmethod
+    def quadratic(cls, num_inference_steps: int, budget: int, **kw) -> "RecatCacheConfig":
+        """DeepCache's non-uniform schedule."""
+        return cls(num_inference_steps, S.quadratic_schedule(num_inference_steps, budget), **kw)
+
+
+def _resolve(pipe_or_unet):
+    unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
+    scheduler = getattr(pipe_or_unet, "scheduler", None)
+    if not hasattr(unet, "up_blocks") or not hasattr(unet, "down_blocks"):
+        raise TypeError(f"expected a UNet2DConditionModel or a pipeline with .unet, got {type(pipe_or_unet).__name__}")
+    return unet, scheduler
+
+
+class RecatCacheHook(ModelHook):
+    """Runs full steps unchanged (capturing the deep feature) and cached steps on the shallow branch."""
+
+    _is_stateful = True
+
+    def __init__(self, config: RecatCacheConfig, plan: BranchPlan, scheduler=None):
+        super().__init__()
+        self.config = config
+        self.plan = plan
+        self.scheduler = scheduler
+        self._full = frozenset(config.full_steps)
+        self._capturing = False
+        self._handle = None
+        self._signature = None
+        self._correction = None
+        self.reset_state(None)
+        self.full_calls = 0
+        self.cached_calls = 0
+
+    # -- diffusers hook protocol
+    def initialize_hook(self, module):
+        consumer = module.get_submodule(self.plan.consumer_name)
+        self._handle = consumer.register_forward_pre_hook(self._capture, with_kwargs=True)
+        self._signature = inspect.signature(type(module).forward)
+        return module
+
+    def deinitalize_hook(self, module):  # (sic) diffusers' spelling
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self.reset_state(module)
+        return module
+
+    def reset_state(self, module):
+        self.step = None
+        self._prev_t = None
+        self.feature = None
+        return module
+
+    # -- internals
+    def _capture(self, mod, args, kwargs):
+        if self._capturing:
+            x = args[0] if args else kwargs["input_tensor"]
+            self.feature = x[:, : self.plan.feature_channels].detach().clone()
+        return None
+
+    def _advance(self, timestep) -> int:
+        t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+        n = self.config.num_inference_steps
+        new_run = self.step is None or self.step + 1 >= n or (self._prev_t is not None and t > self._prev_t)
+        if new_run:
+            self.step, self.feature = 0, None
+            if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
+                calls = len(self.scheduler.timesteps)
+                if calls != n:
+                    raise ValueError(
+                        f"the ReCaT cache schedule is for {n} steps but the scheduler makes {calls}; "
+                        "build the config for the same num_inference_steps"
+                    )
+        else:
+            self.step += 1
+        self._prev_t = t
+        return self.step
+
+    def _corrected(self, step: int, feature: torch.Tensor) -> torch.Tensor:
+        corr = self.config.correction
+        if corr is None:
+            return feature
+        if self._correction is None or self._correction[0].device != feature.device:
+            self._correction = (
+                torch.as_tensor(corr.scale, device=feature.device),
+                torch.as_tensor(corr.shift, device=feature.device),
+            )
+        a = self._correction[0][step].to(feature.dtype).view(1, -1, 1, 1)
+        b = self._correction[1][step].to(feature.dtype).view(1, -1, 1, 1)
+        return feature * a + b
+
+    def new_forward(self, module, *args, **kwargs):
+        bound = self._signature.bind(module, *args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        for unsupported in ("down_block_additional_residuals", "mid_block_additional_residual",
+                            "down_intrablock_additional_residuals"):
+            if a.get(unsupported) is not None:
+                raise ValueError(f"ReCaT caching does not support `{unsupported}` (ControlNet/adapters)")
+        step = self._advance(a["timestep"])
+        if step in self._full or self.feature is None:
+            self._capturing = True
+            try:
+                out = self.fn_ref.original_forward(*args, **kwargs)
+            finally:
+                self._capturing = False
+            self.full_calls += 1
+            if self.config.observer is not None:
+                self.config.observer(step, self.feature)
+            return out
+        feature = self._corrected(step, self.feature)
+        sample = shallow_forward(
+            module, self.plan, feature, a["sample"], a["timestep"], a["encoder_hidden_states"],
+            class_labels=a["class_labels"], timestep_cond=a["timestep_cond"],
+            attention_mask=a["attention_mask"], cross_attention_kwargs=a["cross_attention_kwargs"],
+            added_cond_kwargs=a["added_cond_kwargs"], encoder_attention_mask=a["encoder_attention_mask"],
+        )
+        self.cached_calls += 1
+        return UNet2DConditionOutput(sample=sample) if a["return_dict"] else (sample,)
+
+
+def get_recat_hook(pipe_or_unet) -> RecatCacheHook | None:
+    """The active ReCaT hook, or None."""
+    unet, _ = _resolve(pipe_or_unet)
+    registry = getattr(unet, "_diffusers_hook", None)
+    return None if registry is None else registry.get_hook(RECAT_CACHE_HOOK)
+
+
+def apply_recat_cache(pipe_or_unet, config: RecatCacheConfig) -> RecatCacheHook:
+    """Enables ReCaT branch caching on a pipeline's UNet (or a UNet).
+
+    Raises:
+        ValueError: caching is already enabled, or the branch does not exist in this UNet.
+    """
+    unet, scheduler = _resolve(pipe_or_unet)
+    if get_recat_hook(unet) is not None:
+        raise ValueError("ReCaT caching is already enabled on this UNet; call disable_recat_cache() first")
+    plan = branch_plan(unet, config.branch)
+    hook = RecatCacheHook(config, plan, scheduler)
+    HookRegistry.check_if_exists_or_initialize(unet).register_hook(hook, RECAT_CACHE_HOOK)
+    return hook
+
+
+def disable_recat_cache(pipe_or_unet) -> None:
+    """Removes the ReCaT hook (no-op when caching is off)."""
+    unet, _ = _resolve(pipe_or_unet)
+    if get_recat_hook(unet) is not None:
+        unet._diffusers_hook.remove_hook(RECAT_CACHE_HOOK, recurse=False)
+
+
+def reset_recat_cache(pipe_or_unet) -> None:
+    """Forgets the cached feature and step counter (the next UNet call is step 0)."""
+    hook = get_recat_hook(pipe_or_unet)
+    if hook is not None:
+        hook.reset_state(None)
+
+
+@contextlib.contextmanager
+def recat_cache(pipe_or_unet, config: RecatCacheConfig):
+    """Context manager: caching on inside the block, off after it."""
+    hook = apply_recat_cache(pipe_or_unet, config)
+    try:
+        yield hook
+    finally:
+        disable_recat_cache(pipe_or_unet)

@@ -1,0 +1,118 @@
+"""ReCaT branch caching on a tiny SD-v1-shaped UNet: exactness, schedules, hook life cycle."""
+import numpy as np
+import pytest
+import torch
+
+from recat_runtime.cache import (
+    RecatCacheConfig,
+    apply_recat_cache,
+    disable_recat_cache,
+    get_recat_hook,
+    recat_cache,
+)
+from recat_runtime.cache.branch import branch_plan, num_branches, shallow_forward
+from recat_runtime.testing import tiny_pipeline, tiny_unet
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(seed=0)
+
+
+def _run(pipe, steps=8, seed=0, prompt="a red circle"):
+    g = torch.Generator().manual_seed(seed)
+    return pipe(prompt, num_inference_steps=steps, generator=g, output_type="np", height=16, width=16).images
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 8, 8), (1, 4, 10, 6)])
+def test_shallow_forward_with_same_step_feature_is_bit_exact(shape):
+    unet = tiny_unet(seed=1)
+    x = torch.randn(shape)
+    ehs = torch.randn(shape[0], 77, 32)
+    t = torch.tensor(421)
+    with torch.no_grad():
+        ref = unet(x, t, ehs).sample
+        for m in range(num_branches(unet)):
+            plan = branch_plan(unet, m)
+            got = {}
+            consumer = unet.get_submodule(plan.consumer_name)
+            h = consumer.register_forward_pre_hook(
+                lambda mod, a: got.__setitem__("f", a[0][:, : plan.feature_channels].clone()))
+            unet(x, t, ehs)
+            h.remove()
+            out = shallow_forward(unet, plan, got["f"], x, t, ehs)
+            assert torch.equal(out, ref), f"branch {m}"
+
+
+def test_branch_plan_sd_v1_numbering():
+    from diffusers import UNet2DConditionModel
+    from recat_runtime.testing import sd14_unet_config
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**sd14_unet_config())
+    assert num_branches(unet) == 12
+    p0 = branch_plan(unet, 0)
+    assert (p0.up_block, p0.up_layer, p0.feature_channels) == (3, 2, 320)  # DeepCache branch 0
+    p2 = branch_plan(unet, 2)
+    assert (p2.down_block, p2.down_layer, p2.up_block, p2.up_layer) == (0, 1, 3, 0)
+    with pytest.raises(ValueError, match="branch must be in"):
+        branch_plan(unet, 12)
+
+
+def test_full_budget_equals_uncached_exactly(pipe):
+    ref = _run(pipe)
+    with recat_cache(pipe, RecatCacheConfig.uniform(8, 8)) as hook:
+        got = _run(pipe)
+    assert hook.full_calls == 8 and hook.cached_calls == 0
+    assert np.array_equal(ref, got)
+
+
+def test_cached_run_uses_budget_and_differs(pipe):
+    ref = _run(pipe)
+    cfg = RecatCacheConfig(num_inference_steps=8, full_steps=(0, 3, 6))
+    with recat_cache(pipe, cfg) as hook:
+        a = _run(pipe)
+        assert (hook.full_calls, hook.cached_calls) == (3, 5)
+        b = _run(pipe)  # a second run starts a fresh cache and is identical
+        assert (hook.full_calls, hook.cached_calls) == (6, 10)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, ref)
+    assert np.abs(a - ref).max() < 0.5
+
+
+def test_hook_life_cycle(pipe):
+    apply_recat_cache(pipe, RecatCacheConfig.uniform(8, 2))
+    try:
+        with pytest.raises(ValueError, match="already enabled"):
+            apply_recat_cache(pipe, RecatCacheConfig.uniform(8, 2))
+        with pytest.raises(ValueError, match="for 8 steps but the scheduler makes 5"):
+            _run(pipe, steps=5)
+    finally:
+        disable_recat_cache(pipe)
+    assert get_recat_hook(pipe) is None
+    disable_recat_cache(pipe)  # no-op
+
+
+def test_correction_identity_is_exact_and_affine_changes(pipe):
+    from recat_runtime.cache import CacheCorrection
+
+    plan = branch_plan(pipe.unet, 0)
+    ones = np.ones((8, plan.feature_channels), np.float32)
+    zeros = np.zeros_like(ones)
+    with recat_cache(pipe, RecatCacheConfig(8, (0, 4))):
+        base = _run(pipe)
+    with recat_cache(pipe, RecatCacheConfig(8, (0, 4), correction=CacheCorrection(ones, zeros))):
+        same = _run(pipe)
+    with recat_cache(pipe, RecatCacheConfig(8, (0, 4), correction=CacheCorrection(ones * 1.5, zeros))):
+        other = _run(pipe)
+    assert np.array_equal(base, same)
+    assert not np.array_equal(base, other)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="step 0"):
+        RecatCacheConfig(10, (1, 5))
+    with pytest.raises(ValueError, match="outside"):
+        RecatCacheConfig(10, (0, 10))
+    assert RecatCacheConfig(10).full_steps == tuple(range(10))
+    assert RecatCacheConfig.interval(10, 3).full_steps == (0, 3, 6, 9)
