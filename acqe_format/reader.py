@@ -120,7 +120,7 @@ class AcqeReader:
         if head[:8] != C.MAGIC:
             if size < 8 and C.MAGIC.startswith(head):
                 raise TruncatedFileError(f"file is {size} bytes, shorter than the 8-byte magic")
-            raise NotAcqeFileError(f"not an .acqe file: {_describe_foreign(bytes(buf[:9]), size)}")
+            raise NotAcqeFileError(f"no ACQE magic at the start; {_describe_foreign(bytes(buf[:9]), size)}")
         # 2. version
         if size < 12:
             raise TruncatedFileError(f"file is {size} bytes, an .acqe file has at least {C.MIN_FILE_SIZE}")
@@ -407,7 +407,7 @@ class AcqeReader:
                 n, f = window.popleft()
                 yield n, f.result()
 
-    def verify(self) -> None:
+    def verify(self, threads: int | None = None) -> None:
         """Everything the spec lets a reader check: every section CRC, assets, every payload and chunk
         CRC, full decode of every tensor, every padding byte, and the footer SHA-256."""
         for i, s in enumerate(self.sections):
@@ -415,8 +415,8 @@ class AcqeReader:
                 self._section_bytes(s, C.SectionKind(s.kind).name if s.kind in C.SectionKind._value2member_map_
                                     else f"section {i} (kind {s.kind})")
         self.assets
-        for t in self._tensors:
-            self.read(t.name)
+        for _name, _array in self.iter_tensors(threads=threads):
+            pass
         h = hashlib.sha256()
         body = self._buf[:self.file_size - C.FOOTER_SIZE]
         step = 1 << 24
