@@ -76,6 +76,7 @@ _ERR_FINAL_STATE = 3
 _ERR_SYMBOL_RANGE = 4  # encoder: index >= K
 _ERR_ZERO_FREQ = 5  # encoder: index has frequency 0 in its table
 _ERR_OVERFLOW = 6  # encoder: word buffer bound exceeded (cannot happen; checked anyway)
+_ERR_NONCANONICAL = 7  # decoder: a word was read from a state the canonical encoder never leaves
 
 
 class EncodedChunks(NamedTuple):
@@ -447,10 +448,12 @@ def _decode_kernel(words, word_start, n, chunk_symbols, ctx, row_length, precisi
     """Decode chunks [c0, c1) into out. With a lookup table (lut_fb.shape[1] > 0): lut_fb[t, slot] =
     (freq - 1) << 16 | (slot - cum[sym]), lut_sym[t, slot] = sym. Otherwise binary search in cum."""
     P = np.uint64(precision)
+    csh = np.uint64(32 - precision)
     mask = (_ONE << P) - _ONE
     single = ctx.shape[0] == 0
     use_lut = lut_fb.shape[1] > 0
     for c in range(c0, c1):
+        bad = -1  # first word read from a non-canonical state
         i0 = c * chunk_symbols
         i1 = min(n, i0 + chunk_symbols)
         pos = word_start[c]
@@ -483,8 +486,11 @@ def _decode_kernel(words, word_start, n, chunk_symbols, ctx, row_length, precisi
                     slot = x & mask
                     e = np.uint64(fbt[slot])
                     out[j] = syt[slot]
-                    x = (x >> P) * ((e >> np.uint64(16)) + _ONE) + (e & np.uint64(0xFFFF))
+                    f = (e >> np.uint64(16)) + _ONE
+                    x = (x >> P) * f + (e & np.uint64(0xFFFF))
                     if x < _LOWER and pos < end:
+                        if x < (f << csh):
+                            bad = pos
                         x = (x << _U32) | np.uint64(words[pos])
                         pos += 1
             else:
@@ -502,13 +508,19 @@ def _decode_kernel(words, word_start, n, chunk_symbols, ctx, row_length, precisi
                             hi = mid
                     out[j] = lo
                     a = np.uint64(ct[lo])
-                    x = (x >> P) * (np.uint64(ct[lo + 1]) - a) + (slot - a)
+                    f = np.uint64(ct[lo + 1]) - a
+                    x = (x >> P) * f + (slot - a)
                     if x < _LOWER and pos < end:
+                        if x < (f << csh):
+                            bad = pos
                         x = (x << _U32) | np.uint64(words[pos])
                         pos += 1
             i = seg1
         final[c] = x
-        if pos != end:
+        if bad >= 0:
+            status[c] = _ERR_NONCANONICAL
+            final[c] = bad - word_start[c]
+        elif pos != end:
             status[c] = _ERR_WORDS_LEFT
             final[c] = end - pos
         elif x != _ZERO:
@@ -655,8 +667,10 @@ def decode_chunks(words, chunk_words, n_symbols: int, tables, row_contexts, row_
 
     Raises:
         CodecError: a frequency table does not sum to 2**precision, a row context is out of range,
-            the chunk word counts do not match the data, a chunk starts with a zero word, a chunk's
-            words are not consumed exactly, or a chunk does not end in state 0.
+            the chunk word counts do not match the data, a chunk starts with a zero word, a word is
+            read from a state the canonical encoder cannot leave, a chunk's words are not consumed
+            exactly, or a chunk does not end in state 0. A chunk that passes these checks is exactly
+            what `encode_chunks` produces for the decoded symbols.
     """
     if isinstance(precision, (int, np.integer)) and not isinstance(precision, bool) \
             and MIN_PRECISION <= int(precision) <= MAX_PRECISION:
@@ -722,6 +736,8 @@ def _chunk_error(c: int, n_chunks: int, code: int, info: int) -> str:
         return f"{where}: {info} words left unread after its last symbol"
     if code == _ERR_FINAL_STATE:
         return f"{where}: final state {info:#x} is not the initial state 0"
+    if code == _ERR_NONCANONICAL:
+        return f"{where}: word {info} is read from a state below f * 2**(32-P) (not a canonical stream)"
     return f"{where}: error {code}"  # pragma: no cover
 
 
@@ -815,6 +831,8 @@ def reference_decode_chunks(words, chunk_words, n_symbols, tables, row_contexts,
             out.append(s)
             x = (x >> P) * freqs[t][s] + slot - cums[t][s]
             if x < (1 << 32) and pos < end:
+                if x < freqs[t][s] << (32 - P):
+                    raise CodecError(f"rANS chunk {c}: word {pos - start} is read from a non-canonical state")
                 x = (x << 32) | w[pos]
                 pos += 1
         if pos != end:
