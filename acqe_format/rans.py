@@ -22,6 +22,7 @@ Public API (numpy in, numpy out):
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -827,7 +828,7 @@ def reference_decode_chunks(words, chunk_words, n_symbols, tables, row_contexts,
         for i in range(c * chunk_symbols, min(n_symbols, (c + 1) * chunk_symbols)):
             t = _ref_table_of(i, row_contexts, row_length)
             slot = x & ((1 << P) - 1)
-            s = max(k for k in range(len(cums[t])) if cums[t][k] <= slot and freqs[t][k] > 0)
+            s = bisect.bisect_right(cums[t], slot) - 1  # the largest s with c[t][s] <= slot
             out.append(s)
             x = (x >> P) * freqs[t][s] + slot - cums[t][s]
             if x < (1 << 32) and pos < end:
