@@ -102,9 +102,18 @@ def dump_metadata(obj: dict) -> bytes:
     """Canonical bytes for `obj` (sorted keys, compact, UTF-8); refuses anything a reader would refuse."""
     if not isinstance(obj, dict):
         raise TypeError("metadata must be a dict")
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, dict):
+            if not all(isinstance(k, str) for k in o):
+                raise ValueError("metadata object keys must be strings")
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
     try:
         text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ValueError(f"metadata cannot be written as strict JSON: {e}") from None
     data = text.encode("utf-8", "strict")
     parse_metadata(data)   # same rules both ways (depth, integer range, surrogates)

@@ -240,6 +240,9 @@ class AcqeWriter:
 
             fd, tmp_path = tempfile.mkstemp(dir=self._folder, prefix="." + os.path.basename(self.path) + ".",
                                             suffix=".tmp")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)             # mkstemp's 0600 is for the temp name only
             sha = hashlib.sha256()
             with os.fdopen(fd, "wb") as f:
                 def put(b):
