@@ -1,0 +1,225 @@
+"""Histogram-guided clustering: entropy-constrained scalar quantisation (ECSQ) on exact bin statistics.
+
+A tensor's weights are summarised once by per-context log-bin histograms (`kernels.histogram`: count,
+sum, sum of squares per bin; contexts are groups of rows bucketed by row RMS). A quantiser is a
+codebook (shared by all contexts) plus one set of decision thresholds per context. For whole-bin cells
+the statistics are exact, so the rate (ideal entropy-coded bits of the per-context index histograms)
+and the squared error of any candidate are computed on the histogram in O(K log B), without touching
+the weights again.
+
+Two families per tensor, parametrised by a step Delta:
+- **uniform**: levels j*Delta, midpoint thresholds, one table (plain uniform quantisation + entropy
+  coding, the baseline the clustering must beat);
+- **ECSQ** (Chou, Lookabaugh & Gray 1989): start from the uniform grid, then iterate
+  centroid = cell mean, code length l = -log2 p per context, thresholds
+  t_k = (c_k + c_k+1)/2 + lambda (l_k+1 - l_k) / (2 (c_k+1 - c_k)) with lambda = 2 ln2 Delta^2 / 12
+  (the high-rate slope of the uniform quantiser at that step). Cells that empty out disappear.
+Both are evaluated; the allocator picks from the union of their (rate, distortion) points, so the
+encoder never does worse than uniform + entropy coding at any rate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from acqe_encoder import kernels
+
+_JIT = dict(nogil=True, cache=True, error_model="numpy")
+MAX_LEVELS = 4096          # cap on K for lossy candidates (beyond ~11 bits RAW/fp16 is cheaper anyway)
+N_BUCKETS = 16             # finest row-context bucketing
+
+
+@dataclass
+class TensorHist:
+    """Compressed per-context histogram of one tensor (occupied bins only, prefix sums)."""
+    rep: np.ndarray          # float64 [B] representative value (mean) of each occupied bin, ascending
+    P0: np.ndarray           # int64   [T16, B+1] prefix counts per finest context
+    P1: np.ndarray           # float64 [T16, B+1] prefix sums
+    P2: np.ndarray           # float64 [T16, B+1] prefix sums of squares
+    vmin: float
+    vmax: float
+    energy: float            # sum of squares (all elements)
+    numel: int
+    rows: int
+    row_bucket: np.ndarray   # uint16 [rows] finest bucket of each row (0..T16-1)
+
+    def merged(self, t: int):
+        """Prefix arrays with the finest buckets merged into t contexts (t divides T16); cached."""
+        cache = self.__dict__.setdefault("_merged", {})
+        if t not in cache:
+            g = self.P0.shape[0] // t
+            cache[t] = (np.ascontiguousarray(self.P0.reshape(t, g, -1).sum(1)),
+                        np.ascontiguousarray(self.P1.reshape(t, g, -1).sum(1)),
+                        np.ascontiguousarray(self.P2.reshape(t, g, -1).sum(1)))
+        return cache[t]
+
+
+def row_buckets(row_ss: np.ndarray, n_buckets: int = N_BUCKETS) -> np.ndarray:
+    """Rows ranked by sum of squares, split into equal-count buckets (deterministic, stable ties)."""
+    rows = row_ss.size
+    order = np.argsort(row_ss, kind="stable")
+    b = np.empty(rows, np.uint16)
+    b[order] = (np.arange(rows, dtype=np.int64) * n_buckets // max(rows, 1)).astype(np.uint16)
+    return b
+
+
+def exponent_range(amax: float) -> tuple[int, int]:
+    """(e_floor, n_oct): bins cover 24 octaves below the largest magnitude."""
+    if amax <= 0 or not np.isfinite(amax):
+        return 1, 1
+    e_max = int((np.array([amax], np.float32).view(np.uint32)[0] >> 23) & 0xFF)
+    n_oct = 24
+    e_floor = max(1, e_max - n_oct + 1)
+    return e_floor, e_max - e_floor + 1
+
+
+def build_hist(x2d: np.ndarray, row_ss: np.ndarray, amax: float, n_parts: int = 2) -> TensorHist:
+    rows = x2d.shape[0]
+    buckets = row_buckets(row_ss)
+    e_floor, n_oct = exponent_range(amax)
+    cnt, s1, s2 = kernels.histogram(x2d, buckets.astype(np.int64), N_BUCKETS, e_floor, n_oct, n_parts)
+    tot = cnt.sum(0)
+    occ = np.flatnonzero(tot)
+    rep = s1.sum(0)[occ] / tot[occ]
+    rep = np.maximum.accumulate(rep)          # guard against rounding at bin borders
+    z = np.zeros((N_BUCKETS, 1))
+    P0 = np.concatenate([z.astype(np.int64), np.cumsum(cnt[:, occ], axis=1)], axis=1)
+    P1 = np.concatenate([z, np.cumsum(s1[:, occ], axis=1)], axis=1)
+    P2 = np.concatenate([z, np.cumsum(s2[:, occ], axis=1)], axis=1)
+    return TensorHist(rep, P0, P1, P2, float(rep[0]), float(rep[-1]), float(row_ss.sum()),
+                      int(x2d.size), rows, buckets)
+
+
+@nb.njit(**_JIT)
+def _cells(rep, P0, P1, P2, thr, K):
+    """Per-context cell stats for thresholds thr [T, K-1] (cells are bin ranges split at rep < t)."""
+    T = P0.shape[0]
+    B = rep.size
+    n = np.zeros((T, K), np.float64)
+    s1 = np.zeros((T, K), np.float64)
+    s2 = np.zeros((T, K), np.float64)
+    for c in range(T):
+        prev = 0
+        for k in range(K):
+            if k < K - 1:
+                b = np.searchsorted(rep, thr[c, k])     # bins with rep < t go left
+            else:
+                b = B
+            if b < prev:
+                b = prev
+            n[c, k] = P0[c, b] - P0[c, prev]
+            s1[c, k] = P1[c, b] - P1[c, prev]
+            s2[c, k] = P2[c, b] - P2[c, prev]
+            prev = b
+    return n, s1, s2
+
+
+@nb.njit(**_JIT)
+def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
+    jmin = int(np.floor(vmin / delta + 0.5))
+    jmax = int(np.floor(vmax / delta + 0.5))
+    K = jmax - jmin + 1
+    T = P0.shape[0]
+    cb = np.empty(K, np.float64)
+    for k in range(K):
+        cb[k] = (jmin + k) * delta
+    thr = np.empty((T, max(K - 1, 1)), np.float64)
+    for c in range(T):
+        for k in range(K - 1):
+            thr[c, k] = 0.5 * (cb[k] + cb[k + 1])
+    lam = 2.0 * np.log(2.0) * delta * delta / 12.0
+    Nc = np.empty(T, np.float64)
+    for c in range(T):
+        Nc[c] = P0[c, P0.shape[1] - 1]
+    if not uniform and K > 1:
+        for it in range(iters):
+            n, s1, s2 = _cells(rep, P0, P1, P2, thr, K)
+            for k in range(K):
+                nt = 0.0
+                st = 0.0
+                for c in range(T):
+                    nt += n[c, k]
+                    st += s1[c, k]
+                if nt > 0:
+                    cb[k] = st / nt
+            for k in range(1, K):            # keep the codebook strictly increasing
+                if cb[k] <= cb[k - 1]:
+                    cb[k] = cb[k - 1] + 1e-12 * max(abs(cb[k - 1]), 1e-30)
+            for c in range(T):
+                if Nc[c] <= 0:
+                    continue
+                lmax = np.log2(Nc[c]) + 2.0
+                for k in range(K - 1):
+                    la = lmax if n[c, k] <= 0 else np.log2(Nc[c] / n[c, k])
+                    lb = lmax if n[c, k + 1] <= 0 else np.log2(Nc[c] / n[c, k + 1])
+                    t = 0.5 * (cb[k] + cb[k + 1]) + lam * (lb - la) / (2.0 * (cb[k + 1] - cb[k]))
+                    thr[c, k] = t
+                for k in range(1, K - 1):
+                    if thr[c, k] < thr[c, k - 1]:
+                        thr[c, k] = thr[c, k - 1]
+    n, s1, s2 = _cells(rep, P0, P1, P2, thr, K)
+    if not uniform:
+        for k in range(K):
+            nt = 0.0
+            st = 0.0
+            for c in range(T):
+                nt += n[c, k]
+                st += s1[c, k]
+            if nt > 0:
+                cb[k] = st / nt
+    sse = 0.0
+    bits = 0.0
+    for c in range(T):
+        for k in range(K):
+            if n[c, k] > 0:
+                sse += s2[c, k] - 2.0 * cb[k] * s1[c, k] + n[c, k] * cb[k] * cb[k]
+                bits += n[c, k] * np.log2(Nc[c] / n[c, k])
+    used = np.zeros(K, np.bool_)
+    for k in range(K):
+        for c in range(T):
+            if n[c, k] > 0:
+                used[k] = True
+    return cb, thr, used, max(sse, 0.0), bits
+
+
+@dataclass
+class Quantiser:
+    """A concrete quantiser for one tensor: what the final pass applies."""
+    codebook: np.ndarray      # float64 [K] (used levels only)
+    thresholds: np.ndarray    # float64 [T, K-1]
+    n_ctx: int
+    sse: float                # estimated on the histogram
+    index_bits: float         # estimated ideal coded bits of the indices
+    uniform: bool
+
+
+def quantiser(h: TensorHist, delta: float, n_ctx: int, uniform: bool, iters: int = 4) -> Quantiser:
+    P0, P1, P2 = h.merged(n_ctx)
+    cb, thr, used, sse, bits = _ecsq(h.rep, P0, P1, P2, float(delta), h.vmin, h.vmax, iters, uniform)
+    K = cb.size
+    keep = np.flatnonzero(used)
+    if keep.size == 0:
+        keep = np.array([0])
+    # dropping an empty level k merges its (empty) cell into its lower neighbour: remove threshold k-1
+    # (or threshold 0 when k == 0), which keeps every used cell's interval for every context
+    if keep.size < K:
+        mask = np.ones(K - 1, bool)
+        for k in np.flatnonzero(~used):
+            j = k - 1 if k > 0 else 0
+            while j < K - 1 and not mask[j]:
+                j += 1
+            if j < K - 1:
+                mask[j] = False
+        thr = thr[:, :K - 1][:, mask] if K > 1 else thr[:, :0]
+    else:
+        thr = thr[:, :K - 1]
+    cbk = cb[keep]
+    thr = np.ascontiguousarray(thr[:, :max(cbk.size - 1, 0)])
+    return Quantiser(cbk, thr, n_ctx, sse, bits, uniform)
+
+
+def delta_grid(rms: float, n: int = 80, per_bit: int = 8, top: float = 4.0) -> np.ndarray:
+    """Steps from `top` * RMS down by 2^(-1/per_bit): about 1/per_bit bit apart at high rate."""
+    return rms * top * 2.0 ** (-np.arange(n) / per_bit)

@@ -1,0 +1,461 @@
+"""`convert()`: checkpoint -> `.acqe`, with ACQ-E coding under a whole-file size budget.
+
+Three passes over the tensors (each tensor is read from its memory map, never all at once):
+1. analysis: row statistics (+ NaN/Inf check), per-context log-bin histogram, then for a grid of steps
+   the (rate, distortion) of uniform and ECSQ quantisers, all computed on the histogram;
+2. allocation: one candidate per tensor under the budget (`allocation.allocate`), after subtracting
+   every fixed cost of the file (raw tensors, metadata, assets, directory, alignment, header, footer);
+3. coding: each tensor is quantised once (exact threshold assignment), its codebook refit to the exact
+   cell means, and streamed to the writer.
+
+Sizes are honest: `--bits B` means file bytes * 8 <= B * (number of values of all tensors in the file).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from math import prod
+from typing import Callable
+
+import numpy as np
+
+from acqe_encoder import __version__, allocation, clustering, kernels
+from acqe_encoder.layouts import sd_v1
+from acqe_encoder.sources import Entry, Source, open_source
+from acqe_format import constants as C
+from acqe_format.errors import SourceError
+
+Progress = Callable[[str, str, int, int], None]   # (phase, component, done_values, total_values)
+
+DEFAULT_BITS = 3.8
+
+
+@dataclass
+class Settings:
+    bits: float | None = DEFAULT_BITS   # whole-file bits per value; None with lossless
+    lossless: bool = False
+    calibrate: bool = False
+    objective: str = "relmse"           # "relmse" (n * MSE / mean square) or "db" (n * -SQNR dB)
+    contexts: bool = True               # per-row-bucket frequency tables where they pay
+    min_numel: int = 1024               # smaller tensors (and 1-D / integer ones) are stored losslessly
+    alignment: int = C.DEFAULT_ALIGNMENT
+    chunk_size: int = C.DEFAULT_CHUNK_SYMBOLS
+    steps_per_bit: int = 8
+    margin: float = 0.002               # aim this fraction below the budget
+    threads: int = 2
+    embed_tokenizer: bool = True
+
+
+@dataclass
+class TensorPlan:
+    entry: Entry
+    component: str
+    coded: bool
+    rows: int = 0
+    energy: float = 0.0
+    rms: float = 0.0
+    n_ctx: int = 1
+    cand_delta: np.ndarray | None = None     # step of each candidate (NaN: RAW)
+    cand_uniform: np.ndarray | None = None
+    cand_bits: np.ndarray | None = None
+    cand_sse: np.ndarray | None = None
+    choice: int = -1
+    sensitivity: float = 1.0
+    result: dict = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    out: str
+    file_bytes: int
+    values: int
+    bits_per_value: float
+    target_bits: float | None
+    seconds: float
+    tensors: list[dict]
+    components: dict
+    metadata: dict
+
+
+def _itemsize(dtype: str) -> int:
+    return {"float64": 8, "int64": 8, "uint64": 8, "float32": 4, "int32": 4, "uint32": 4, "float16": 2,
+            "bfloat16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
+
+
+def _as_2d_f32(a: np.ndarray, shape) -> np.ndarray:
+    rows = int(shape[0]) if len(shape) else 1
+    x = np.ascontiguousarray(a, dtype=np.float32).reshape(rows, -1)
+    return x
+
+
+def payload_bytes(k: int, n_ctx: int, rows: int, numel: int, index_bits: float, chunk: int) -> float:
+    """Codec 2 payload size for a candidate (head, codebook, contexts, tables, chunk table, words)."""
+    n_chunks = -(-numel // chunk)
+    pos = C.CODEBOOK_RANS_HEAD_SIZE + 4 * k + (2 * rows if n_ctx > 1 else 0)
+    pos += -pos % 4
+    return pos + 4 * n_ctx * k + 8 * n_chunks + 4 * (np.ceil(index_bits / 32.0) + 1.5 * n_chunks)
+
+
+def dir_entry_bytes(name: str, rank: int) -> int:
+    return 2 + len(name.encode()) + 8 + 8 * rank + 8 + 8 + 8 + 4
+
+
+# --------------------------------------------------------------------------------------------------
+def _components(src: Source, det: sd_v1.Detection) -> tuple[str, dict[str, str]]:
+    if src.naming_hint == "diffusers":
+        comps = {c: f"{c}." for c in ("unet", "vae", "text_encoder") if any(e.name.startswith(c + ".") for e in src.entries)}
+        return "diffusers", comps
+    if det.naming == "ldm":
+        return "ldm", det.components
+    return "flat", {}
+
+
+def _configs(src: Source, det: sd_v1.Detection, shapes) -> tuple[str | None, dict | None]:
+    if src.configs:
+        cfg = dict(src.configs)
+        arch = src.architecture or (sd_v1.ARCHITECTURE if det.exact_sd14 else det.architecture)
+        return arch, cfg
+    if det.exact_sd14:
+        return sd_v1.ARCHITECTURE, sd_v1.configs()
+    if det.architecture:     # SD v1 family without configs: infer the UNet, keep SD v1.4's others
+        cfg = sd_v1.configs()
+        try:
+            cfg["unet"] = sd_v1.infer_unet_config(shapes)
+        except (KeyError, IndexError, ValueError):
+            raise SourceError("the checkpoint has LDM (SD v1) key names but an unknown layout and no configs") from None
+        return det.architecture, cfg
+    return None, None
+
+
+def _analyse(plan: TensorPlan, st: Settings) -> None:
+    e = plan.entry
+    x = _as_2d_f32(e.load(), e.shape)
+    ss, bad, amax = kernels.row_stats(x)
+    if bad.any():
+        raise SourceError(f"tensor {e.name!r} has {int(bad.sum())} NaN/Inf values")
+    plan.rows = x.shape[0]
+    plan.energy = float(ss.sum())
+    plan.rms = float(np.sqrt(plan.energy / max(x.size, 1)))
+    if plan.energy == 0.0:
+        plan.cand_delta = np.array([0.0, np.nan]); plan.cand_uniform = np.array([True, False])
+        plan.cand_bits = np.array([8 * payload_bytes(1, 1, plan.rows, x.size, 0.0, st.chunk_size),
+                                   8.0 * x.size * _itemsize(e.dtype)])
+        plan.cand_sse = np.zeros(2)
+        return
+    h = clustering.build_hist(x, ss, float(amax.max()), st.threads)
+    _candidates(plan, h, st)
+
+
+def _candidates(plan: TensorPlan, h: clustering.TensorHist, st: Settings) -> None:
+    e = plan.entry
+    numel = h.numel
+    # context count: compare total bits at a reference step (about 4 bits/value for a Gaussian)
+    options = [1]
+    if st.contexts:
+        options += [t for t in (4, 16) if h.rows >= 4 * t]
+    best_t, best_cost = 1, None
+    ref = plan.rms / 4.0
+    for t in options:
+        q = clustering.quantiser(h, ref, t, uniform=False)
+        cost = 8 * payload_bytes(q.codebook.size, t, h.rows, numel, q.index_bits, st.chunk_size)
+        # compare at equal distortion: convert the SSE difference to bits at the high-rate slope
+        cost += numel * 0.5 * np.log2(max(q.sse, 1e-300) / max(h.energy, 1e-300))
+        if best_cost is None or cost < best_cost:
+            best_t, best_cost = t, cost
+    plan.n_ctx = best_t
+    deltas = clustering.delta_grid(plan.rms, n=8 * st.steps_per_bit + 8, per_bit=st.steps_per_bit)
+    d_l, u_l, b_l, s_l = [], [], [], []
+    span = h.vmax - h.vmin
+    for d in deltas:
+        if span / d > clustering.MAX_LEVELS:
+            break
+        for uni in (True, False):
+            t = 1 if uni else best_t
+            q = clustering.quantiser(h, d, t, uniform=uni)
+            bits = 8 * payload_bytes(q.codebook.size, t, h.rows, numel, q.index_bits, st.chunk_size)
+            d_l.append(d); u_l.append(uni); b_l.append(bits); s_l.append(q.sse)
+    # lossless RAW candidate
+    d_l.append(np.nan); u_l.append(False); b_l.append(8.0 * numel * _itemsize(e.dtype)); s_l.append(0.0)
+    plan.cand_delta = np.array(d_l); plan.cand_uniform = np.array(u_l)
+    plan.cand_bits = np.array(b_l); plan.cand_sse = np.array(s_l)
+
+
+def _distortion(plan: TensorPlan, objective: str) -> np.ndarray:
+    n = plan.entry.numel
+    if plan.energy <= 0:
+        return np.zeros_like(plan.cand_sse)
+    rel = plan.cand_sse / plan.energy
+    if objective == "db":
+        return plan.sensitivity * n * np.maximum(10 * np.log10(np.maximum(rel, 1e-30)), -60.0)
+    return plan.sensitivity * n * rel
+
+
+def _round_codebook(cb: np.ndarray, dtype: str) -> np.ndarray:
+    """Codebook values the decoded dtype represents exactly (so SSE measured in float32 is the truth)."""
+    f = cb.astype(np.float32)
+    if dtype == "float16":
+        return f.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        from acqe_format.codecs.raw import _bf16_bits_from_f32
+        return (_bf16_bits_from_f32(f).astype(np.uint32) << 16).view(np.float32)
+    return f
+
+
+def encode_tensor(x: np.ndarray, h: clustering.TensorHist, delta: float, n_ctx: int, uniform: bool,
+                  dtype: str, threads: int = 2, shape=None):
+    """Quantise one tensor (x float32 [rows, L], original `shape`) exactly. Returns (CodebookTensor, sse, counts)."""
+    from acqe_format import CodebookTensor
+    q = clustering.quantiser(h, delta, n_ctx, uniform)
+    k = q.codebook.size
+    rows = x.shape[0]
+    g = clustering.N_BUCKETS // n_ctx
+    ctx = (h.row_bucket // g).astype(np.int64)
+    out = np.empty(x.size, np.uint8 if k <= 256 else np.uint16)
+    thr = q.thresholds if k > 1 else np.zeros((n_ctx, 1))
+    cnt, s1, s2 = kernels.assign(x, ctx, np.ascontiguousarray(thr, np.float64), k - 1, k, threads, out)
+    tot = cnt.sum(0)
+    cb = q.codebook.copy()
+    if not uniform:
+        nz = tot > 0
+        cb[nz] = s1[nz] / tot[nz]        # exact cell means of the final assignment
+    cb32 = _round_codebook(cb, dtype)
+    # keep the codebook strictly increasing after rounding (decoders do not care; keeps it tidy)
+    sse = float(kernels.sse_exact(x, out, cb32, threads))
+    decoded = dtype if dtype in ("float16", "bfloat16", "float32", "float64") else "float32"
+    ct = CodebookTensor(tuple(int(d) for d in (shape if shape is not None else x.shape)), cb32, out,
+                        None, ctx.astype(np.uint16) if n_ctx > 1 else None, decoded)
+    return ct, sse, cnt
+
+
+# --------------------------------------------------------------------------------------------------
+def convert(src_path: str, out_path: str, settings: Settings | None = None, progress: Progress | None = None,
+            log: Callable[[str], None] | None = None) -> Report:
+    """Convert a checkpoint (`.ckpt`, `.safetensors`, diffusers folder) into `out_path` (.acqe)."""
+    from acqe_format import AcqeWriter
+    st = settings or Settings()
+    t0 = time.time()
+    prog = progress or (lambda *a: None)
+    say = log or (lambda s: None)
+    if st.bits is not None and not st.lossless and not (0.05 <= st.bits <= 64):
+        raise ValueError(f"--bits must be in 0.05..64, got {st.bits}")
+    src = open_source(src_path)
+    try:
+        return _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter)
+    finally:
+        src.close()
+
+
+def _sha256_thread(path: str) -> tuple[threading.Thread, dict]:
+    res: dict = {}
+
+    def run():
+        h = hashlib.sha256()
+        paths = [path]
+        if os.path.isdir(path):
+            paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs)
+        for p in paths:
+            with open(p, "rb") as f:
+                while True:
+                    b = f.read(1 << 24)
+                    if not b:
+                        break
+                    h.update(b)
+        res["sha256"] = h.hexdigest()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, res
+
+
+def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
+    sha_t, sha = _sha256_thread(src_path)
+    shapes = {e.name: e.shape for e in src.entries}
+    det = sd_v1.detect(shapes)
+    naming, comps = _components(src, det)
+    arch, configs = _configs(src, det, shapes)
+    plans: list[TensorPlan] = []
+    for e in src.entries:
+        comp = sd_v1.component_of(e.name, comps) if comps else "model"
+        comp = comp or "other"
+        coded = (not st.lossless and e.is_float and len(e.shape) >= 2 and e.numel >= st.min_numel)
+        plans.append(TensorPlan(e, comp, coded))
+    values = sum(p.entry.numel for p in plans)
+    comp_totals: dict[str, int] = {}
+    for p in plans:
+        if p.coded:
+            comp_totals[p.component] = comp_totals.get(p.component, 0) + p.entry.numel
+
+    # ---- pass 1: analysis
+    done: dict[str, int] = {c: 0 for c in comp_totals}
+    for p in plans:
+        if p.coded:
+            _analyse(p, st)
+            done[p.component] += p.entry.numel
+            prog("analyse", p.component, done[p.component], comp_totals[p.component])
+        elif p.entry.is_float:
+            a = p.entry.load()
+            if not np.isfinite(a).all():
+                raise SourceError(f"tensor {p.entry.name!r} has NaN/Inf values")
+
+    if st.calibrate:
+        from acqe_encoder import calibrate as cal
+        sens = cal.sensitivities(src, plans, configs, naming, say)
+        for p in plans:
+            if p.entry.name in sens:
+                p.sensitivity = float(sens[p.entry.name])
+
+    # ---- metadata draft (to count its bytes) and assets
+    assets = _assets(arch, st, say)
+    dummy = {c: {"bytes": 10 ** 12, "values": 10 ** 12, "bits_per_value": 1.2345}
+             for c in list(comp_totals) + ["other_raw"]}
+    dummy.update(file_bytes=10 ** 12, bits_per_value=1.23456)
+    meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64)
+    from acqe_format.metadata import dump_metadata
+    meta_bytes = len(dump_metadata(meta)) + 64
+
+    # ---- pass 2: allocation
+    fixed = C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 + 4 * st.alignment + meta_bytes
+    fixed += sum(8 + len(n.encode()) + len(b) for n, b in assets.items()) + 16
+    for p in plans:   # payloads are aligned: expect half an alignment of padding each
+        fixed += dir_entry_bytes(p.entry.name, len(p.entry.shape)) + (st.alignment - 1) / 2
+        if not p.coded:
+            fixed += p.entry.numel * _itemsize(p.entry.dtype)
+    coded = [p for p in plans if p.coded]
+    target_bits = None
+    if st.lossless or st.bits is None:
+        for p in coded:
+            p.choice = len(p.cand_bits) - 1
+    else:
+        target_bits = st.bits * values
+        budget = target_bits * (1 - st.margin) - 8 * fixed
+        R = [p.cand_bits for p in coded]
+        D = [_distortion(p, st.objective) for p in coded]
+        choice, used = allocation.allocate(R, D, budget)
+        for p, c in zip(coded, choice):
+            p.choice = int(c)
+        if used > budget * 1.0001 + 1:
+            say(f"warning: the smallest coding of every tensor needs {(used + 8 * fixed) / values:.3f} bits/value, "
+                f"above the {st.bits} target")
+
+    # ---- pass 3: coding
+    sha_t.join()
+    sizes = {c: {"bytes": 0, "values": 0} for c in list(comp_totals) + ["other_raw"]}
+    results = []
+    with AcqeWriter(out_path, alignment=st.alignment, chunk_size=st.chunk_size) as w:
+        done = {c: 0 for c in comp_totals}
+        for p in plans:
+            e = p.entry
+            before = w._spool_len
+            if not p.coded:
+                a = e.load()
+                if e.dtype == "bfloat16":
+                    w.add_raw(e.name, np.ascontiguousarray(a, np.float32), dtype="bfloat16")
+                else:
+                    w.add_raw(e.name, np.ascontiguousarray(a))
+                key = p.component if p.component in sizes else "other_raw"
+                res = {"name": e.name, "codec": "raw", "values": e.numel}
+            else:
+                delta = float(p.cand_delta[p.choice])
+                x = _as_2d_f32(e.load(), e.shape)
+                if np.isnan(delta):
+                    a = e.load()
+                    if e.dtype == "bfloat16":
+                        w.add_raw(e.name, np.ascontiguousarray(a, np.float32), dtype="bfloat16")
+                    else:
+                        w.add_raw(e.name, np.ascontiguousarray(a))
+                    res = {"name": e.name, "codec": "raw", "values": e.numel, "sqnr_db": 60.0}
+                else:
+                    uni = bool(p.cand_uniform[p.choice])
+                    if p.energy == 0:
+                        from acqe_format import CodebookTensor
+                        ct = CodebookTensor(tuple(e.shape), np.zeros(1, np.float32), np.zeros(e.numel, np.uint8),
+                                            None, None, _decoded(e.dtype))
+                        sse = 0.0
+                    else:
+                        ss, _, amax = kernels.row_stats(x)
+                        h = clustering.build_hist(x, ss, float(amax.max()), st.threads)
+                        ct, sse, _ = encode_tensor(x, h, delta, 1 if uni else p.n_ctx, uni, e.dtype, st.threads,
+                                                   shape=e.shape)
+                    codec = w.add_codebook(e.name, ct, source_dtype=_decoded(e.dtype))
+                    sq = 60.0 if sse == 0 else min(60.0, 10 * np.log10(p.energy / sse))
+                    res = {"name": e.name, "codec": codec.name.lower(), "values": e.numel, "k": int(ct.codebook.size),
+                           "contexts": 1 if ct.row_contexts is None else int(ct.row_contexts.max()) + 1,
+                           "uniform": uni, "sqnr_db": round(float(sq), 3),
+                           "planned_bits": float(p.cand_bits[p.choice])}
+                key = p.component
+                done[p.component] += e.numel
+                prog("encode", p.component, done[p.component], comp_totals[p.component])
+            nbytes = w._spool_len - before
+            res["bytes"] = int(nbytes)
+            sizes.setdefault(key, {"bytes": 0, "values": 0})
+            sizes[key]["bytes"] += int(nbytes)
+            sizes[key]["values"] += int(e.numel)
+            results.append(res)
+        for name, data in assets.items():
+            w.add_asset(name, data)
+        sizes = {k: dict(v, bits_per_value=round(8 * v["bytes"] / v["values"], 4) if v["values"] else 0.0)
+                 for k, v in sizes.items() if v["values"]}
+        meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha.get("sha256", ""))
+        file_bytes = _predict_file_bytes(w, meta, assets)
+        meta["sizes"]["file_bytes"] = file_bytes
+        meta["sizes"]["bits_per_value"] = round(8 * file_bytes / values, 5)
+        file_bytes = _predict_file_bytes(w, meta, assets)
+        meta["sizes"]["file_bytes"] = file_bytes
+        meta["sizes"]["bits_per_value"] = round(8 * file_bytes / values, 5)
+        w.set_metadata(meta)
+    actual = os.path.getsize(out_path)
+    return Report(out_path, actual, values, 8 * actual / values, st.bits if target_bits else None,
+                  time.time() - t0, results, sizes, meta)
+
+
+def _decoded(dtype: str) -> str:
+    return dtype if dtype in ("float16", "bfloat16", "float32", "float64") else "float32"
+
+
+def _predict_file_bytes(w, meta, assets) -> int:
+    from acqe_format.metadata import dump_metadata
+    a = w.alignment
+    directory_len = len(w._directory(0))
+    md = dump_metadata(meta)
+    lens = [directory_len, len(md)]
+    if assets:
+        from acqe_format.layout import pack_assets
+        lens.append(len(pack_assets([(n.encode(), b) for n, b in assets.items()])))
+    pos = C.HEADER_SIZE + C.SECTION_ENTRY_SIZE * (len(lens) + 1)
+    for ln in lens:
+        pos = C.align_up(pos, a) + ln
+    return C.align_up(pos, a) + w._spool_len + C.FOOTER_SIZE
+
+
+def _assets(arch: str | None, st: Settings, say) -> dict[str, bytes]:
+    if not st.embed_tokenizer or not arch or "stable-diffusion" not in arch and "sd" not in arch:
+        return {}
+    try:
+        from recat_runtime.tokenizer import clip_tokenizer_files
+        files = clip_tokenizer_files()
+    except Exception as e:  # noqa: BLE001 - optional: the file is still valid without it
+        say(f"warning: tokenizer files not embedded ({type(e).__name__}: {e})")
+        return {}
+    return {f"tokenizer/{k}": bytes(v) for k, v in files.items()}
+
+
+def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha) -> dict:
+    cfg = dict(configs) if configs else {}
+    meta = {
+        "architecture": arch or "unknown",
+        "naming": naming,
+        "components": comps,
+        "configs": cfg,
+        "source": {"file": os.path.basename(os.path.normpath(src_path)), "sha256": sha, "format": src.format,
+                   "non_model_entries": src.extras, "dropped": src.dropped},
+        "encoder": {"name": "acqe-encoder", "version": __version__,
+                    "settings": {k: v for k, v in asdict(st).items() if k not in ("threads",)}},
+        "sizes": sizes or {},
+    }
+    if cfg and arch and "tokenizer" not in cfg and st.embed_tokenizer and "stable-diffusion" in arch:
+        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": ["tokenizer/vocab.json", "tokenizer/merges.txt",
+                                                                "tokenizer/tokenizer_config.json"]}
+    return meta
