@@ -444,90 +444,184 @@ def _gather_kernel(scratch, cap_end, counts, out):
 
 
 @njit(**_JIT)
-def _decode_kernel(words, word_start, n, chunk_symbols, ctx, row_length, precision,
-                   lut_fb, lut_sym, cum, c0, c1, out, status, final):
-    """Decode chunks [c0, c1) into out. With a lookup table (lut_fb.shape[1] > 0): lut_fb[t, slot] =
-    (freq - 1) << 16 | (slot - cum[sym]), lut_sym[t, slot] = sym. Otherwise binary search in cum."""
+def _dec_init(words, pos, end):
+    """Initial state of a chunk: (x, pos, first word is zero)."""
+    x = _ZERO
+    zero = False
+    if pos < end:
+        zero = words[pos] == 0
+        x = np.uint64(words[pos])
+        pos += 1
+        if pos < end:
+            x = (x << _U32) | np.uint64(words[pos])
+            pos += 1
+    return x, pos, zero
+
+
+@njit(**_JIT)
+def _dec_step(x, pos, end, bad, words, fbt, syt, out, j, P, mask, csh):
+    """One branchless decode step with the slot table. `words` has a readable word at `end`."""
+    slot = x & mask
+    e = np.uint64(fbt[slot])
+    out[j] = syt[slot]
+    f = (e >> np.uint64(16)) + _ONE
+    x = (x >> P) * f + (e & np.uint64(0xFFFF))
+    take = (x < _LOWER) & (pos < end)
+    bad |= take & (x < (f << csh))
+    w = np.uint64(words[pos])
+    x = ((x << _U32) | w) if take else x
+    pos += take
+    return x, pos, bad
+
+
+@njit(**_JIT)
+def _dec_segment(i, cend, ctx, row_length):
+    """(table, end) of the run of symbols from i that share one table, within a chunk ending at cend."""
+    if ctx.shape[0] == 0:
+        return 0, cend
+    r = i // row_length
+    return ctx[r], min(cend, (r + 1) * row_length)
+
+
+@njit(**_JIT)
+def _dec_finish(c, x, pos, end, zero, bad, status, final):
+    if zero:
+        status[c] = _ERR_LEADING_ZERO
+    elif bad:
+        status[c] = _ERR_NONCANONICAL
+    elif pos != end:
+        status[c] = _ERR_WORDS_LEFT
+        final[c] = np.uint64(end - pos)
+    elif x != _ZERO:
+        status[c] = _ERR_FINAL_STATE
+        final[c] = x
+    else:
+        status[c] = _OK
+
+
+@njit(**_JIT)
+def _decode_lut_kernel(words, word_start, n, C, ctx, row_length, precision, fb, sy, c0, c1, out, status, final):
+    """Decode chunks [c0, c1) with slot tables fb[t, slot] = (freq - 1) << 16 | (slot - cum[sym]) and
+    sy[t, slot] = sym (P <= 16). Full chunks are decoded four at a time in lockstep: their states are
+    independent, so the CPU overlaps the four dependency chains. `words` is padded by one word."""
     P = np.uint64(precision)
     csh = np.uint64(32 - precision)
     mask = (_ONE << P) - _ONE
-    single = ctx.shape[0] == 0
-    use_lut = lut_fb.shape[1] > 0
-    for c in range(c0, c1):
-        bad = -1  # first word read from a non-canonical state
-        i0 = c * chunk_symbols
-        i1 = min(n, i0 + chunk_symbols)
-        pos = word_start[c]
+    n_full = n // C
+    c = c0
+    while c + 3 < c1 and c + 3 < n_full:
+        a0 = c * C
+        a1 = a0 + C
+        a2 = a1 + C
+        a3 = a2 + C
+        e0 = word_start[c + 1]
+        e1 = word_start[c + 2]
+        e2 = word_start[c + 3]
+        e3 = word_start[c + 4]
+        x0, p0, z0 = _dec_init(words, word_start[c], e0)
+        x1, p1, z1 = _dec_init(words, e0, e1)
+        x2, p2, z2 = _dec_init(words, e1, e2)
+        x3, p3, z3 = _dec_init(words, e2, e3)
+        b0 = False
+        b1 = False
+        b2 = False
+        b3 = False
+        t0, s0 = _dec_segment(a0, a0 + C, ctx, row_length)
+        t1, s1 = _dec_segment(a1, a1 + C, ctx, row_length)
+        t2, s2 = _dec_segment(a2, a2 + C, ctx, row_length)
+        t3, s3 = _dec_segment(a3, a3 + C, ctx, row_length)
+        f0 = fb[t0]
+        f1 = fb[t1]
+        f2 = fb[t2]
+        f3 = fb[t3]
+        y0 = sy[t0]
+        y1 = sy[t1]
+        y2 = sy[t2]
+        y3 = sy[t3]
+        k = 0
+        while k < C:
+            m = min(min(s0 - a0, s1 - a1), min(s2 - a2, s3 - a3))
+            for j in range(k, m):
+                x0, p0, b0 = _dec_step(x0, p0, e0, b0, words, f0, y0, out, a0 + j, P, mask, csh)
+                x1, p1, b1 = _dec_step(x1, p1, e1, b1, words, f1, y1, out, a1 + j, P, mask, csh)
+                x2, p2, b2 = _dec_step(x2, p2, e2, b2, words, f2, y2, out, a2 + j, P, mask, csh)
+                x3, p3, b3 = _dec_step(x3, p3, e3, b3, words, f3, y3, out, a3 + j, P, mask, csh)
+            k = m
+            if k < C:
+                if s0 - a0 == k:
+                    t0, s0 = _dec_segment(a0 + k, a0 + C, ctx, row_length)
+                    f0 = fb[t0]
+                    y0 = sy[t0]
+                if s1 - a1 == k:
+                    t1, s1 = _dec_segment(a1 + k, a1 + C, ctx, row_length)
+                    f1 = fb[t1]
+                    y1 = sy[t1]
+                if s2 - a2 == k:
+                    t2, s2 = _dec_segment(a2 + k, a2 + C, ctx, row_length)
+                    f2 = fb[t2]
+                    y2 = sy[t2]
+                if s3 - a3 == k:
+                    t3, s3 = _dec_segment(a3 + k, a3 + C, ctx, row_length)
+                    f3 = fb[t3]
+                    y3 = sy[t3]
+        _dec_finish(c, x0, p0, e0, z0, b0, status, final)
+        _dec_finish(c + 1, x1, p1, e1, z1, b1, status, final)
+        _dec_finish(c + 2, x2, p2, e2, z2, b2, status, final)
+        _dec_finish(c + 3, x3, p3, e3, z3, b3, status, final)
+        c += 4
+    while c < c1:  # the remaining chunks one at a time
+        i = c * C
+        cend = min(n, i + C)
         end = word_start[c + 1]
-        x = _ZERO
-        if pos < end:
-            w = words[pos]
-            if w == 0:
-                status[c] = _ERR_LEADING_ZERO
-                final[c] = 0
-                continue
-            x = np.uint64(w)
-            pos += 1
-            if pos < end:
-                x = (x << _U32) | np.uint64(words[pos])
-                pos += 1
-        i = i0
-        while i < i1:
-            if single:
-                t = 0
-                seg1 = i1
-            else:
-                r = i // row_length
-                t = ctx[r]
-                seg1 = min(i1, (r + 1) * row_length)
-            if use_lut:
-                fbt = lut_fb[t]
-                syt = lut_sym[t]
-                for j in range(i, seg1):
-                    slot = x & mask
-                    e = np.uint64(fbt[slot])
-                    out[j] = syt[slot]
-                    f = (e >> np.uint64(16)) + _ONE
-                    x = (x >> P) * f + (e & np.uint64(0xFFFF))
-                    if x < _LOWER and pos < end:
-                        if x < (f << csh):
-                            bad = pos
-                        x = (x << _U32) | np.uint64(words[pos])
-                        pos += 1
-            else:
-                ct = cum[t]
-                K = ct.shape[0] - 1
-                for j in range(i, seg1):
-                    slot = x & mask
-                    lo = 0  # find the last s with ct[s] <= slot (it has freq > 0)
-                    hi = K
-                    while hi - lo > 1:
-                        mid = (lo + hi) >> 1
-                        if np.uint64(ct[mid]) <= slot:
-                            lo = mid
-                        else:
-                            hi = mid
-                    out[j] = lo
-                    a = np.uint64(ct[lo])
-                    f = np.uint64(ct[lo + 1]) - a
-                    x = (x >> P) * f + (slot - a)
-                    if x < _LOWER and pos < end:
-                        if x < (f << csh):
-                            bad = pos
-                        x = (x << _U32) | np.uint64(words[pos])
-                        pos += 1
-            i = seg1
-        final[c] = x
-        if bad >= 0:
-            status[c] = _ERR_NONCANONICAL
-            final[c] = bad - word_start[c]
-        elif pos != end:
-            status[c] = _ERR_WORDS_LEFT
-            final[c] = end - pos
-        elif x != _ZERO:
-            status[c] = _ERR_FINAL_STATE
-        else:
-            status[c] = _OK
+        x, pos, z = _dec_init(words, word_start[c], end)
+        b = False
+        while i < cend:
+            t, s = _dec_segment(i, cend, ctx, row_length)
+            ft = fb[t]
+            yt = sy[t]
+            for j in range(i, s):
+                x, pos, b = _dec_step(x, pos, end, b, words, ft, yt, out, j, P, mask, csh)
+            i = s
+        _dec_finish(c, x, pos, end, z, b, status, final)
+        c += 1
+
+
+@njit(**_JIT)
+def _decode_search_kernel(words, word_start, n, C, ctx, row_length, precision, cum, c0, c1, out, status, final):
+    """Decode chunks [c0, c1) by binary search in the cumulative tables (any P; used for P > 16)."""
+    P = np.uint64(precision)
+    csh = np.uint64(32 - precision)
+    mask = (_ONE << P) - _ONE
+    for c in range(c0, c1):
+        i = c * C
+        cend = min(n, i + C)
+        end = word_start[c + 1]
+        x, pos, z = _dec_init(words, word_start[c], end)
+        b = False
+        while i < cend:
+            t, s = _dec_segment(i, cend, ctx, row_length)
+            ct = cum[t]
+            K = ct.shape[0] - 1
+            for j in range(i, s):
+                slot = x & mask
+                lo = 0  # the last symbol with ct[symbol] <= slot (it has a non-zero frequency)
+                hi = K
+                while hi - lo > 1:
+                    mid = (lo + hi) >> 1
+                    if np.uint64(ct[mid]) <= slot:
+                        lo = mid
+                    else:
+                        hi = mid
+                out[j] = lo
+                a = np.uint64(ct[lo])
+                f = np.uint64(ct[lo + 1]) - a
+                x = (x >> P) * f + (slot - a)
+                if x < _LOWER and pos < end:
+                    b |= x < (f << csh)
+                    x = (x << _U32) | np.uint64(words[pos])
+                    pos += 1
+            i = s
+        _dec_finish(c, x, pos, end, z, b, status, final)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -707,21 +801,25 @@ def decode_chunks(words, chunk_words, n_symbols: int, tables, row_contexts, row_
     if n_chunks == 0:
         return out
     cum = _cumulative(freqs)
-    if p <= LUT_MAX_PRECISION:
-        lut_fb, lut_sym = _build_lut(freqs, cum, p)
-    else:
-        lut_fb = np.zeros((1, 0), np.uint32)
-        lut_sym = np.zeros((1, 0), np.uint16)
     status = np.zeros(n_chunks, dtype=np.int64)
     final = np.zeros(n_chunks, dtype=np.uint64)
     ctx_arg = ctx if ctx is not None else np.zeros(0, np.int32)
+    if p <= LUT_MAX_PRECISION:
+        fb, sy = _build_lut(freqs, cum, p)
+        wp = np.empty(w.size + 1, dtype=np.uint32)  # one readable word past the end (branchless refill)
+        wp[:-1] = w
+        wp[-1] = 0
 
-    def run(c0, c1):
-        _decode_kernel(w, word_start, n, chunk_symbols, ctx_arg, row_length, p, lut_fb, lut_sym, cum,
-                       c0, c1, out, status, final)
+        def run(c0, c1):
+            _decode_lut_kernel(wp, word_start, n, chunk_symbols, ctx_arg, row_length, p, fb, sy,
+                               c0, c1, out, status, final)
+    else:
+        def run(c0, c1):
+            _decode_search_kernel(w, word_start, n, chunk_symbols, ctx_arg, row_length, p, cum,
+                                  c0, c1, out, status, final)
 
     nt = _thread_count(threads, n_chunks)
-    _run_parallel(run, n_chunks, nt if n >= (1 << 16) else 1, max(1, -(-n_chunks // (4 * nt))))
+    _run_parallel(run, n_chunks, nt if n >= (1 << 16) else 1, 4 * max(1, -(-n_chunks // (16 * nt))))
     bad = np.flatnonzero(status)
     if bad.size:
         c = int(bad[0])
@@ -738,7 +836,7 @@ def _chunk_error(c: int, n_chunks: int, code: int, info: int) -> str:
     if code == _ERR_FINAL_STATE:
         return f"{where}: final state {info:#x} is not the initial state 0"
     if code == _ERR_NONCANONICAL:
-        return f"{where}: word {info} is read from a state below f * 2**(32-P) (not a canonical stream)"
+        return f"{where}: a word is read from a state below f * 2**(32-P) (not a canonical stream)"
     return f"{where}: error {code}"  # pragma: no cover
 
 
