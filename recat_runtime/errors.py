@@ -1,0 +1,8 @@
+"""Runtime errors; all derive from ``acqe_format.errors.AcqeError`` so the CLI prints them as one line."""
+from acqe_format.errors import AcqeError, RuntimeLoadError
+
+__all__ = ["RuntimeLoadError", "NoScheduleError"]
+
+
+class NoScheduleError(AcqeError, LookupError):
+    """The `.acqe` file holds no ReCaT schedule for the requested sampler / steps / guidance / budget."""

@@ -1,0 +1,313 @@
+"""Load a `.acqe` file into diffusers / transformers models, offline, from the configs stored in it.
+
+    from recat_runtime import load_pipeline
+    pipe = load_pipeline("model.acqe")                 # cuda when available, else cpu; fp32
+    pipe = load_pipeline("model.acqe", torch_dtype=torch.bfloat16, scheduler="ddim")
+
+How weights get into the model (no extra full-size copy):
+
+1. the model is built from its stored diffusers config with parameters on the ``meta`` device
+   (``accelerate.init_empty_weights``: no memory, no random init);
+2. tensors are decoded one at a time (``AcqeReader.iter_tensors``, chunks in parallel), each converted
+   to the target dtype and moved to the target device at once, so at most one decoded float32 tensor
+   exists besides the model's own weights;
+3. names go from the file's scheme to diffusers' (``naming == "ldm"``: diffusers' own
+   ``convert_ldm_unet_checkpoint`` / ``convert_ldm_vae_checkpoint``, which only rename and take views)
+   and ``load_state_dict(assign=True)`` makes those very tensors the parameters.
+
+The weights used for inference are therefore exactly the decoded weights (cast to ``torch_dtype``).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+
+import numpy as np
+import torch
+
+from acqe_format import AcqeReader
+from recat_runtime.errors import RuntimeLoadError
+
+__all__ = [
+    "load_acqe_state_dict",
+    "load_unet",
+    "load_vae",
+    "load_text_encoder",
+    "load_tokenizer",
+    "load_scheduler",
+    "load_pipeline",
+    "default_device",
+    "SCHEDULERS",
+]
+
+DEFAULT_PREFIXES = {
+    "ldm": {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
+            "text_encoder": "cond_stage_model.transformer."},
+    "diffusers": {"unet": "unet.", "vae": "vae.", "text_encoder": "text_encoder."},
+}
+
+# sampler name -> diffusers scheduler class name
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "lms": "LMSDiscreteScheduler",
+}
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _reader(path_or_reader):
+    if isinstance(path_or_reader, AcqeReader):
+        yield path_or_reader
+        return
+    r = AcqeReader(path_or_reader)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def _naming(meta: dict) -> str:
+    naming = meta.get("naming", "flat")
+    if naming not in DEFAULT_PREFIXES:
+        raise RuntimeLoadError(f"tensor naming {naming!r} is not a loadable model layout (want 'ldm' or 'diffusers')")
+    return naming
+
+
+def _prefix(meta: dict, component: str) -> str:
+    comps = meta.get("components") or {}
+    prefix = comps.get(component)
+    if isinstance(prefix, dict):  # tolerate {"prefix": ...} entries
+        prefix = prefix.get("prefix")
+    return prefix if isinstance(prefix, str) else DEFAULT_PREFIXES[_naming(meta)][component]
+
+
+def _config(meta: dict, component: str) -> dict:
+    cfgs = meta.get("configs") or {}
+    if component not in cfgs or not isinstance(cfgs[component], dict):
+        raise RuntimeLoadError(f"the file stores no '{component}' config (metadata configs has {sorted(cfgs)})")
+    return copy.deepcopy(cfgs[component])
+
+
+def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
+    if decoded == "bfloat16":  # the reader returns bf16 as uint16 bit patterns
+        t = torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
+    elif arr.flags.writeable:
+        t = torch.from_numpy(arr)
+    else:
+        t = torch.from_numpy(arr.copy())
+    if dtype is not None and t.is_floating_point():
+        t = t.to(dtype)
+    return t.to(device) if device is not None else t
+
+
+def _iter_selected(r: AcqeReader, names: list[str], threads: int):
+    """``(name, array)`` for the given tensors in order, decoded ``threads`` at a time (bounded window)."""
+    if threads <= 1:
+        for n in names:
+            yield n, r.read(n)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as ex:
+        window: deque = deque()
+        for n in names:
+            window.append((n, ex.submit(r.read, n, 1)))
+            if len(window) >= 2 * threads:
+                k, f = window.popleft()
+                yield k, f.result()
+        while window:
+            k, f = window.popleft()
+            yield k, f.result()
+
+
+def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_dtype=None, device=None,
+                         strip_prefix: bool = False, threads: int | None = None) -> dict[str, torch.Tensor]:
+    """Decoded tensors of a `.acqe` file, keyed by their stored (source) names.
+
+    Args:
+        component: ``"unet"``, ``"vae"`` or ``"text_encoder"`` to read only that component's tensors.
+        torch_dtype: cast floating tensors to this dtype as they are decoded (None keeps the stored dtype).
+        device: put each tensor there as soon as it is decoded.
+        strip_prefix: drop the component prefix from the names.
+        threads: decoder threads (default: all cores).
+    """
+    threads = threads or os.cpu_count() or 1
+    with _reader(path_or_reader) as r:
+        prefix = _prefix(r.metadata, component) if component else ""
+        infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)}
+        out: dict[str, torch.Tensor] = {}
+        for name, arr in _iter_selected(r, list(infos), threads):
+            key = name[len(prefix):] if strip_prefix else name
+            out[key] = _to_torch(arr, infos[name].decoded_dtype, torch_dtype, device)
+            del arr
+        if component and not out:
+            raise RuntimeLoadError(f"the file has no tensors for component '{component}' (prefix {prefix!r})")
+        return out
+
+
+def _fill(model, state: dict, what: str):
+    """Makes the given tensors the model's parameters (``assign=True``), checking names and shapes."""
+    expected = model.state_dict()
+    # transformers >= 5 drops the `text_model.` level from CLIPTextModel state dicts; LDM keeps it
+    for k in [k for k in state if k not in expected and k.startswith("text_model.")]:
+        if k[len("text_model."):] in expected:
+            state[k[len("text_model."):]] = state.pop(k)
+    extra = sorted(set(state) - set(expected))
+    # harmless extras of old checkpoints (e.g. CLIP's position_ids buffer)
+    extra_ok = [k for k in extra if k.endswith("position_ids")]
+    for k in extra_ok:
+        state.pop(k)
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if missing or extra:
+        raise RuntimeLoadError(
+            f"{what}: stored tensors do not match the stored config "
+            f"({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} unexpected, e.g. {extra[:3]})"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise RuntimeLoadError(f"{what}: {k} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
+    model.load_state_dict(state, strict=True, assign=True)
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise RuntimeLoadError(f"{what}: parameters left unfilled: {leftover[:3]}")
+    return model.eval().requires_grad_(False)
+
+
+def _empty(build):
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        return build()
+
+
+def _load_component(path_or_reader, component: str, torch_dtype, device, threads):
+    with _reader(path_or_reader) as r:
+        meta = r.metadata
+        naming = _naming(meta)
+        cfg = _config(meta, component)
+        device = torch.device(device) if device is not None else default_device()
+        state = load_acqe_state_dict(r, component=component, torch_dtype=torch_dtype, device=device,
+                                     threads=threads, strip_prefix=(naming == "diffusers" or component == "text_encoder"))
+    if component == "unet":
+        from diffusers import UNet2DConditionModel
+        from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        if naming == "ldm":
+            state = convert_ldm_unet_checkpoint(state, cfg)
+        model = _empty(lambda: UNet2DConditionModel(**cfg))
+    elif component == "vae":
+        from diffusers import AutoencoderKL
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        if naming == "ldm":
+            state = convert_ldm_vae_checkpoint(state, cfg)
+        model = _empty(lambda: AutoencoderKL(**cfg))
+    elif component == "text_encoder":
+        from transformers import CLIPTextConfig, CLIPTextModel
+
+        text_cfg = CLIPTextConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+        model = _empty(lambda: CLIPTextModel(text_cfg))
+    else:
+        raise ValueError(f"unknown component {component!r}")
+    model = _fill(model, state, component)
+    # buffers that are not stored (e.g. position_ids) were created on the CPU: move them along
+    for mod in model.modules():
+        for name, buf in list(mod.named_buffers(recurse=False)):
+            if buf is None:
+                continue
+            dt = torch_dtype if (torch_dtype is not None and buf.is_floating_point()) else buf.dtype
+            if buf.device != device or buf.dtype != dt:
+                setattr(mod, name, buf.to(device=device, dtype=dt))
+    return model
+
+
+def load_unet(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
+    """The ``UNet2DConditionModel`` of a `.acqe` file (exactly its decoded weights, cast to ``torch_dtype``)."""
+    return _load_component(path_or_reader, "unet", torch_dtype, device, threads)
+
+
+def load_vae(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
+    """The ``AutoencoderKL`` of a `.acqe` file."""
+    return _load_component(path_or_reader, "vae", torch_dtype, device, threads)
+
+
+def load_text_encoder(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
+    """The ``CLIPTextModel`` of a `.acqe` file."""
+    return _load_component(path_or_reader, "text_encoder", torch_dtype, device, threads)
+
+
+def load_tokenizer(path_or_reader):
+    """The ``CLIPTokenizer`` built from the tokenizer files embedded in the file (offline).
+
+    Falls back to SD v1's CLIP BPE derived from ``open_clip_torch``'s vocabulary file when the file
+    embeds no tokenizer.
+    """
+    from recat_runtime.tokenizer import build_clip_tokenizer
+
+    with _reader(path_or_reader) as r:
+        assets = r.assets
+        desc = (r.metadata.get("configs") or {}).get("tokenizer") or {}
+    files = None
+    mapping = desc.get("files") if isinstance(desc, dict) else None
+    if isinstance(mapping, dict) and all(v in assets for v in mapping.values()):
+        files = {k: assets[v] for k, v in mapping.items()}
+    else:
+        found = {name.rsplit("/", 1)[-1]: data for name, data in assets.items() if name.startswith("tokenizer/")}
+        if "vocab.json" in found and "merges.txt" in found:
+            files = found
+    return build_clip_tokenizer(files)
+
+
+def load_scheduler(path_or_reader, scheduler: str = "ddim"):
+    """A diffusers scheduler of the given kind, configured from the file's stored scheduler config."""
+    import diffusers
+
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
+    with _reader(path_or_reader) as r:
+        cfg = (r.metadata.get("configs") or {}).get("scheduler") or {}
+    cls = getattr(diffusers, SCHEDULERS[scheduler])
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    return cls.from_config(cfg)
+
+
+def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None):
+    """A ready ``StableDiffusionPipeline`` (no safety checker) from a `.acqe` file, entirely offline.
+
+    Args:
+        path: the `.acqe` file.
+        device: ``"cuda"``, ``"cpu"``, ... (default: cuda when available, else cpu).
+        torch_dtype: ``torch.float32``, ``torch.float16`` or ``torch.bfloat16``.
+        scheduler: one of ``ddim``, ``pndm``, ``euler``, ``euler-a``, ``dpm++``, ``lms``.
+
+    Raises:
+        RuntimeLoadError: a component, config or tensor is missing or does not fit its config.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    device = torch.device(device) if device is not None else default_device()
+    with _reader(path) as r:
+        unet = load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads)
+        vae = load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)
+        text_encoder = load_text_encoder(r, torch_dtype=torch_dtype, device=device, threads=threads)
+        tokenizer = load_tokenizer(r)
+        sched = load_scheduler(r, scheduler)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

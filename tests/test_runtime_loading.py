@@ -1,0 +1,89 @@
+"""Loading a `.acqe` into diffusers models: exact decoded weights, dtypes, tokenizer, errors."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from acqe_encoder.layouts.sd_v1 import diffusers_to_ldm
+from recat_runtime.loading import load_pipeline, load_tokenizer, load_unet
+from recat_runtime.testing import tiny_pipeline
+from runtime_fixtures import write_tiny_acqe
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pipe = tiny_pipeline(seed=3)
+    path = tmp_path_factory.mktemp("acqe") / "tiny.acqe"
+    written = write_tiny_acqe(path, pipe, codebook=True)
+    return pipe, path, written
+
+
+def _reference(module, written, which):
+    """``module`` with its weights replaced by the written (decoded) arrays, mapped by the encoder's names."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    sentinels = {k: np.empty(s, np.float32) for k, s in shapes.items()}
+    owner = {id(a): k for k, a in sentinels.items()}
+    back = {}
+    for lk, v in diffusers_to_ldm(**{which: sentinels}).items():
+        dk = owner.get(id(v)) or owner.get(id(v.base))
+        if dk is None:  # entries the LDM layout adds (CLIP position_ids)
+            continue
+        back[dk] = torch.from_numpy(np.asarray(written[lk]).reshape(shapes[dk]).copy())
+    ref = copy.deepcopy(module)
+    ref.load_state_dict(back)
+    return ref
+
+
+def test_unet_weights_and_outputs_equal_decoded(tiny):
+    pipe, path, written = tiny
+    unet = load_unet(path, device="cpu")
+    ref = _reference(pipe.unet, written, "unet_sd")
+    for (ka, a), (kb, b) in zip(sorted(unet.state_dict().items()), sorted(ref.state_dict().items())):
+        assert ka == kb and torch.equal(a, b), ka
+    x, ehs = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    with torch.no_grad():
+        assert torch.equal(unet(x, 500, ehs).sample, ref(x, 500, ehs).sample)
+    # codebook-coded tensors really changed the weights (the test is not vacuous)
+    assert not torch.equal(unet.conv_in.weight, pipe.unet.conv_in.weight)
+
+
+def test_pipeline_components_equal_decoded(tiny):
+    pipe, path, written = tiny
+    loaded = load_pipeline(path, device="cpu")
+    vae_ref = _reference(pipe.vae, written, "vae_sd")
+    text_ref = _reference(pipe.text_encoder, written, "text_sd")
+    for a, b in ((loaded.vae, vae_ref), (loaded.text_encoder, text_ref)):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sorted(sa) == sorted(sb)
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert loaded.safety_checker is None
+    assert type(loaded.scheduler).__name__ == "DDIMScheduler"
+    assert not any(p.is_meta for p in loaded.unet.parameters())
+
+
+def test_tokenizer_from_assets(tiny):
+    _, path, _ = tiny
+    tok = load_tokenizer(path)
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dtype_cast_is_decoded_cast(tiny, dtype):
+    pipe, path, written = tiny
+    unet = load_unet(path, device="cpu", torch_dtype=dtype)
+    assert all(p.dtype == dtype for p in unet.parameters())
+    w = written["model.diffusion_model.input_blocks.0.0.weight"]
+    assert torch.equal(unet.conv_in.weight, torch.from_numpy(np.asarray(w)).to(dtype))
+
+
+def test_missing_component_is_a_clear_error(tmp_path):
+    from acqe_format import AcqeWriter
+    from recat_runtime.errors import RuntimeLoadError
+
+    p = tmp_path / "empty.acqe"
+    with AcqeWriter(p) as w:
+        w.set_metadata({"naming": "ldm", "configs": {}})
+        w.add_raw("x", np.zeros(3, np.float32))
+    with pytest.raises(RuntimeLoadError, match="no 'unet' config"):
+        load_unet(p, device="cpu")
