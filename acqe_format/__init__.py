@@ -3,6 +3,7 @@
     from acqe_format import AcqeWriter, AcqeReader, CodebookTensor, reconstruct
 """
 from acqe_format.codecs.codebook import CodebookTensor, reconstruct
+from acqe_format.edit import replace_metadata
 from acqe_format.errors import (AcqeError, AcqeFormatError, ChecksumMismatchError, CodecError, LayoutError,
                                 LimitExceededError, MetadataError, NotAcqeFileError, TruncatedFileError,
                                 UnsupportedVersionError, WriteOrderError)
@@ -11,7 +12,7 @@ from acqe_format.reader import AcqeReader
 from acqe_format.writer import AcqeWriter
 
 __all__ = [
-    "AcqeReader", "AcqeWriter", "CodebookTensor", "reconstruct", "TensorInfo",
+    "AcqeReader", "AcqeWriter", "replace_metadata", "CodebookTensor", "reconstruct", "TensorInfo",
     "AcqeError", "AcqeFormatError", "NotAcqeFileError", "UnsupportedVersionError", "TruncatedFileError",
     "ChecksumMismatchError", "LimitExceededError", "LayoutError", "CodecError", "MetadataError",
     "WriteOrderError",
