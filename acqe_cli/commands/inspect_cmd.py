@@ -136,7 +136,7 @@ def command(file, as_json, tensors):
     from rich.table import Table
     from rich.text import Text
 
-    con = Console(highlight=False)
+    con = Console(highlight=False, soft_wrap=True)
     T = info["totals"]
     con.print(Text(f"{escape(file)}: ACQE {info['version']}, {info['file_bytes']:,} bytes, "
                    f"alignment {info['alignment']}"))

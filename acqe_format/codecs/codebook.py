@@ -100,10 +100,11 @@ def _values(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
         for start in range(0, numel, step):
             stop = min(numel, start + step)
             v = cb[indices[start:stop]]
-            if scales is not None:
-                r0 = start // row_length
-                v = (v.reshape(-1, row_length) * scales[r0:r0 + (stop - start) // row_length, None]).reshape(-1)
-            out[start:stop] = _convert(v, decoded)
+            with np.errstate(over="ignore"):   # finite * finite may round to +-inf: that is the formula
+                if scales is not None:
+                    r0 = start // row_length
+                    v = (v.reshape(-1, row_length) * scales[r0:r0 + (stop - start) // row_length, None]).reshape(-1)
+                out[start:stop] = _convert(v, decoded)
     return out.reshape(shape)
 
 
