@@ -125,10 +125,15 @@ def command(file, as_json, tensors):
 
     Bits per parameter in the totals are file bytes x 8 / parameters: side information included.
     """
-    from acqe_format import AcqeReader
+    from acqe_cli._errors import format_error
+    from acqe_format import AcqeError, AcqeReader
 
-    with AcqeReader(file) as r:
-        info = summarize(r)
+    try:
+        with AcqeReader(file) as r:
+            info = summarize(r)
+    except AcqeError as exc:
+        # raised here as a ClickException: click would turn TruncatedFileError (an EOFError) into "Aborted!"
+        raise click.ClickException(format_error(exc)) from None
     if as_json:
         click.echo(json.dumps(info, indent=1, ensure_ascii=True))
         return
