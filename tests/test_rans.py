@@ -46,6 +46,13 @@ def test_quantize_docstring_example():
     assert rans.quantize_frequencies([5, 0, 3, 1], 4).tolist() == [9, 0, 5, 2]
 
 
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(rans, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 2 and result.failed == 0
+
+
 @pytest.mark.parametrize("p", [1, 2, 8, 12, 16, 24])
 def test_quantize_invariants(p):
     rng = np.random.default_rng(p)
