@@ -454,7 +454,7 @@ def _encode_kernel(indices, freqs, cum, ctx, row_length, precision, chunk_symbol
                     scratch[pos] = np.uint32(x & _WORD_MASK)
                     x >>= _U32
                 q = x // f
-                x = (q << P) + (x - q * f) + np.uint64(ct[s])
+                x = (q << P) + (x % f) + np.uint64(ct[s])
             if st != 0:
                 counts[c] = bad  # position of the offending symbol
                 break
