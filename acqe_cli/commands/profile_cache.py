@@ -1,0 +1,92 @@
+"""`acqe profile-cache MODEL.acqe --steps S --full-steps B`: ReCaT schedules, stored in the file."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EXAMPLES = """
+Examples:
+  acqe profile-cache model.acqe --steps 50 --full-steps 7
+  acqe profile-cache model.acqe --steps 50 --full-steps 5 --full-steps 7 --full-steps 10 --samples 128
+  acqe profile-cache model.acqe --steps 20 --full-steps 4 --prompts prompts.txt --branch 0
+"""
+
+
+def _read_prompts(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        prompts = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise click.BadParameter(f"{path} holds no prompts (one per line)", param_hint="--prompts")
+    return prompts
+
+
+def default_prompts(metadata: dict, n: int) -> list[str]:
+    """Prompts in the model's domain: the demo model's captions, else a built-in generic list."""
+    if metadata.get("architecture") == "acqe-shapes-sd-v1":
+        from acqe_demo.dataset import ShapesDataset, make_caption
+
+        ds = ShapesDataset(seed=7919)  # a seed the demo's training and evaluation sets do not use
+        return [make_caption(ds[i]) for i in range(max(n, 1))]
+    from recat_runtime.cache.prompts import GENERIC_PROMPTS
+
+    return list(GENERIC_PROMPTS)
+
+
+@click.command("profile-cache", epilog=EXAMPLES)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, writable=True, path_type=str))
+@click.option("--steps", type=click.IntRange(2, 1000), required=True, help="denoising steps S to profile for")
+@click.option("--full-steps", "budgets", type=click.IntRange(1, None), multiple=True, required=True,
+              help="budget B of full steps (repeat for several budgets)")
+@click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              default=None, help="text file, one prompt per line (default: prompts in the model's domain)")
+@click.option("--samples", type=click.IntRange(4, None), default=64, show_default=True,
+              help="prompt x seed samples (the debiased CKA needs minibatches of >= 4)")
+@click.option("--branch", type=click.IntRange(0, None), default=0, show_default=True,
+              help="cache branch m (0 = shallowest, cheapest cached step)")
+@click.option("--guidance", type=float, default=7.5, show_default=True)
+@click.option("--sampler", type=click.Choice(["ddim", "pndm", "euler", "euler-a", "dpm++", "lms"]),
+              default="ddim", show_default=True)
+@click.option("--height", type=click.IntRange(8, 4096), default=None)
+@click.option("--width", type=click.IntRange(8, 4096), default=None)
+@click.option("--device", default=None, help="default: cuda when available")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--batch-size", type=click.IntRange(4, 512), default=8, show_default=True,
+              help="samples per minibatch (each CFG half is its own CKA minibatch)")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-correction", is_flag=True, help="do not fit the per-channel affine correction")
+@click.option("--reprofile", is_flag=True, help="recompute the CKA matrix even if the file has one")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
+@click.option("-q", "--quiet", is_flag=True)
+def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
+            batch_size, seed, no_correction, reprofile, as_json, quiet):
+    """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
+    ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
+    from acqe_format import AcqeReader
+    from recat_runtime.api import profile_cache
+
+    for b in budgets:
+        if b > steps:
+            raise click.UsageError(f"--full-steps {b} is more than --steps {steps}")
+    with AcqeReader(model) as r:
+        metadata = r.metadata
+    prompts = _read_prompts(prompts_file) if prompts_file else default_prompts(metadata, samples)
+    log = (lambda *a: None) if (quiet or as_json) else (
+        lambda phase, i, n: click.echo(f"{phase}: batch {i}/{n}", err=True) if sys.stderr.isatty() or i == n else None)
+    rep = profile_cache(model, steps=steps, budgets=list(budgets), prompts=prompts, samples=samples, branch=branch,
+                        guidance=guidance, scheduler=sampler, height=height, width=width, device=device,
+                        dtype=dtype, batch_size=batch_size, seed=seed, correction=not no_correction,
+                        reprofile=reprofile, progress=log)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity")}, indent=1))
+        return
+    src = "reused stored CKA" if rep["reused_similarity"] else f"{rep['samples']} samples, {rep['estimator']}"
+    for s in rep["schedules"]:
+        fit = s.get("correction_fit")
+        fit_s = (f"; correction rel. MSE {fit['relative_mse_before']:.4f} -> {fit['relative_mse_after']:.4f}"
+                 if fit else "")
+        click.echo(f"B={s['budget']}: full steps {s['full_steps']} (cost {s['cost']:.4f}, uniform "
+                   f"{s['uniform_cost']:.4f}){fit_s}", err=True)
+    click.echo(f"stored ReCaT schedules in {model} ({rep['sampler']}, {steps} steps, guidance {guidance:g}, "
+               f"branch {branch}; {src}; {rep['total_seconds']:.1f} s)", err=True)

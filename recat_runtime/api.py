@@ -1,0 +1,210 @@
+"""What `acqe generate` and `acqe profile-cache` do, as library functions (the commands only parse options).
+
+    from recat_runtime.api import generate, profile_cache
+    result = generate("model.acqe", ["a red circle"], steps=50, cache="uniform", full_steps=10, seed=0)
+    result.images[0].save("out.png")
+    profile_cache("model.acqe", steps=50, budgets=[7, 10], prompts=[...], samples=64)
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from recat_runtime.cache import schedules as S
+from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
+from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, fit_correction, profile_similarity, recat_schedule
+from recat_runtime.cache.store import find_profile, find_schedule, with_profile
+from recat_runtime.loading import load_pipeline
+
+__all__ = ["CACHE_MODES", "DTYPES", "cache_config", "generate", "GenerateResult", "profile_cache", "denoise_and_decode"]
+
+CACHE_MODES = ("none", "uniform", "quadratic", "recat")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _sampler_name(pipe) -> str:
+    from recat_runtime.loading import SCHEDULERS
+
+    cls = type(pipe.scheduler).__name__
+    for k, v in SCHEDULERS.items():
+        if v == cls:
+            return k
+    return cls
+
+
+def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dict | None = None,
+                 sampler: str = "ddim", guidance: float = 7.5, branch: int | None = None,
+                 correction: bool = True) -> RecatCacheConfig | None:
+    """The cache config for a CLI-style request.
+
+    ``none`` → None; ``uniform`` → B full steps spread evenly; ``quadratic`` → DeepCache's non-uniform
+    schedule with B full steps; ``recat`` → the schedule stored in ``metadata`` for (sampler, steps,
+    guidance, branch, B), with its correction unless ``correction=False``.
+
+    Raises:
+        NoScheduleError: ``recat`` and nothing was profiled for these settings.
+        ValueError: unknown mode or missing budget.
+    """
+    if mode == "none":
+        return None
+    if mode not in CACHE_MODES:
+        raise ValueError(f"unknown cache mode {mode!r}; choose from {', '.join(CACHE_MODES)}")
+    if full_steps is None:
+        raise ValueError(f"--cache {mode} needs --full-steps B")
+    if mode == "uniform":
+        return RecatCacheConfig.uniform(steps, full_steps, branch=branch or 0)
+    if mode == "quadratic":
+        return RecatCacheConfig.quadratic(steps, full_steps, branch=branch or 0)
+    full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=full_steps,
+                                        guidance=guidance, branch=branch)
+    return RecatCacheConfig(steps, full, branch=int(profile["branch"]), correction=corr if correction else None)
+
+
+@dataclass
+class GenerateResult:
+    images: list                     # PIL images
+    latents: torch.Tensor
+    full_steps: tuple[int, ...]
+    loop_seconds: float              # prompt encoding + denoising loop
+    decode_seconds: float            # VAE decode + postprocess
+    load_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: float, seeds: Sequence[int],
+                       height=None, width=None, config: RecatCacheConfig | None = None,
+                       negative_prompt=None) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
+    """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps)."""
+    device = pipe.unet.device
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    hook = apply_recat_cache(pipe, config) if config is not None else None
+    try:
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            latents = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                           height=height, width=width, output_type="latent",
+                           negative_prompt=negative_prompt).images
+        _sync(device)
+        t1 = time.perf_counter()
+    finally:
+        if hook is not None:
+            disable_recat_cache(pipe)
+    with torch.inference_mode():
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        images = pipe.image_processor.postprocess(image, output_type="pil")
+    _sync(device)
+    t2 = time.perf_counter()
+    full = config.full_steps if config is not None else S.no_cache_schedule(steps)
+    return latents, images, t1 - t0, t2 - t1, tuple(full)
+
+
+def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "none", full_steps: int | None = None,
+             seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
+             guidance: float = 7.5, device=None, dtype: str = "fp32", scheduler: str = "ddim",
+             branch: int | None = None, correction: bool = True) -> GenerateResult:
+    """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
+
+    Image ``j`` of prompt ``i`` uses seed ``seed + i * batch + j``. ``full_steps`` is ignored with
+    ``cache="none"``.
+    """
+    from acqe_format import AcqeReader
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
+    with AcqeReader(path) as r:
+        metadata = r.metadata
+    # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
+    config = cache_config(cache, steps=steps, full_steps=full_steps, metadata=metadata, sampler=scheduler,
+                          guidance=guidance, branch=branch, correction=correction)
+    t0 = time.perf_counter()
+    pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler)
+    load_s = time.perf_counter() - t0
+    all_prompts = [p for p in prompts for _ in range(batch)]
+    seeds = [seed + k for k in range(len(all_prompts))]
+    latents, images, loop_s, dec_s, full = denoise_and_decode(
+        pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config)
+    info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
+            "branch": None if config is None else config.branch,
+            "correction": bool(config is not None and config.correction is not None)}
+    return GenerateResult(images, latents, full, loop_s, dec_s, load_s, info)
+
+
+def _prompts_digest(prompts: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
+
+
+def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence[str], samples: int = 64,
+                  branch: int = 0, guidance: float = 7.5, scheduler: str = "ddim", height=None, width=None,
+                  device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
+                  reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
+                  write: bool = True) -> dict:
+    """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
+
+    The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
+    unless ``reprofile``. Returns a summary dict (schedules, costs, timings, correction fit).
+    """
+    from acqe_format import AcqeReader
+
+    with AcqeReader(path) as r:
+        metadata = r.metadata
+    pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler)
+    sampler = _sampler_name(pipe)
+    settings = ProfileSettings(steps=steps, guidance=guidance, branch=branch, height=height, width=width,
+                               samples=samples, batch_size=batch_size, seed=seed)
+    existing = None if reprofile else find_profile(metadata, sampler=sampler, steps=steps, guidance=guidance,
+                                                   branch=branch)
+    t0 = time.perf_counter()
+    if existing is not None:
+        similarity = np.asarray(existing["similarity"], dtype=np.float64)
+        prof = {k: existing[k] for k in existing if k != "schedules"}
+        reused = True
+    else:
+        if progress:
+            settings.progress = lambda i, n: progress("profile", i, n)
+        similarity, info = profile_similarity(pipe, prompts, settings)
+        h = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        w = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        prof = {"sampler": sampler, "steps": steps, "guidance": float(guidance), "branch": branch,
+                "height": int(h), "width": int(w), "seed": seed, "prompts": len(prompts),
+                "prompts_sha256": _prompts_digest(prompts), "dtype": dtype, **info,
+                "similarity": similarity}
+        reused = False
+    profile_s = time.perf_counter() - t0
+    schedules = []
+    fits = {}
+    for b in budgets:
+        full, cost = recat_schedule(similarity, b)
+        entry = {"budget": int(b), "full_steps": list(full), "cost": round(float(cost), 6),
+                 "uniform_cost": round(S.schedule_cost(1 - similarity, S.uniform_schedule(steps, b)), 6),
+                 "correction": None, "correction_fit": None}
+        if correction and len(full) < steps:
+            if progress:
+                settings.progress = lambda i, n: progress(f"correction B={b}", i, n)
+            corr, fit = fit_correction(pipe, prompts, settings, full)
+            entry["correction"] = corr.to_json()
+            entry["correction_fit"] = {k: round(v, 6) for k, v in fit.items()}
+            fits[int(b)] = fit
+        schedules.append(entry)
+    new_meta = with_profile(metadata, prof, schedules)
+    if write:
+        from acqe_format import replace_metadata
+
+        replace_metadata(path, new_meta)
+    return {
+        "sampler": sampler, "steps": steps, "guidance": guidance, "branch": branch,
+        "reused_similarity": reused, "samples": prof.get("samples"), "estimator": prof.get("estimator", ESTIMATOR),
+        "profile_seconds": profile_s, "total_seconds": time.perf_counter() - t0,
+        "schedules": [{k: v for k, v in s.items() if k != "correction"} for s in schedules],
+        "similarity": similarity, "metadata": new_meta,
+    }

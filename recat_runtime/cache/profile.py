@@ -1,0 +1,186 @@
+"""ReCaT profiling: step-by-step similarity of the cached feature, the optimal schedule, and DEC.
+
+1. :func:`profile_similarity` runs the full model over many prompt x seed samples (minibatched), records
+   the deep feature of branch m at every step, turns each minibatch into per-step Gram matrices (the
+   CFG unconditional and conditional halves are separate minibatches: they are different
+   distributions), and streams them into a minibatch-CKA matrix ``[S, S]`` (debiased HSIC).
+2. :func:`recat_schedule` picks the full steps by the exact DP on ``d(s, t) = 1 - CKA(s, t)``.
+3. :func:`fit_correction` fits, for the chosen schedule, a per-step, per-channel affine map from the
+   anchor's cached feature to the true feature, ``y ~ a * x + b``, by least squares over
+   (sample, height, width) (CacheQuant's DEC for the cache error), streaming per-channel moments.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from recat_runtime.cache.cka import MinibatchCKA
+from recat_runtime.cache.hook import CacheCorrection, RecatCacheConfig, recat_cache
+from recat_runtime.cache.schedules import optimal_schedule
+
+__all__ = ["ProfileSettings", "profile_similarity", "recat_schedule", "fit_correction", "sample_plan"]
+
+ESTIMATOR = "minibatch-debiased-linear-cka"
+
+
+@dataclass
+class ProfileSettings:
+    """What a profile (and every schedule derived from it) is valid for."""
+
+    steps: int
+    guidance: float = 7.5
+    branch: int = 0
+    height: int | None = None
+    width: int | None = None
+    samples: int = 64
+    batch_size: int = 8
+    seed: int = 0
+    progress: Callable[[int, int], None] | None = field(default=None, repr=False)
+
+
+def sample_plan(prompts: Sequence[str], samples: int, seed: int) -> list[tuple[str, int]]:
+    """``samples`` (prompt, seed) pairs: prompts cycled in order, seeds ``seed, seed+1, ...``."""
+    if not prompts:
+        raise ValueError("profiling needs at least one prompt")
+    return [(prompts[k % len(prompts)], seed + k) for k in range(samples)]
+
+
+def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheConfig, after_batch):
+    plan = sample_plan(prompts, settings.samples, settings.seed)
+    bs = max(1, settings.batch_size)
+    batches = [plan[i : i + bs] for i in range(0, len(plan), bs)]
+    with recat_cache(pipe, config), torch.inference_mode():
+        for i, batch in enumerate(batches):
+            gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
+            pipe(
+                [p for p, _ in batch],
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
+                generator=gens,
+                height=settings.height,
+                width=settings.width,
+                output_type="latent",
+            )
+            after_batch(len(batch))
+            if settings.progress is not None:
+                settings.progress(i + 1, len(batches))
+
+
+def _gram(x: torch.Tensor) -> np.ndarray:
+    x = x.reshape(x.shape[0], -1).to(torch.float64)
+    x = x - x.mean(dim=0, keepdim=True)
+    return (x @ x.T).cpu().numpy()
+
+
+def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings) -> tuple[np.ndarray, dict]:
+    """Minibatch debiased linear CKA between the branch feature at every pair of steps.
+
+    Returns:
+        ``(cka [S, S], info)`` with ``info`` = samples, minibatches, minibatch size, estimator.
+
+    Raises:
+        ValueError: fewer than 4 samples per minibatch (the debiased estimator needs n >= 4).
+    """
+    s_count = settings.steps
+    if min(settings.batch_size, settings.samples) < 4:
+        raise ValueError("CKA profiling needs minibatches of at least 4 samples (--samples >= 4, batch >= 4)")
+    acc = MinibatchCKA(s_count)
+    per_step: dict[int, list[np.ndarray]] = {}
+    cfg = settings.guidance > 1.0
+
+    def observer(step, feature):
+        halves = feature.chunk(2) if cfg else (feature,)
+        per_step[step] = [_gram(h) for h in halves]
+
+    def after_batch(n):
+        if n < 4:
+            return  # a short last minibatch is skipped (estimator needs n >= 4)
+        for h in range(len(per_step[0])):
+            acc.add(np.stack([per_step[t][h] for t in range(s_count)]))
+        per_step.clear()
+
+    _run_batches(pipe, prompts, settings, RecatCacheConfig(s_count, branch=settings.branch, observer=observer),
+                 after_batch)
+    info = {
+        "estimator": ESTIMATOR,
+        "samples": acc.samples // (2 if cfg else 1),
+        "minibatches": acc.batches,
+        "minibatch_size": settings.batch_size,
+        "cfg_halves": "separate minibatches" if cfg else "no cfg",
+    }
+    return acc.matrix(), info
+
+
+def recat_schedule(similarity: np.ndarray, budget: int) -> tuple[tuple[int, ...], float]:
+    """The optimal refresh steps for a budget of B full steps (``d = 1 - CKA``); returns (steps, cost)."""
+    return optimal_schedule(1.0 - np.asarray(similarity, dtype=np.float64), budget)
+
+
+def fit_correction(pipe, prompts: Sequence[str], settings: ProfileSettings,
+                   full_steps: Sequence[int]) -> tuple[CacheCorrection, dict]:
+    """Per-step, per-channel least-squares ``y ~ a x + b`` from anchor feature x to true feature y.
+
+    Statistics are pooled over samples, CFG halves and pixels. A channel whose anchor feature is
+    constant keeps ``a = 1`` and gets ``b = mean(y - x)``.
+
+    Returns:
+        ``(correction, info)``; info has the mean relative residual before/after the fit.
+    """
+    s_count = settings.steps
+    full = set(full_steps)
+    state: dict = {"anchor": None, "m": None}
+
+    def observer(step, feature):
+        if step in full:
+            state["anchor"] = feature
+            return
+        x = state["anchor"].to(torch.float64)
+        y = feature.to(torch.float64)
+        dims = (0, 2, 3)
+        stats = torch.stack([
+            x.sum(dims), y.sum(dims), (x * x).sum(dims), (x * y).sum(dims), (y * y).sum(dims),
+        ]).cpu().numpy()
+        count = x.numel() / x.shape[1]
+        if state["m"] is None:
+            state["m"] = {"n": np.zeros(s_count), "s": np.zeros((s_count, 5, x.shape[1]))}
+        state["m"]["n"][step] += count
+        state["m"]["s"][step] += stats
+
+    _run_batches(pipe, prompts, settings, RecatCacheConfig(s_count, branch=settings.branch, observer=observer),
+                 lambda n: None)
+    m = state["m"]
+    if m is None:  # no cached steps at all
+        return None, {}
+    channels = m["s"].shape[2]
+    scale = np.ones((s_count, channels), np.float32)
+    shift = np.zeros((s_count, channels), np.float32)
+    before, after = [], []
+    for t in range(s_count):
+        n = m["n"][t]
+        if t in full or n == 0:
+            continue
+        sx, sy, sxx, sxy, syy = m["s"][t] / n
+        var_x = sxx - sx * sx
+        cov = sxy - sx * sy
+        var_y = syy - sy * sy
+        ok = var_x > 1e-12 * np.maximum(1.0, sxx)
+        a = np.where(ok, cov / np.where(ok, var_x, 1.0), 1.0)
+        b = sy - a * sx
+        scale[t], shift[t] = a, b
+        # mean squared error before (a=1, b=0) and after the fit, relative to E[y^2]
+        mse_before = syy - 2 * sxy + sxx
+        mse_after = var_y - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0)
+        denom = max(float(syy.mean()), 1e-30)
+        before.append(float(mse_before.mean()) / denom)
+        after.append(float(np.maximum(mse_after, 0).mean()) / denom)
+    info = {
+        "relative_mse_before": float(np.mean(before)) if before else 0.0,
+        "relative_mse_after": float(np.mean(after)) if after else 0.0,
+    }
+    if not all(math.isfinite(v) for v in info.values()):
+        raise ValueError("correction fit produced non-finite statistics")
+    return CacheCorrection(scale, shift), info

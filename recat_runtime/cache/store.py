@@ -1,0 +1,121 @@
+"""ReCaT schedules stored in a `.acqe` file's metadata, under the optional key ``"recat"``.
+
+Layout (strict JSON; every number finite)::
+
+    "recat": {
+      "format": 1,
+      "profiles": [{
+        "sampler": "ddim", "steps": 50, "guidance": 7.5, "branch": 0,   # what it is valid for (checked)
+        "height": 64, "width": 64,                                       # what it was profiled at (informative)
+        "estimator": "minibatch-debiased-linear-cka", "samples": 64, "minibatches": 16, "minibatch_size": 8,
+        "prompts_sha256": "...", "seed": 0,
+        "similarity": [[1.0, 0.98, ...], ...],                           # [steps][steps] CKA
+        "schedules": [{"budget": 10, "full_steps": [0, ...], "cost": 1.23,
+                       "correction": {"scale": [[...]], "shift": [[...]]} | null,
+                       "correction_fit": {"relative_mse_before": .., "relative_mse_after": ..} | null}]
+      }]
+    }
+
+A schedule is looked up by (sampler, steps, guidance, branch) and the budget B; anything else is an
+error that says what *was* profiled.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from recat_runtime.cache.hook import CacheCorrection
+from recat_runtime.errors import NoScheduleError
+
+RECAT_KEY = "recat"
+STORE_FORMAT = 1
+
+__all__ = ["RECAT_KEY", "find_profile", "find_schedule", "with_profile", "describe_profiles"]
+
+
+def _matches(p: dict, sampler: str, steps: int, guidance: float, branch: int) -> bool:
+    return (
+        p.get("sampler") == sampler
+        and int(p.get("steps", -1)) == int(steps)
+        and abs(float(p.get("guidance", float("nan"))) - float(guidance)) < 1e-6
+        and int(p.get("branch", -1)) == int(branch)
+    )
+
+
+def _profiles(metadata: dict) -> list[dict]:
+    block = metadata.get(RECAT_KEY) or {}
+    if block and block.get("format") != STORE_FORMAT:
+        raise NoScheduleError(f"the file's ReCaT block has format {block.get('format')!r}; this runtime reads {STORE_FORMAT}")
+    return list(block.get("profiles", []))
+
+
+def describe_profiles(metadata: dict) -> str:
+    """One line listing what was profiled, e.g. ``ddim 50 steps guidance 7.5 branch 0: B = 7, 10``."""
+    parts = []
+    for p in _profiles(metadata):
+        budgets = ", ".join(str(s["budget"]) for s in p.get("schedules", []))
+        parts.append(f"{p['sampler']} {p['steps']} steps guidance {p['guidance']:g} branch {p['branch']}: "
+                     f"full-steps {budgets or '-'}")
+    return "; ".join(parts) if parts else "none"
+
+
+def find_profile(metadata: dict, *, sampler: str, steps: int, guidance: float, branch: int) -> dict | None:
+    for p in _profiles(metadata):
+        if _matches(p, sampler, steps, guidance, branch):
+            return p
+    return None
+
+
+def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guidance: float,
+                  branch: int | None = None) -> tuple[tuple[int, ...], CacheCorrection | None, dict]:
+    """The stored schedule for (sampler, steps, guidance, branch, budget).
+
+    ``branch=None`` accepts the first profile with any branch (the branch then comes from the profile).
+
+    Returns:
+        ``(full_steps, correction or None, profile)``.
+
+    Raises:
+        NoScheduleError: nothing was profiled for these settings (the message lists what was).
+    """
+    for p in _profiles(metadata):
+        b = p.get("branch") if branch is None else branch
+        if not _matches(p, sampler, steps, guidance, b):
+            continue
+        for s in p.get("schedules", []):
+            if int(s["budget"]) == int(budget):
+                corr = s.get("correction")
+                return (tuple(int(x) for x in s["full_steps"]),
+                        CacheCorrection.from_json(corr) if corr else None, p)
+    want = f"{sampler} {steps} steps guidance {guidance:g}" + ("" if branch is None else f" branch {branch}")
+    raise NoScheduleError(
+        f"no ReCaT schedule for {want} with full-steps {budget} (profiled: {describe_profiles(metadata)}); "
+        f"run `acqe profile-cache MODEL.acqe --steps {steps} --full-steps {budget}` first"
+    )
+
+
+def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:
+    """A copy of ``metadata`` with ``profile`` (and its ``schedules``) added or merged.
+
+    A profile for the same (sampler, steps, guidance, branch) is replaced, keeping its schedules for
+    other budgets unless ``profile["similarity"]`` changed.
+    """
+    meta = copy.deepcopy(metadata)
+    block = meta.setdefault(RECAT_KEY, {"format": STORE_FORMAT, "profiles": []})
+    block["format"] = STORE_FORMAT
+    profiles = block.setdefault("profiles", [])
+    entry = copy.deepcopy(profile)
+    entry["similarity"] = np.round(np.asarray(entry["similarity"], dtype=np.float64), 6).tolist()
+    keep: list[dict] = []
+    for i, p in enumerate(profiles):
+        if _matches(p, entry["sampler"], entry["steps"], entry["guidance"], entry["branch"]):
+            if p.get("similarity") == entry["similarity"]:
+                keep = p.get("schedules", [])
+            profiles.pop(i)
+            break
+    new_budgets = {int(s["budget"]) for s in schedules}
+    entry["schedules"] = sorted([s for s in keep if int(s["budget"]) not in new_budgets] + list(schedules),
+                                key=lambda s: int(s["budget"]))
+    profiles.append(entry)
+    return meta
