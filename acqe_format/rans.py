@@ -197,25 +197,34 @@ def quantize_frequencies(counts, precision: int = DEFAULT_PRECISION) -> np.ndarr
     return freqs.astype(np.uint32)
 
 
-def choose_precision(counts, max_loss: float = 1e-4) -> int:
-    """Pick the smallest precision in 12..16 whose quantized table costs at most `max_loss` bits per
-    symbol more than the empirical entropy (and that has room for every used symbol).
+def choose_precision(counts) -> int:
+    """Pick the smallest precision in 12..16 that has room for every used symbol and whose table
+    wastes little: the probability mass that pinning rare symbols to frequency 1 takes from the
+    others, sum(2**-P - c/N) over the symbols with 0 < c/N < 2**-P, must be at most 2**-14 (that
+    costs at most about 1e-4 bits per symbol). Falls back to 16.
 
-    `counts` may be 2-D [T, K] (one histogram per context): the result then fits every context.
+    Integer arithmetic only, so every machine picks the same precision (and writes the same bytes).
+    `counts` may be 2-D [T, K] (one histogram per context): the result then suits every context.
     Small precisions keep the decoder's slot table (2**P entries per table) in the L1 cache.
+
+    Example:
+        >>> choose_precision([10, 10, 10, 10]), choose_precision([10**6, 1, 1])  # 2 rare symbols
+        (12, 15)
     """
     c = np.atleast_2d(_as_counts(counts)).astype(np.int64)
     best = RECOMMENDED_PRECISIONS[0]
     for row in c:
-        n = int(row.sum())
+        nz = row[row > 0]
+        n = int(nz.sum())
         if n == 0:
             continue
-        used = int(np.count_nonzero(row))
-        h = entropy_bits(row)
         for p in RECOMMENDED_PRECISIONS:
-            if p < best or (1 << p) < used:
+            m = 1 << p
+            if p < best or m < nz.size:
                 continue
-            if coded_bits(row, quantize_frequencies(row, p)) - h <= max_loss * n:
+            small = nz[nz * m < n]
+            pinned_excess = small.size * n - int(small.sum()) * m  # = n * m * sum(1/m - c/n)
+            if pinned_excess << 14 <= n * m:
                 best = p
                 break
         else:
