@@ -255,3 +255,50 @@ def test_iter_tensors_threads_agree(tmp_path):
     one = {n: _bits(a) for n, a in r.iter_tensors(threads=1)}
     two = {n: _bits(a) for n, a in r.iter_tensors(threads=2)}
     assert one == two and list(one) == ["bias", "w", "p"]
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(ct=codebook_tensors(max_k=1000))
+def test_numba_reconstruct_matches_numpy_twin(ct):
+    from acqe_format.codecs.codebook import _values, _values_numpy
+    sc = None if ct.row_scales is None else ct.row_scales
+    a = _values(ct.codebook, ct.indices, sc, ct.shape, ct.decoded_dtype, threads=2)
+    b = _values_numpy(ct.codebook, ct.indices, sc, ct.shape, ct.decoded_dtype)
+    assert _bits(a) == _bits(b)
+
+
+def test_numba_f16_bf16_conversion_edges():
+    from numba import njit
+
+    from acqe_format.codecs import _kernels as K
+
+    @njit
+    def conv(u, out16, outb):
+        for i in range(u.shape[0]):
+            out16[i] = K.f32_bits_to_f16_bits(u[i])
+            outb[i] = K.f32_bits_to_bf16_bits(u[i])
+    rng = np.random.default_rng(5)
+    u = np.concatenate([rng.integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32),
+                        np.array([0x477FEFFF, 0x477FF000, 0x38800000, 0x387FFFFF, 0x33000000, 0x33000001,
+                                  0x32FFFFFF, 0x33C00000, 0x7F800000, 0xFF800000, 0x80000000, 0x7F7FFFFF], np.uint32)])
+    f = u.view(np.float32)
+    h, b = np.empty(u.size, np.uint16), np.empty(u.size, np.uint16)
+    conv(u, h, b)
+    ok = ~np.isnan(f)
+    with np.errstate(over="ignore"):
+        assert np.array_equal(h[ok], f[ok].astype(np.float16).view(np.uint16))
+    assert np.array_equal(b[ok], _bf16_bits_from_f32(f[ok]))
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(bits=st.integers(1, 16), n=st.integers(0, 3000), start=st.integers(0, 50), data=st.data())
+def test_numba_unpack_matches_numpy(bits, n, start, data):
+    from acqe_format.codecs import _kernels as K
+    idx = data.draw(hnp.arrays(np.uint32, n, elements=st.integers(0, (1 << bits) - 1)))
+    buf = np.frombuffer(pack_indices(idx, bits), np.uint8)
+    out = np.zeros(n, np.uint16)
+    s = min(start, n)
+    m1 = K.unpack_range(buf, bits, 0, s, out)
+    m2 = K.unpack_range(buf, bits, s, n, out)
+    assert np.array_equal(out, idx)
+    assert max(m1, m2) == (int(idx.max()) if n else 0)

@@ -16,6 +16,7 @@ Codec 2 payload:  u32 K | u8 precision | u8 scale_mode | u8 context_mode | u8 re
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -88,8 +89,8 @@ def _convert(values_f32: np.ndarray, decoded: str) -> np.ndarray:
     return _bf16_bits_from_f32(values_f32)
 
 
-def _values(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
-    """The reconstruction formula, in blocks of whole rows."""
+def _values_numpy(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
+    """The reconstruction formula in plain numpy (the twin of the numba kernel; used by the tests)."""
     rows, row_length = rows_of(shape)
     numel = rows * row_length if row_length else 0
     np_dt = C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")
@@ -108,10 +109,50 @@ def _values(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
     return out.reshape(shape)
 
 
+_MODES = {"float32": 0, "float64": 1, "float16": 2, "bfloat16": 3}
+_PAR_MIN = 1 << 18          # elements per thread below which threading does not pay
+
+
+def _split(n: int, threads: int | None):
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    parts = max(1, min(int(threads), n // _PAR_MIN))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _run(fn, ranges) -> list:
+    if len(ranges) <= 1:
+        return [fn(a, b) for a, b in ranges]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(ranges)) as ex:
+        return list(ex.map(lambda ab: fn(*ab), ranges))
+
+
+def _values(codebook, indices, scales, shape, decoded: str, threads: int | None = 1) -> np.ndarray:
+    """The reconstruction formula (numba kernel, fused with the dtype conversion)."""
+    from acqe_format.codecs import _kernels as K
+    rows, row_length = rows_of(shape)
+    numel = rows * row_length if row_length else 0
+    np_dt = C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")
+    out = np.empty(numel, dtype=np_dt)
+    if numel:
+        cb = np.ascontiguousarray(codebook, dtype=np.float32)
+        sc = np.zeros(0, np.float32) if scales is None else np.ascontiguousarray(scales, dtype=np.float32)
+        idx = np.ascontiguousarray(indices)
+        mode = _MODES[decoded]
+        e32 = out if mode == 0 else np.zeros(0, np.float32)
+        e64 = out if mode == 1 else np.zeros(0, np.float64)
+        e16 = out.view(np.uint16) if mode >= 2 else np.zeros(0, np.uint16)
+        _run(lambda a, b: K.reconstruct_range(idx, cb, sc, row_length, a, b, mode, e32, e64, e16),
+             _split(numel, threads))
+    return out.reshape(shape)
+
+
 def reconstruct(ct: CodebookTensor) -> np.ndarray:
     """Exactly what every decoder produces for `ct` (BF16 as uint16 bit patterns)."""
     scales = None if ct.row_scales is None else np.asarray(ct.row_scales, dtype=np.float32)
-    return _values(ct.codebook, ct.indices, scales, ct.shape, ct.decoded_dtype)
+    return _values(ct.codebook, ct.indices, scales, ct.shape, ct.decoded_dtype, threads=None)
 
 
 def min_bits(k: int) -> int:
@@ -203,7 +244,7 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
                               f"is shorter than its {PACKED_HEAD.size}-byte head")
 
     @classmethod
-    def parse(cls, payload, info):
+    def parse(cls, payload, info, threads=1):
         name = info.name
         k, bits, scale_mode, reserved = PACKED_HEAD.unpack_from(payload, 0)
         if reserved:
@@ -229,12 +270,13 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
             scales, pos = _take(payload, pos, rows, "<f4", "row scales", name)
             _check_finite(scales, "row scales", name)
         data = np.frombuffer(payload, dtype=np.uint8, offset=pos)
-        idx = unpack_indices(data, info.numel, bits)
         extra = info.numel * bits % 8
         if extra and data[-1] >> extra:
             raise CodecError(f"tensor {name!r}: unused bits of the last index byte are not zero")
-        if idx.size:
-            m = int(idx.max())
+        idx = np.empty(info.numel, dtype=np.uint16)
+        if info.numel:
+            from acqe_format.codecs import _kernels as K
+            m = max(_run(lambda a, b: int(K.unpack_range(data, bits, a, b, idx)), _split(info.numel, threads)))
             if m >= k:
                 where = int(np.argmax(idx >= k))
                 raise CodecError(f"tensor {name!r}: index {m} at element {where} is outside the codebook (K={k})")
@@ -242,8 +284,8 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
 
     @classmethod
     def decode(cls, payload, info, threads=None) -> np.ndarray:
-        codebook, scales, idx = cls.parse(payload, info)
-        return _values(codebook, idx, scales, info.shape, info.decoded_dtype)
+        codebook, scales, idx = cls.parse(payload, info, threads)
+        return _values(codebook, idx, scales, info.shape, info.decoded_dtype, threads)
 
 
 # --- codec 2: rANS-coded indices ---------------------------------------------------------------------
@@ -343,7 +385,7 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
     def decode(cls, payload, info, threads=None) -> np.ndarray:
         head = cls.parse_head(payload, info)
         idx = cls.decode_indices(payload, info, head, threads)
-        return _values(head["codebook"], idx, head["scales"], info.shape, info.decoded_dtype)
+        return _values(head["codebook"], idx, head["scales"], info.shape, info.decoded_dtype, threads)
 
 
 def _rans_decode(words, counts, head, info, threads):
