@@ -50,6 +50,10 @@ def reconstruct_range(idx, cb, scales, row_length, e0, e1, mode, out32, out64, o
     """Elements [e0, e1) of the reconstruction; `scales` empty = no scales. Writes out32 (f32),
     out64 (f64) or out16 (u16 bits of f16/bf16) according to `mode`."""
     has_scales = scales.shape[0] > 0
+    K = cb.shape[0]
+    if row_length >= 4 * K and e1 > e0:
+        _reconstruct_by_row_tables(idx, cb, scales, row_length, e0, e1, mode, out32, out64, out16)
+        return
     block = 4096
     tmp = np.empty(block, dtype=np.float32)
     tmpu = tmp.view(np.uint32)
@@ -84,6 +88,45 @@ def reconstruct_range(idx, cb, scales, row_length, e0, e1, mode, out32, out64, o
         else:
             for k in range(n):
                 out16[b0 + k] = f32_bits_to_bf16_bits(tmpu[k])
+
+
+@njit(**_JIT)
+def _reconstruct_by_row_tables(idx, cb, scales, row_length, e0, e1, mode, out32, out64, out16):
+    """Same values as the element loop: per row, the K possible outputs are computed once with the
+    identical formula (one f32 multiply, then the conversion), then every element is a lookup."""
+    K = cb.shape[0]
+    has_scales = scales.shape[0] > 0
+    t32 = np.empty(K, dtype=np.float32)
+    tu = t32.view(np.uint32)
+    t64 = np.empty(K, dtype=np.float64)
+    t16 = np.empty(K, dtype=np.uint16)
+    r0 = e0 // row_length
+    r1 = (e1 - 1) // row_length
+    for r in range(r0, r1 + 1):
+        if has_scales or r == r0:
+            s = scales[r] if has_scales else np.float32(1.0)
+            for k in range(K):
+                t32[k] = cb[k] * s if has_scales else cb[k]
+            if mode == MODE_F64:
+                for k in range(K):
+                    t64[k] = np.float64(t32[k])
+            elif mode == MODE_F16:
+                for k in range(K):
+                    t16[k] = f32_bits_to_f16_bits(tu[k])
+            elif mode == MODE_BF16:
+                for k in range(K):
+                    t16[k] = f32_bits_to_bf16_bits(tu[k])
+        a = max(e0, r * row_length)
+        b = min(e1, (r + 1) * row_length)
+        if mode == MODE_F32:
+            for e in range(a, b):
+                out32[e] = t32[idx[e]]
+        elif mode == MODE_F64:
+            for e in range(a, b):
+                out64[e] = t64[idx[e]]
+        else:
+            for e in range(a, b):
+                out16[e] = t16[idx[e]]
 
 
 @njit(**_JIT)
