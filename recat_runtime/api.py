@@ -17,7 +17,9 @@ import torch
 
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
-from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, fit_correction, profile_similarity, recat_schedule
+from recat_runtime.cache.branch import branch_plan
+from recat_runtime.cache.profile import (ESTIMATOR, ProfileSettings, correction_from_moments, fit_correction,
+                                       profile_similarity, recat_schedule)
 from recat_runtime.cache.store import find_profile, find_schedule, with_profile
 from recat_runtime.loading import load_pipeline
 
@@ -148,11 +150,14 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   branch: int = 0, guidance: float = 7.5, scheduler: str = "ddim", height=None, width=None,
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                  write: bool = True) -> dict:
+                  write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30) -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
-    unless ``reprofile``. Returns a summary dict (schedules, costs, timings, correction fit).
+    unless ``reprofile``. The per-channel correction is fitted from pair moments gathered during the
+    profiling pass when one minibatch's features of all steps fit in ``moments_max_bytes``, else by a
+    second pass over ``correction_samples`` samples. Returns a summary dict (schedules, costs, timings,
+    correction fit).
     """
     from acqe_format import AcqeReader
 
@@ -168,13 +173,20 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     if existing is not None:
         similarity = np.asarray(existing["similarity"], dtype=np.float64)
         prof = {k: existing[k] for k in existing if k != "schedules"}
-        reused = True
+        reused, moments = True, None
     else:
         if progress:
             settings.progress = lambda i, n: progress("profile", i, n)
-        similarity, info = profile_similarity(pipe, prompts, settings)
         h = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
         w = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        # keep one minibatch's features of all steps when that is small: corrections then need no 2nd pass
+        plan = branch_plan(pipe.unet, branch)
+        down = 2 ** sum(1 for b in pipe.unet.down_blocks[: max(plan.down_block, 0)] if b.downsamplers is not None)
+        feat_bytes = (steps * batch_size * (2 if guidance > 1 else 1) * plan.feature_channels
+                      * (h // pipe.vae_scale_factor // down) * (w // pipe.vae_scale_factor // down) * 8)
+        collect = correction and feat_bytes <= moments_max_bytes
+        similarity, info = profile_similarity(pipe, prompts, settings, collect_moments=collect)
+        moments = info.pop("moments", None)
         prof = {"sampler": sampler, "steps": steps, "guidance": float(guidance), "branch": branch,
                 "height": int(h), "width": int(w), "seed": seed, "prompts": len(prompts),
                 "prompts_sha256": _prompts_digest(prompts), "dtype": dtype, **info,
@@ -191,7 +203,11 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         if correction and len(full) < steps:
             if progress:
                 settings.progress = lambda i, n: progress(f"correction B={b}", i, n)
-            corr, fit = fit_correction(pipe, prompts, settings, full)
+            if moments is not None:
+                corr, fit = correction_from_moments(moments, full)
+            else:
+                settings.samples = min(samples, correction_samples)
+                corr, fit = fit_correction(pipe, prompts, settings, full)
             entry["correction"] = corr.to_json()
             entry["correction_fit"] = {k: round(v, 6) for k, v in fit.items()}
             fits[int(b)] = fit

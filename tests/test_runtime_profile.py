@@ -154,3 +154,16 @@ def _run_main_cli(args):
     from acqe_cli.main import main
 
     return _run_main(main, args)
+
+
+def test_correction_from_profiling_moments_equals_second_pass(pipe):
+    from recat_runtime.cache.profile import correction_from_moments
+
+    st = ProfileSettings(steps=6, guidance=5.0, samples=8, batch_size=4)
+    _, info = profile_similarity(pipe, PROMPTS, st, collect_moments=True)
+    full = (0, 2, 5)
+    c1, f1 = correction_from_moments(info["moments"], full)
+    c2, f2 = fit_correction(pipe, PROMPTS, st, full)
+    np.testing.assert_allclose(c1.scale, c2.scale, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(c1.shift, c2.shift, rtol=1e-4, atol=1e-5)
+    assert f1["relative_mse_after"] == pytest.approx(f2["relative_mse_after"], rel=1e-6)

@@ -51,11 +51,18 @@ def _grid(images, cols: int):
 @click.option("--branch", type=click.IntRange(0, None), default=None,
               help="cache branch m (default 0 for uniform/quadratic, the profiled one for recat)")
 @click.option("--no-correction", is_flag=True, help="recat: skip the stored per-channel correction")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 def command(model, prompts, steps, cache, full_steps, seed, out, height, width, guidance, device, dtype, sampler,
-            batch, branch, no_correction, as_json):
+            batch, branch, no_correction, threads, as_json):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from recat_runtime.api import generate
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     if cache == "none":
         full_steps = None

@@ -57,14 +57,21 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-correction", is_flag=True, help="do not fit the per-channel affine correction")
 @click.option("--reprofile", is_flag=True, help="recompute the CKA matrix even if the file has one")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True)
 def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
-            batch_size, seed, no_correction, reprofile, as_json, quiet):
+            batch_size, seed, no_correction, reprofile, threads, as_json, quiet):
     """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
     ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
     from acqe_format import AcqeReader
     from recat_runtime.api import profile_cache
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
     for b in budgets:
         if b > steps:

@@ -22,7 +22,8 @@ from recat_runtime.cache.cka import MinibatchCKA
 from recat_runtime.cache.hook import CacheCorrection, RecatCacheConfig, recat_cache
 from recat_runtime.cache.schedules import optimal_schedule
 
-__all__ = ["ProfileSettings", "profile_similarity", "recat_schedule", "fit_correction", "sample_plan"]
+__all__ = ["ProfileSettings", "profile_similarity", "recat_schedule", "fit_correction", "correction_from_moments",
+           "PairMoments", "sample_plan"]
 
 ESTIMATOR = "minibatch-debiased-linear-cka"
 
@@ -76,8 +77,13 @@ def _gram(x: torch.Tensor) -> np.ndarray:
     return (x @ x.T).cpu().numpy()
 
 
-def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings) -> tuple[np.ndarray, dict]:
+def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings,
+                       collect_moments: bool = False) -> tuple[np.ndarray, dict]:
     """Minibatch debiased linear CKA between the branch feature at every pair of steps.
+
+    With ``collect_moments``, also accumulates the per-channel cross moments of every step pair
+    (:class:`PairMoments`, in ``info["moments"]``), from which the correction for *any* schedule is
+    fitted without another pass (holds one minibatch's features of all steps in memory).
 
     Returns:
         ``(cka [S, S], info)`` with ``info`` = samples, minibatches, minibatch size, estimator.
@@ -90,13 +96,20 @@ def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings) 
         raise ValueError("CKA profiling needs minibatches of at least 4 samples (--samples >= 4, batch >= 4)")
     acc = MinibatchCKA(s_count)
     per_step: dict[int, list[np.ndarray]] = {}
+    feats: dict[int, torch.Tensor] = {}
     cfg = settings.guidance > 1.0
+    moments = PairMoments(s_count) if collect_moments else None
 
     def observer(step, feature):
         halves = feature.chunk(2) if cfg else (feature,)
         per_step[step] = [_gram(h) for h in halves]
+        if moments is not None:
+            feats[step] = feature
 
     def after_batch(n):
+        if moments is not None:
+            moments.add([feats[t] for t in range(s_count)])
+            feats.clear()
         if n < 4:
             return  # a short last minibatch is skipped (estimator needs n >= 4)
         for h in range(len(per_step[0])):
@@ -112,6 +125,8 @@ def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings) 
         "minibatch_size": settings.batch_size,
         "cfg_halves": "separate minibatches" if cfg else "no cfg",
     }
+    if moments is not None:
+        info["moments"] = moments
     return acc.matrix(), info
 
 
@@ -120,57 +135,57 @@ def recat_schedule(similarity: np.ndarray, budget: int) -> tuple[tuple[int, ...]
     return optimal_schedule(1.0 - np.asarray(similarity, dtype=np.float64), budget)
 
 
-def fit_correction(pipe, prompts: Sequence[str], settings: ProfileSettings,
-                   full_steps: Sequence[int]) -> tuple[CacheCorrection, dict]:
-    """Per-step, per-channel least-squares ``y ~ a x + b`` from anchor feature x to true feature y.
+class PairMoments:
+    """Per-channel sums over (sample, pixel) for every step pair: ``S1[t, c] = sum x_t``,
+    ``S2[s, t, c] = sum x_s x_t``, and the count per channel. Enough to fit ``y_t ~ a x_s + b`` for any
+    anchor s and step t."""
 
-    Statistics are pooled over samples, CFG halves and pixels. A channel whose anchor feature is
-    constant keeps ``a = 1`` and gets ``b = mean(y - x)``.
+    def __init__(self, num_steps: int):
+        self.num_steps = num_steps
+        self.count = 0.0
+        self.s1 = None
+        self.s2 = None
 
-    Returns:
-        ``(correction, info)``; info has the mean relative residual before/after the fit.
-    """
-    s_count = settings.steps
+    def add(self, features: list) -> None:
+        x = torch.stack([f.to(torch.float64) for f in features])  # [T, B, C, H, W]
+        t, b, c = x.shape[:3]
+        x = x.permute(2, 0, 1, 3, 4).reshape(c, t, -1)               # [C, T, B*H*W]
+        s2 = torch.bmm(x, x.transpose(1, 2)).permute(1, 2, 0)        # [T, T, C]
+        s1 = x.sum(-1).T                                              # [T, C]
+        if self.s1 is None:
+            self.s1, self.s2 = np.zeros((t, c)), np.zeros((t, t, c))
+        self.s1 += s1.cpu().numpy()
+        self.s2 += s2.cpu().numpy()
+        self.count += x.shape[-1]
+
+    def stats(self, s: int, t: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(n, E x_s, E x_t, E x_s^2, E x_s x_t, E x_t^2)`` per channel."""
+        n = self.count
+        return (n, self.s1[s] / n, self.s1[t] / n, self.s2[s, s] / n, self.s2[s, t] / n, self.s2[t, t] / n)
+
+
+def _solve_correction(num_steps: int, full_steps, stats_for) -> tuple[CacheCorrection, dict]:
     full = set(full_steps)
-    state: dict = {"anchor": None, "m": None}
-
-    def observer(step, feature):
-        if step in full:
-            state["anchor"] = feature
-            return
-        x = state["anchor"].to(torch.float64)
-        y = feature.to(torch.float64)
-        dims = (0, 2, 3)
-        stats = torch.stack([
-            x.sum(dims), y.sum(dims), (x * x).sum(dims), (x * y).sum(dims), (y * y).sum(dims),
-        ]).cpu().numpy()
-        count = x.numel() / x.shape[1]
-        if state["m"] is None:
-            state["m"] = {"n": np.zeros(s_count), "s": np.zeros((s_count, 5, x.shape[1]))}
-        state["m"]["n"][step] += count
-        state["m"]["s"][step] += stats
-
-    _run_batches(pipe, prompts, settings, RecatCacheConfig(s_count, branch=settings.branch, observer=observer),
-                 lambda n: None)
-    m = state["m"]
-    if m is None:  # no cached steps at all
-        return None, {}
-    channels = m["s"].shape[2]
-    scale = np.ones((s_count, channels), np.float32)
-    shift = np.zeros((s_count, channels), np.float32)
+    scale = shift = None
     before, after = [], []
-    for t in range(s_count):
-        n = m["n"][t]
-        if t in full or n == 0:
+    anchor = 0
+    for t in range(num_steps):
+        if t in full:
+            anchor = t
             continue
-        sx, sy, sxx, sxy, syy = m["s"][t] / n
+        st = stats_for(anchor, t)
+        if st is None:
+            continue
+        n, sx, sy, sxx, sxy, syy = st
+        if scale is None:
+            scale = np.ones((num_steps, len(sx)), np.float32)
+            shift = np.zeros((num_steps, len(sx)), np.float32)
         var_x = sxx - sx * sx
         cov = sxy - sx * sy
         var_y = syy - sy * sy
         ok = var_x > 1e-12 * np.maximum(1.0, sxx)
         a = np.where(ok, cov / np.where(ok, var_x, 1.0), 1.0)
-        b = sy - a * sx
-        scale[t], shift[t] = a, b
+        scale[t], shift[t] = a, sy - a * sx
         # mean squared error before (a=1, b=0) and after the fit, relative to E[y^2]
         mse_before = syy - 2 * sxy + sxx
         mse_after = var_y - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0)
@@ -183,4 +198,51 @@ def fit_correction(pipe, prompts: Sequence[str], settings: ProfileSettings,
     }
     if not all(math.isfinite(v) for v in info.values()):
         raise ValueError("correction fit produced non-finite statistics")
+    if scale is None:
+        return None, info
     return CacheCorrection(scale, shift), info
+
+
+def correction_from_moments(moments: PairMoments, full_steps) -> tuple[CacheCorrection, dict]:
+    """The least-squares correction for ``full_steps`` from moments collected while profiling."""
+    return _solve_correction(moments.num_steps, full_steps, moments.stats)
+
+
+def fit_correction(pipe, prompts: Sequence[str], settings: ProfileSettings,
+                   full_steps: Sequence[int]) -> tuple[CacheCorrection, dict]:
+    """Per-step, per-channel least-squares ``y ~ a x + b`` from anchor feature x to true feature y.
+
+    A separate pass over ``settings.samples`` samples (features along the full trajectory; the anchor is
+    the latest full step). Statistics are pooled over samples, CFG halves and pixels. A channel whose
+    anchor feature is constant keeps ``a = 1`` and gets ``b = mean(y - x)``.
+
+    Returns:
+        ``(correction, info)``; info has the mean relative MSE of the cached feature before/after the fit.
+    """
+    s_count = settings.steps
+    full = set(full_steps)
+    state: dict = {"anchor": None, "n": np.zeros(s_count), "s": {}}
+
+    def observer(step, feature):
+        if step in full:
+            state["anchor"] = feature
+            return
+        x = state["anchor"].to(torch.float64)
+        y = feature.to(torch.float64)
+        dims = (0, 2, 3)
+        stats = torch.stack([
+            x.sum(dims), y.sum(dims), (x * x).sum(dims), (x * y).sum(dims), (y * y).sum(dims),
+        ]).cpu().numpy()
+        state["n"][step] += x.numel() / x.shape[1]
+        state["s"][step] = state["s"].get(step, 0) + stats
+
+    _run_batches(pipe, prompts, settings, RecatCacheConfig(s_count, branch=settings.branch, observer=observer),
+                 lambda n: None)
+
+    def stats_for(anchor, t):
+        if t not in state["s"]:
+            return None
+        n = state["n"][t]
+        return (n, *(state["s"][t] / n))
+
+    return _solve_correction(s_count, full_steps, stats_for)
