@@ -47,6 +47,7 @@ class AcqeWriter:
 
     Example:
         >>> import numpy as np
+        >>> from acqe_format import AcqeReader, AcqeWriter
         >>> with AcqeWriter("/tmp/doc-example.acqe") as w:
         ...     w.set_metadata({"architecture": "example"})
         ...     w.add_raw("x", np.arange(6, dtype=np.float32).reshape(2, 3))

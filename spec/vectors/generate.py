@@ -333,6 +333,11 @@ def valid_cases():
             f.write(b.build())
     cases.append(("future-minor-optional", "minor version 7, an unknown optional feature bit and an unknown "
                   "optional section: all must be ignored", future))
+
+    def empty(path):
+        with AcqeWriter(path):
+            pass
+    cases.append(("empty-no-tensors", "no tensors, metadata {} (the 368-byte file annotated in spec/ACQE.md)", empty))
     return cases
 
 
