@@ -93,7 +93,10 @@ class AcqeReader:
     def close(self) -> None:
         buf, self._buf = getattr(self, "_buf", None), memoryview(b"")
         if buf is not None:
-            buf.release()
+            try:
+                buf.release()
+            except BufferError:
+                pass
         if self._mmap is not None:
             try:
                 self._mmap.close()

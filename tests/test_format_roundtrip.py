@@ -302,3 +302,18 @@ def test_numba_unpack_matches_numpy(bits, n, start, data):
     m2 = K.unpack_range(buf, bits, s, n, out)
     assert np.array_equal(out, idx)
     assert max(m1, m2) == (int(idx.max()) if n else 0)
+
+
+def test_codebook_long_tensor_threads(tmp_path):
+    """3M indices in 46 chunks, contexts and scales, decoded with 1 and 2 threads: identical."""
+    rng = np.random.default_rng(11)
+    rows, cols = 1000, 3000
+    ct = CodebookTensor((rows, cols), rng.standard_normal(16).astype(np.float32),
+                        np.clip(np.round(rng.laplace(7.5, 1.5, rows * cols)), 0, 15).astype(np.uint8),
+                        rng.random(rows).astype(np.float32), (np.arange(rows) % 3).astype(np.uint16), "float16")
+    r, _ = _write_read(tmp_path, lambda w: (w.add_codebook("w", ct, codec="rans"),
+                                           w.add_codebook("p", ct, codec="packed")))
+    want = _bits(reconstruct(ct))
+    assert _bits(r.read("w", threads=1)) == want == _bits(r.read("w", threads=2))
+    assert _bits(r.read("p", threads=2)) == want
+    assert r.info("w").payload_length < r.info("p").payload_length
