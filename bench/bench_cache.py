@@ -1,0 +1,468 @@
+"""ReCaT / DeepCache caching benchmark: quality vs full computation, and CPU wall-clock.
+
+Subcommands (results go to bench/_out/ as JSON; `report` turns them into tables + the PNG curve):
+
+  quality   on the project's model (a `.acqe`): PSNR of final images vs the full computation with the
+            same seed, prompt accuracy and Fréchet distance (acqe_demo.metrics), for no cache, uniform
+            every-N (DeepCache), DeepCache's non-uniform schedule, ReCaT at several budgets (with and
+            without the per-channel correction), and the `deepcache` pip package's helper side by side.
+  speed     wall-clock on CPU: UNet full step vs cached step, the denoising loop and the whole
+            pipeline (VAE decode share) for an SD v1.4-size stand-in (random weights, diffusers' SD v1.4
+            configs) at a small resolution, plus the deepcache helper on the same pipeline.
+  load      peak memory of `load_pipeline` (subprocess, ru_maxrss) against the size of the weights.
+  report    prints markdown tables and writes bench/results/cache_curve.png.
+
+Examples:
+  nice -n 10 python bench/bench_cache.py quality --model bench/_out/shapes.acqe --steps 50 --n 64
+  nice -n 10 python bench/bench_cache.py speed --res 256 --steps 10
+  python bench/bench_cache.py report
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "_out")
+RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, ROOT)
+
+
+def _save(name: str, obj) -> str:
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, name)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+    return path
+
+
+def _load(name: str):
+    with open(os.path.join(OUT, name)) as f:
+        return json.load(f)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(mean per-image PSNR, PSNR of the pooled MSE) of uint8 images."""
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    mse = d.reshape(len(a), -1).mean(1)
+    per = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+    pooled = 10 * np.log10(255.0**2 / max(float(mse.mean()), 1e-10))
+    return float(per.mean()), float(pooled)
+
+
+def _to_uint8(images) -> np.ndarray:
+    return np.stack([np.asarray(im.convert("RGB")) for im in images])
+
+
+# --------------------------------------------------------------------------------------------------
+# quality on the project's model
+# --------------------------------------------------------------------------------------------------
+def cmd_quality(a):
+    import torch
+
+    from recat_runtime.api import denoise_and_decode, profile_cache
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache import schedules as S
+    from recat_runtime.cache.store import find_schedule
+    from recat_runtime.loading import load_pipeline
+
+    torch.set_num_threads(a.threads)
+    os.makedirs(OUT, exist_ok=True)
+    model = os.path.join(OUT, "cache_model.acqe")
+    shutil.copyfile(a.model, model)  # profile-cache writes into this copy, never into the input
+
+    if a.smoke:
+        captions = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square")][: a.n]
+        scenes = None
+        prof_prompts = captions
+    else:
+        from acqe_demo.dataset import ShapesDataset, make_caption
+        from acqe_demo.metrics import eval_scenes
+
+        scenes = eval_scenes(a.n, seed=12345)
+        captions = [make_caption(s) for s in scenes]
+        ds = ShapesDataset(seed=7919)  # profiling prompts: a stream neither training nor evaluation uses
+        prof_prompts = [make_caption(ds[i]) for i in range(a.samples)]
+
+    steps, g = a.steps, a.guidance
+    budgets = sorted(set(a.recat_budgets))
+    t0 = time.perf_counter()
+    prof = profile_cache(model, steps=steps, budgets=budgets, prompts=prof_prompts, samples=a.samples,
+                         guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch,
+                         progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
+    profile_s = time.perf_counter() - t0
+    meta = prof["metadata"]
+    print(f"profiled in {profile_s:.0f} s: " + "; ".join(f"B={s['budget']}: {s['full_steps']}" for s in prof["schedules"]))
+
+    pipe = load_pipeline(model, device="cpu")
+    seeds = [1000 + i for i in range(len(captions))]
+
+    def run(config, label):
+        imgs, loop_s, dec_s = [], 0.0, 0.0
+        for i in range(0, len(captions), a.batch):
+            _, im, ls, ds_, _ = denoise_and_decode(pipe, captions[i:i + a.batch], steps=steps, guidance=g,
+                                                   seeds=seeds[i:i + a.batch], config=config)
+            imgs.append(_to_uint8(im))
+            loop_s += ls
+            dec_s += ds_
+        print(f"  {label}: loop {loop_s:.1f} s", flush=True)
+        return np.concatenate(imgs), loop_s, dec_s
+
+    configs = [("none", "none", None)]
+    for n_int in a.intervals:
+        configs.append(("uniform", f"uniform N={n_int}", RecatCacheConfig.interval(steps, n_int, branch=a.branch)))
+    for b in a.quad_budgets:
+        configs.append(("quadratic", f"quadratic B={b}", RecatCacheConfig.quadratic(steps, b, branch=a.branch)))
+    for b in budgets:
+        full, corr, _ = find_schedule(meta, sampler="ddim", steps=steps, budget=b, guidance=g, branch=a.branch)
+        configs.append(("recat", f"recat B={b}", RecatCacheConfig(steps, full, branch=a.branch)))
+        if corr is not None:
+            configs.append(("recat+dec", f"recat+dec B={b}", RecatCacheConfig(steps, full, branch=a.branch,
+                                                                              correction=corr)))
+    for b in a.uniform_budgets:  # uniform at the ReCaT budgets (not a DeepCache interval)
+        configs.append(("uniform-b", f"uniform B={b}", RecatCacheConfig.uniform(steps, b, branch=a.branch)))
+
+    classifier = None
+    if scenes is not None:
+        from acqe_demo.metrics import evaluate_images, load_classifier
+
+        classifier = load_classifier()
+
+    rows = []
+    ref = None
+    for kind, label, cfg in configs:
+        imgs, loop_s, dec_s = run(cfg, label)
+        if ref is None:
+            ref = imgs
+        full = S.no_cache_schedule(steps) if cfg is None else cfg.full_steps
+        row = {"kind": kind, "label": label, "budget": len(full), "full_steps": list(full),
+               "loop_s": loop_s, "decode_s": dec_s}
+        row["psnr"], row["psnr_pooled"] = _psnr(imgs, ref)
+        if classifier is not None:
+            ev = evaluate_images(classifier, scenes, imgs)
+            row.update({"prompt_acc": ev["prompt"], "attr_acc": ev["attribute"], "fd": ev["fd"]})
+        rows.append(row)
+        if kind == "uniform" and label.endswith(f"N={a.peer_interval}"):
+            uniform_peer = imgs
+
+    # the deepcache pip package on the same pipeline (uniform interval, branch 0, DDIM)
+    try:
+        from DeepCache import DeepCacheSDHelper
+
+        for n_int in a.peer_intervals:
+            helper = DeepCacheSDHelper(pipe=pipe)
+            helper.set_params(cache_interval=n_int, cache_branch_id=a.branch)
+            helper.enable()
+            try:
+                imgs, loop_s, dec_s = run(None, f"deepcache-pip N={n_int}")
+            finally:
+                helper.disable()
+            row = {"kind": "deepcache-pip", "label": f"deepcache pip N={n_int}",
+                   "budget": len(S.interval_schedule(steps, n_int)), "loop_s": loop_s, "decode_s": dec_s}
+            row["psnr"], row["psnr_pooled"] = _psnr(imgs, ref)
+            if n_int == a.peer_interval:
+                row["psnr_vs_ours_uniform"] = _psnr(imgs, uniform_peer)[0]
+            if classifier is not None:
+                ev = evaluate_images(classifier, scenes, imgs)
+                row.update({"prompt_acc": ev["prompt"], "attr_acc": ev["attribute"], "fd": ev["fd"]})
+            rows.append(row)
+    except ImportError:
+        print("  deepcache package not installed; skipped")
+
+    ref_figs = None
+    if classifier is not None:
+        from acqe_demo.metrics import reference_figures
+
+        ref_figs = reference_figures(classifier, scenes)
+    out = {"model": a.model, "steps": steps, "guidance": g, "n_images": len(captions), "branch": a.branch,
+           "profile": {k: v for k, v in prof.items() if k not in ("metadata", "similarity")},
+           "profile_wall_s": profile_s, "similarity": np.round(prof["similarity"], 5).tolist(),
+           "threads": a.threads, "load_avg": os.getloadavg(), "rows": rows, "reference": ref_figs}
+    print("wrote", _save("cache_quality.json" if not a.smoke else "cache_quality_smoke.json", out))
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU speed on the SD v1.4-size stand-in
+# --------------------------------------------------------------------------------------------------
+def _sd14_pipeline(dtype):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from recat_runtime.testing import SCHEDULER_CONFIG, sd14_text_config, sd14_unet_config, sd14_vae_config
+    from recat_runtime.tokenizer import build_clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**sd14_unet_config()).eval().to(dtype)
+    vae = AutoencoderKL(**sd14_vae_config()).eval().to(dtype)
+    text = CLIPTextModel(CLIPTextConfig(**sd14_text_config())).eval().to(dtype)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=build_clip_tokenizer(), unet=unet,
+                                   scheduler=DDIMScheduler(**SCHEDULER_CONFIG), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _median_time(fn, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def cmd_speed(a):
+    import torch
+
+    from recat_runtime.api import denoise_and_decode
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache.branch import branch_plan, shallow_forward
+
+    torch.set_num_threads(a.threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    t0 = time.perf_counter()
+    pipe = _sd14_pipeline(dtype)
+    build_s = time.perf_counter() - t0
+    unet = pipe.unet
+    lat = a.res // 8
+    batch = 2 * a.batch  # CFG
+    x = torch.randn(batch, 4, lat, lat, dtype=dtype)
+    ehs = torch.randn(batch, 77, 768, dtype=dtype)
+    res = {"res": a.res, "latent": lat, "steps": a.steps, "dtype": a.dtype, "threads": a.threads,
+           "batch": a.batch, "build_s": build_s, "params_unet": sum(p.numel() for p in unet.parameters())}
+    with torch.inference_mode():
+        unet(x, 500, ehs)  # warm-up
+        res["unet_full_s"] = _median_time(lambda: unet(x, 500, ehs), a.reps)
+        for m in a.branches:
+            plan = branch_plan(unet, m)
+            got = {}
+            h = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(
+                lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
+            unet(x, 500, ehs)
+            h.remove()
+            res[f"unet_cached_b{m}_s"] = _median_time(lambda: shallow_forward(unet, plan, got["f"], x, 500, ehs),
+                                                      a.reps)
+        z = torch.randn(a.batch, 4, lat, lat, dtype=dtype)
+        res["vae_decode_s"] = _median_time(lambda: pipe.vae.decode(z), max(1, a.reps - 1))
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}, flush=True)
+
+    runs = []
+    prompts = ["a photograph of an astronaut riding a horse"] * a.batch
+    seeds = list(range(a.batch))
+    plans = [("none", None)] + [(f"uniform N={n}", RecatCacheConfig.interval(a.steps, n)) for n in a.intervals]
+    if a.recat_budget:
+        from recat_runtime.cache import schedules as S
+
+        plans.append((f"recat-like B={a.recat_budget} (quadratic schedule; speed depends only on B)",
+                      RecatCacheConfig.quadratic(a.steps, a.recat_budget)))
+    for label, cfg in plans:
+        _, _, loop_s, dec_s, full = denoise_and_decode(pipe, prompts, steps=a.steps, guidance=7.5, seeds=seeds,
+                                                       height=a.res, width=a.res, config=cfg)
+        runs.append({"label": label, "budget": len(full), "loop_s": loop_s, "decode_s": dec_s,
+                     "pipeline_s": loop_s + dec_s})
+        print(runs[-1], flush=True)
+    try:
+        from DeepCache import DeepCacheSDHelper
+
+        for n in a.intervals:
+            helper = DeepCacheSDHelper(pipe=pipe)
+            helper.set_params(cache_interval=n, cache_branch_id=0)
+            helper.enable()
+            try:
+                _, _, loop_s, dec_s, full = denoise_and_decode(pipe, prompts, steps=a.steps, guidance=7.5,
+                                                               seeds=seeds, height=a.res, width=a.res)
+            finally:
+                helper.disable()
+            runs.append({"label": f"deepcache pip N={n}", "budget": -(-a.steps // n), "loop_s": loop_s,
+                         "decode_s": dec_s, "pipeline_s": loop_s + dec_s})
+            print(runs[-1], flush=True)
+    except ImportError:
+        pass
+    res["runs"] = runs
+    res["load_avg"] = os.getloadavg()
+    print("wrote", _save(f"cache_speed_{a.res}_{a.dtype}.json", res))
+
+
+# --------------------------------------------------------------------------------------------------
+# peak memory of loading
+# --------------------------------------------------------------------------------------------------
+_LOAD_CHILD = r"""
+import json, resource, sys, time, torch
+torch.set_num_threads(1)
+import recat_runtime.loading as L
+from acqe_format import AcqeReader
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+pipe = L.load_pipeline(sys.argv[1], device="cpu", torch_dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[sys.argv[2]])
+dt = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+nbytes = sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters())
+print(json.dumps({"load_s": dt, "rss_before_kib": base, "rss_peak_kib": peak, "weights_bytes": nbytes,
+                  "file_bytes": __import__("os").path.getsize(sys.argv[1])}))
+"""
+
+
+def cmd_load(a):
+    out = {}
+    for dt in a.dtypes:
+        r = subprocess.run([sys.executable, "-c", _LOAD_CHILD, a.model, dt], capture_output=True, text=True,
+                           cwd=ROOT, check=True)
+        out[dt] = json.loads(r.stdout.strip().splitlines()[-1])
+        o = out[dt]
+        o["peak_increase_over_weights"] = (o["rss_peak_kib"] - o["rss_before_kib"]) * 1024 / o["weights_bytes"]
+        print(dt, o, flush=True)
+    print("wrote", _save("cache_load.json", {"model": a.model, **out}))
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------------
+def cmd_report(a):
+    q = _load("cache_quality.json") if os.path.exists(os.path.join(OUT, "cache_quality.json")) else None
+    lines = []
+    if q:
+        steps = q["steps"]
+        full = next(r for r in q["rows"] if r["kind"] == "none")
+        has_cls = "prompt_acc" in full
+        lines.append(f"Model: {q['model']}; DDIM {steps} steps, guidance {q['guidance']}, branch {q['branch']}, "
+                     f"{q['n_images']} images (seeds 1000+i), {q['threads']} thread(s).")
+        prof = q["profile"]
+        lines.append(f"ReCaT profile: {prof.get('samples')} samples, {prof.get('estimator')}, "
+                     f"{q['profile_wall_s']:.0f} s.")
+        lines.append("")
+        hdr = "| schedule | full steps | loop s | speed-up | PSNR vs full (dB) |"
+        sep = "|---|---:|---:|---:|---:|"
+        if has_cls:
+            hdr += " prompt acc | attribute acc | Fréchet dist |"
+            sep += "---:|---:|---:|"
+        lines += [hdr, sep]
+        for r in q["rows"]:
+            ps = "∞ (reference)" if r["kind"] == "none" else f"{r['psnr']:.2f}"
+            line = (f"| {r['label']} | {r['budget']} | {r['loop_s']:.1f} | {full['loop_s'] / r['loop_s']:.2f}× | {ps} |")
+            if has_cls:
+                line += f" {r['prompt_acc']:.3f} | {r['attr_acc']:.3f} | {r['fd']:.2f} |"
+            lines.append(line)
+        if q.get("reference"):
+            ref = q["reference"]
+            lines.append("")
+            lines.append(f"Real images: prompt acc {ref['real']['prompt']:.3f}; chance {ref['chance']['prompt']:.3f}; "
+                         f"FD real vs real {ref['fd_real_vs_real']:.2f}.")
+        _plot(q)
+    for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
+        if name.startswith("cache_speed_"):
+            s = _load(name)
+            lines.append("")
+            lines.append(f"SD v1.4-size stand-in, {s['res']} px ({s['latent']}² latents), {s['dtype']}, batch "
+                         f"{s['batch']} (CFG → {2 * s['batch']}), {s['threads']} threads, {s['steps']} DDIM steps:")
+            cached = {k: v for k, v in s.items() if k.startswith("unet_cached_")}
+            lines.append(f"UNet full step {s['unet_full_s']:.2f} s; cached step " + ", ".join(
+                f"branch {k.split('_b')[1].split('_')[0]}: {v:.3f} s ({100 * v / s['unet_full_s']:.1f}%)"
+                for k, v in cached.items()) + f"; VAE decode {s['vae_decode_s']:.2f} s.")
+            lines.append("")
+            lines.append("| run | full steps | loop s | pipeline s | VAE share | loop speed-up |")
+            lines.append("|---|---:|---:|---:|---:|---:|")
+            base = s["runs"][0]["loop_s"]
+            for r in s["runs"]:
+                lines.append(f"| {r['label']} | {r['budget']} | {r['loop_s']:.1f} | {r['pipeline_s']:.1f} | "
+                             f"{100 * r['decode_s'] / r['pipeline_s']:.0f}% | {base / r['loop_s']:.2f}× |")
+    if os.path.exists(os.path.join(OUT, "cache_load.json")):
+        ld = _load("cache_load.json")
+        lines.append("")
+        for dt in ("fp32", "bf16"):
+            if dt in ld:
+                o = ld[dt]
+                lines.append(f"load_pipeline ({dt}): {o['load_s']:.2f} s, weights {o['weights_bytes'] / 2**20:.1f} MiB, "
+                             f"peak RSS growth {(o['rss_peak_kib'] - o['rss_before_kib']) / 1024:.1f} MiB "
+                             f"({o['peak_increase_over_weights']:.2f}× the weights).")
+    print("\n".join(lines))
+
+
+def _plot(q):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in q["rows"] if r["kind"] != "none"]
+    full = next(r for r in q["rows"] if r["kind"] == "none")
+    has_cls = "prompt_acc" in full
+    fig, axes = plt.subplots(1, 3 if has_cls else 1, figsize=(15 if has_cls else 6, 4.5))
+    axes = np.atleast_1d(axes)
+    style = {"uniform": ("o-", "DeepCache uniform (every N)"), "uniform-b": ("o:", "uniform at ReCaT budgets"),
+             "quadratic": ("s--", "DeepCache non-uniform"), "recat": ("^-", "ReCaT (CKA + DP)"),
+             "recat+dec": ("v-", "ReCaT + correction"), "deepcache-pip": ("x", "deepcache pip helper")}
+    metrics = [("psnr", "PSNR vs full computation (dB)")]
+    if has_cls:
+        metrics += [("prompt_acc", "prompt accuracy"), ("fd", "Fréchet distance (lower is better)")]
+    for ax, (key, title) in zip(axes, metrics):
+        for kind, (fmt, label) in style.items():
+            rs = sorted([r for r in rows if r["kind"] == kind], key=lambda r: r["budget"])
+            if rs:
+                ax.plot([r["budget"] for r in rs], [r[key] for r in rs], fmt, label=label)
+        if key != "psnr":
+            ax.axhline(full[key], color="gray", lw=0.8, ls="--", label="no cache")
+        ax.set_xlabel(f"full UNet steps of {q['steps']} (fewer = faster)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, "cache_curve.png")
+    fig.savefig(path, dpi=110)
+    print(f"(plot: {os.path.relpath(path, ROOT)})")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--model", required=True)
+    q.add_argument("--steps", type=int, default=50)
+    q.add_argument("--guidance", type=float, default=4.0)
+    q.add_argument("--n", type=int, default=64)
+    q.add_argument("--batch", type=int, default=32)
+    q.add_argument("--samples", type=int, default=48)
+    q.add_argument("--profile-batch", type=int, default=8)
+    q.add_argument("--branch", type=int, default=0)
+    q.add_argument("--intervals", type=int, nargs="*", default=[2, 3, 5, 10])
+    q.add_argument("--quad-budgets", type=int, nargs="*", default=[7, 10])
+    q.add_argument("--recat-budgets", type=int, nargs="*", default=[5, 6, 7, 8, 10])
+    q.add_argument("--uniform-budgets", type=int, nargs="*", default=[6, 7, 8])
+    q.add_argument("--peer-interval", type=int, default=5)
+    q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--smoke", action="store_true", help="tiny run without the demo classifier")
+    q.set_defaults(fn=cmd_quality)
+    s = sub.add_parser("speed")
+    s.add_argument("--res", type=int, default=256)
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--reps", type=int, default=2)
+    s.add_argument("--branches", type=int, nargs="*", default=[0, 2])
+    s.add_argument("--intervals", type=int, nargs="*", default=[5])
+    s.add_argument("--recat-budget", type=int, default=0)
+    s.set_defaults(fn=cmd_speed)
+    ld = sub.add_parser("load")
+    ld.add_argument("--model", required=True)
+    ld.add_argument("--dtypes", nargs="*", default=["fp32", "bf16"])
+    ld.set_defaults(fn=cmd_load)
+    r = sub.add_parser("report")
+    r.set_defaults(fn=cmd_report)
+    a = p.parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
