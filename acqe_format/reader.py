@@ -389,9 +389,11 @@ class AcqeReader:
         return get_codec(info.codec).decode(self._payload(info), info, threads)
 
     def iter_tensors(self, threads: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
-        """(name, array) for every tensor in file order; with threads > 1, tensors decode concurrently
-        (a bounded window, so memory stays about `2 * threads` tensors ahead of the consumer)."""
-        threads = threads or 1
+        """(name, array) for every tensor in file order. Tensors decode concurrently on `threads` threads
+        (None: every available CPU) in a bounded window, so memory stays about `2 * threads` tensors
+        ahead of the consumer."""
+        if threads is None:
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if threads <= 1:
             for t in self._tensors:
                 yield t.name, self.read(t.name, threads=1)

@@ -202,30 +202,46 @@ class AcqeWriter:
             out.append(DirEntry(nb, shape, sd, dd, codec, data_offset + rel, length, checked, pcrc).pack())
         return b"".join(out)
 
+    def _layout(self, metadata: bytes):
+        """(directory_len, [(kind, body or None)], [(offset, length)], data_offset, file_length)."""
+        a = self.alignment
+        directory_len = len(self._directory(0))
+        bodies = [(C.SectionKind.DIRECTORY, None), (C.SectionKind.METADATA, metadata)]
+        if self._assets:
+            bodies.append((C.SectionKind.ASSETS, pack_assets(list(self._assets.items()))))
+        pos = C.HEADER_SIZE + C.SECTION_ENTRY_SIZE * (len(bodies) + 1)
+        offsets = []
+        for _kind, body in bodies:
+            pos = C.align_up(pos, a)
+            length = directory_len if body is None else len(body)
+            offsets.append((pos, length))
+            pos += length
+        data_offset = C.align_up(pos, a)
+        return directory_len, bodies, offsets, data_offset, data_offset + self._spool_len + C.FOOTER_SIZE
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the DATA section so far (payloads and the padding between them)."""
+        return self._spool_len
+
+    def file_size(self, metadata: dict | None = None) -> int:
+        """The exact size `close()` would write now, with `metadata` in place of the current metadata
+        (so an encoder can store honest sizes in the metadata itself)."""
+        self._require_open("file_size")
+        md = self._metadata if metadata is None else dump_metadata(metadata)
+        return self._layout(md)[4]
+
     def close(self) -> None:
         """Write the file (temp + fsync + rename). Calling it twice is an error."""
         self._require_open("close")
         tmp_path = None
         try:
             a = self.alignment
-            directory_len = len(self._directory(0))
-            bodies = [(C.SectionKind.DIRECTORY, None), (C.SectionKind.METADATA, self._metadata)]
-            if self._assets:
-                bodies.append((C.SectionKind.ASSETS, pack_assets(list(self._assets.items()))))
+            directory_len, bodies, offsets, data_offset, file_length = self._layout(self._metadata)
             if directory_len + len(self._metadata) > C.MAX_DIRECTORY_PLUS_METADATA:
                 raise ValueError(f"directory + metadata are {directory_len + len(self._metadata)} bytes, "
                                  f"above the {C.MAX_DIRECTORY_PLUS_METADATA}-byte limit")
             n_sections = len(bodies) + 1
-            pos = C.HEADER_SIZE + C.SECTION_ENTRY_SIZE * n_sections
-            offsets = []
-            for kind, body in bodies:
-                pos = C.align_up(pos, a)
-                length = directory_len if body is None else len(body)
-                offsets.append((pos, length))
-                pos += length
-            data_offset = C.align_up(pos, a)
-            data_end = data_offset + self._spool_len
-            file_length = data_end + C.FOOTER_SIZE
             directory = self._directory(data_offset)
             assert len(directory) == directory_len
             entries, blobs = [], []
