@@ -106,3 +106,29 @@ def test_generator_is_deterministic(tmp_path):
         assert names == sorted(f for f in os.listdir(os.path.join(VEC, sub)) if not f.startswith("."))
         for n in names:
             assert (tmp_path / sub / n).read_bytes() == open(os.path.join(VEC, sub, n), "rb").read(), n
+
+
+def test_valid_vectors_without_jit():
+    """The numba kernels run as plain Python under NUMBA_DISABLE_JIT=1: same hashes (two paths, one
+    corpus)."""
+    code = ("import hashlib, json, os, sys\n"
+            "import numpy as np\n"
+            "from acqe_format import AcqeReader\n"
+            "d = sys.argv[1]; out = {}\n"
+            "for f in sorted(os.listdir(d)):\n"
+            "    if f.endswith('.acqe'):\n"
+            "        r = AcqeReader(os.path.join(d, f)); r.verify()\n"
+            "        for t in r.tensors:\n"
+            "            a = np.ascontiguousarray(r.read(t.name))\n"
+            "            out[f[:-5] + '/' + t.name] = hashlib.sha256(a.tobytes()).hexdigest()\n"
+            "print(json.dumps(out))\n")
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    p = subprocess.run([sys.executable, "-c", code, os.path.join(VEC, "valid")], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(p.stdout)
+    want = {}
+    for stem in VALID:
+        doc = json.load(open(os.path.join(VEC, "valid", stem + ".json"), encoding="utf-8"))
+        want.update({stem + "/" + t["name"]: t["sha256"] for t in doc["tensors"]})
+    assert got == want
