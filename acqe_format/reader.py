@@ -43,6 +43,12 @@ def _describe_foreign(head: bytes, size: int) -> str:
     return f"it starts with {head[:8].hex(' ')}"
 
 
+def _nonzero(view) -> bool:
+    """True if any byte of `view` is not zero (in C, not a Python loop)."""
+    b = bytes(view)
+    return b.count(0) != len(b)
+
+
 def _is_pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
@@ -200,7 +206,7 @@ class AcqeReader:
             raise LayoutError(f"{footer_at - prev_end} bytes between the last section end {prev_end} and the footer")
         prev_end = table_end
         for i, s in enumerate(sections):
-            if any(buf[prev_end:s.offset]):
+            if _nonzero(buf[prev_end:s.offset]):
                 raise LayoutError(f"non-zero padding before section {i} (bytes {prev_end}..{s.offset})")
             prev_end = s.end
         for kind in (C.SectionKind.DIRECTORY, C.SectionKind.METADATA, C.SectionKind.DATA):
@@ -374,7 +380,7 @@ class AcqeReader:
         buf = self._buf
         end = info.payload_offset + info.payload_length
         nxt = self._next_offset[info.name]
-        if any(buf[end:nxt]):
+        if _nonzero(buf[end:nxt]):
             raise LayoutError(f"tensor {info.name!r}: non-zero padding after its payload (bytes {end}..{nxt})")
         payload = buf[info.payload_offset:end]
         got = crc32(payload[:info.checked_length])
