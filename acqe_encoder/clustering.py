@@ -31,19 +31,29 @@ MAX_LEVELS = 4096          # cap on K for lossy candidates (beyond ~11 bits RAW/
 N_BUCKETS = 16             # finest row-context bucketing
 
 
+SAMPLE_VALUES = 1 << 21    # analysis histograms look at about this many values per tensor (whole rows)
+
+
 @dataclass
 class TensorHist:
-    """Compressed per-context histogram of one tensor (occupied bins only, prefix sums)."""
-    rep: np.ndarray          # float64 [B] representative value (mean) of each occupied bin, ascending
-    P0: np.ndarray           # int64   [T16, B+1] prefix counts per finest context
+    """Compressed per-context histogram of one tensor (occupied bins only, prefix sums).
+
+    Counts come from every `row_step`-th row (whole rows), scaled by `scale` to the full tensor; bin sums
+    use the bin midpoint and sums of squares add the in-bin variance of a uniform spread (w^2/12).
+    """
+    rep: np.ndarray          # float64 [B] representative value of each occupied bin, ascending
+    P0: np.ndarray           # float64 [T16, B+1] prefix counts per finest context (scaled)
     P1: np.ndarray           # float64 [T16, B+1] prefix sums
     P2: np.ndarray           # float64 [T16, B+1] prefix sums of squares
     vmin: float
     vmax: float
-    energy: float            # sum of squares (all elements)
+    energy: float            # sum of squares (all elements, exact)
     numel: int
     rows: int
     row_bucket: np.ndarray   # uint16 [rows] finest bucket of each row (0..T16-1)
+    e_floor: int
+    n_oct: int
+    edges: np.ndarray        # float64 [NB+1] bin edges (all bins)
 
     def merged(self, t: int):
         """Prefix arrays with the finest buckets merged into t contexts (t divides T16); cached."""
@@ -70,26 +80,38 @@ def exponent_range(amax: float) -> tuple[int, int]:
     if amax <= 0 or not np.isfinite(amax):
         return 1, 1
     e_max = int((np.array([amax], np.float32).view(np.uint32)[0] >> 23) & 0xFF)
-    n_oct = 24
-    e_floor = max(1, e_max - n_oct + 1)
+    e_floor = max(1, e_max - 24 + 1)
     return e_floor, e_max - e_floor + 1
 
 
-def build_hist(x2d: np.ndarray, row_ss: np.ndarray, amax: float, n_parts: int = 2) -> TensorHist:
-    rows = x2d.shape[0]
+def build_hist(x2d: np.ndarray, row_ss: np.ndarray, amax: float, n_parts: int = 2,
+               sample_values: int = SAMPLE_VALUES) -> TensorHist:
+    rows, L = x2d.shape
     buckets = row_buckets(row_ss)
     e_floor, n_oct = exponent_range(amax)
-    cnt, s1, s2 = kernels.histogram(x2d, buckets.astype(np.int64), N_BUCKETS, e_floor, n_oct, n_parts)
+    row_step = max(1, (rows * L) // max(sample_values, 1))
+    row_step = min(row_step, max(1, rows // (4 * N_BUCKETS)))       # keep every bucket sampled
+    cnt = kernels.histogram(x2d, buckets.astype(np.int64), N_BUCKETS, e_floor, n_oct, n_parts, row_step)
+    sampled = cnt.sum()
+    scale = (rows * L) / max(sampled, 1)
+    edges = kernels.bin_edges(e_floor, n_oct)
     tot = cnt.sum(0)
     occ = np.flatnonzero(tot)
-    rep = s1.sum(0)[occ] / tot[occ]
-    rep = np.maximum.accumulate(rep)          # guard against rounding at bin borders
+    lo, hi = edges[occ], edges[occ + 1]
+    lo = np.where(np.isfinite(lo), lo, np.where(np.isfinite(hi), hi, 0.0) - 0.0)
+    hi = np.where(np.isfinite(hi), hi, lo)
+    amax64 = float(amax)
+    lo = np.clip(lo, -amax64, amax64); hi = np.clip(hi, -amax64, amax64)
+    mid = 0.5 * (lo + hi)
+    var = (hi - lo) ** 2 / 12.0
+    c = cnt[:, occ].astype(np.float64) * scale
     z = np.zeros((N_BUCKETS, 1))
-    P0 = np.concatenate([z.astype(np.int64), np.cumsum(cnt[:, occ], axis=1)], axis=1)
-    P1 = np.concatenate([z, np.cumsum(s1[:, occ], axis=1)], axis=1)
-    P2 = np.concatenate([z, np.cumsum(s2[:, occ], axis=1)], axis=1)
+    P0 = np.concatenate([z, np.cumsum(c, axis=1)], axis=1)
+    P1 = np.concatenate([z, np.cumsum(c * mid, axis=1)], axis=1)
+    P2 = np.concatenate([z, np.cumsum(c * (mid * mid + var), axis=1)], axis=1)
+    rep = np.maximum.accumulate(mid)
     return TensorHist(rep, P0, P1, P2, float(rep[0]), float(rep[-1]), float(row_ss.sum()),
-                      int(x2d.size), rows, buckets)
+                      int(x2d.size), rows, buckets, e_floor, n_oct, edges)
 
 
 @nb.njit(**_JIT)
@@ -182,6 +204,30 @@ def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
             if n[c, k] > 0:
                 used[k] = True
     return cb, thr, used, max(sse, 0.0), bits
+
+
+@nb.njit(**_JIT)
+def _sweep(rep, P0, P1, P2, deltas, vmin, vmax, iters, uniform, max_levels):
+    """(used levels, index bits, sse) for each step (stops where the grid would exceed max_levels)."""
+    n = deltas.size
+    k_used = np.zeros(n, np.int64)
+    bits = np.full(n, np.nan)
+    sse = np.full(n, np.nan)
+    for i in range(n):
+        d = deltas[i]
+        if (vmax - vmin) / d > max_levels:
+            break
+        cb, thr, used, s, b = _ecsq(rep, P0, P1, P2, d, vmin, vmax, iters, uniform)
+        k_used[i] = used.sum()
+        bits[i] = b
+        sse[i] = s
+    return k_used, bits, sse
+
+
+def sweep(h: TensorHist, deltas: np.ndarray, n_ctx: int, uniform: bool, iters: int = 4):
+    P0, P1, P2 = h.merged(n_ctx)
+    return _sweep(h.rep, P0, P1, P2, np.ascontiguousarray(deltas, np.float64), h.vmin, h.vmax, iters,
+                  uniform, MAX_LEVELS)
 
 
 @dataclass

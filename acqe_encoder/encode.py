@@ -167,17 +167,15 @@ def _candidates(plan: TensorPlan, h: clustering.TensorHist, st: Settings) -> Non
         if best_cost is None or cost < best_cost:
             best_t, best_cost = t, cost
     plan.n_ctx = best_t
-    deltas = clustering.delta_grid(plan.rms, n=8 * st.steps_per_bit + 8, per_bit=st.steps_per_bit)
+    deltas = clustering.delta_grid(plan.rms, n=7 * st.steps_per_bit, per_bit=st.steps_per_bit, top=2.8)
     d_l, u_l, b_l, s_l = [], [], [], []
-    span = h.vmax - h.vmin
-    for d in deltas:
-        if span / d > clustering.MAX_LEVELS:
-            break
-        for uni in (True, False):
-            t = 1 if uni else best_t
-            q = clustering.quantiser(h, d, t, uniform=uni)
-            bits = 8 * payload_bytes(q.codebook.size, t, h.rows, numel, q.index_bits, st.chunk_size)
-            d_l.append(d); u_l.append(uni); b_l.append(bits); s_l.append(q.sse)
+    for uni in (True, False):
+        t = 1 if uni else best_t
+        k_used, bits, sse = clustering.sweep(h, deltas, t, uni)
+        ok = np.isfinite(bits)
+        for d, k, b, err in zip(deltas[ok], k_used[ok], bits[ok], sse[ok]):
+            d_l.append(d); u_l.append(uni); s_l.append(err)
+            b_l.append(8 * payload_bytes(int(k), t, h.rows, numel, b, st.chunk_size))
     # lossless RAW candidate
     d_l.append(np.nan); u_l.append(False); b_l.append(8.0 * numel * _itemsize(e.dtype)); s_l.append(0.0)
     plan.cand_delta = np.array(d_l); plan.cand_uniform = np.array(u_l)
@@ -215,16 +213,19 @@ def encode_tensor(x: np.ndarray, h: clustering.TensorHist, delta: float, n_ctx: 
     g = clustering.N_BUCKETS // n_ctx
     ctx = (h.row_bucket // g).astype(np.int64)
     out = np.empty(x.size, np.uint8 if k <= 256 else np.uint16)
-    thr = q.thresholds if k > 1 else np.zeros((n_ctx, 1))
-    cnt, s1, s2 = kernels.assign(x, ctx, np.ascontiguousarray(thr, np.float64), k - 1, k, threads, out)
+    thr = np.ascontiguousarray(q.thresholds if k > 1 else np.zeros((n_ctx, 1)), np.float64)
+    lut = kernels.assignment_lut(thr, k - 1, h.edges)
+    cnt, s1, s2 = kernels.assign(x, ctx, thr, k - 1, k, lut, h.e_floor, h.n_oct, threads, out)
     tot = cnt.sum(0)
     cb = q.codebook.copy()
     if not uniform:
         nz = tot > 0
         cb[nz] = s1[nz] / tot[nz]        # exact cell means of the final assignment
     cb32 = _round_codebook(cb, dtype)
-    # keep the codebook strictly increasing after rounding (decoders do not care; keeps it tidy)
-    sse = float(kernels.sse_exact(x, out, cb32, threads))
+    c64 = cb32.astype(np.float64)
+    # exact SSE of the decoded values, from the per-index sums (no second pass over the weights)
+    sse = float(np.sum(s2 - 2 * c64 * s1 + tot * c64 * c64))
+    sse = max(sse, 0.0)
     decoded = dtype if dtype in ("float16", "bfloat16", "float32", "float64") else "float32"
     ct = CodebookTensor(tuple(int(d) for d in (shape if shape is not None else x.shape)), cb32, out,
                         None, ctx.astype(np.uint16) if n_ctx > 1 else None, decoded)
@@ -319,10 +320,15 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     # ---- pass 2: allocation
     fixed = C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 + 4 * st.alignment + meta_bytes
     fixed += sum(8 + len(n.encode()) + len(b) for n, b in assets.items()) + 16
-    for p in plans:   # payloads are aligned: expect half an alignment of padding each
-        fixed += dir_entry_bytes(p.entry.name, len(p.entry.shape)) + (st.alignment - 1) / 2
+    for p in plans:
+        fixed += dir_entry_bytes(p.entry.name, len(p.entry.shape))
+        # payloads start aligned: a payload whose size is a multiple of the alignment adds no padding
+        # after itself; any other leaves half an alignment on average
         if not p.coded:
-            fixed += p.entry.numel * _itemsize(p.entry.dtype)
+            nb = p.entry.numel * _itemsize(p.entry.dtype)
+            fixed += nb + (0 if nb % st.alignment == 0 else (st.alignment - 1) / 2)
+        else:
+            fixed += (st.alignment - 1) / 2
     coded = [p for p in plans if p.coded]
     target_bits = None
     if st.lossless or st.bits is None:
@@ -334,6 +340,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         R = [p.cand_bits for p in coded]
         D = [_distortion(p, st.objective) for p in coded]
         choice, used = allocation.allocate(R, D, budget)
+        if os.environ.get("ACQE_DEBUG_ALLOC"):
+            say(f"alloc: target {target_bits / 8:.0f} B, fixed {fixed:.0f} B, budget {budget / 8:.0f} B, used {used / 8:.0f} B")
         for p, c in zip(coded, choice):
             p.choice = int(c)
         if used > budget * 1.0001 + 1:
@@ -351,21 +359,14 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             before = w._spool_len
             if not p.coded:
                 a = e.load()
-                if e.dtype == "bfloat16":
-                    w.add_raw(e.name, np.ascontiguousarray(a, np.float32), dtype="bfloat16")
-                else:
-                    w.add_raw(e.name, np.ascontiguousarray(a))
+                _add_raw(w, e, a)
                 key = p.component if p.component in sizes else "other_raw"
                 res = {"name": e.name, "codec": "raw", "values": e.numel}
             else:
                 delta = float(p.cand_delta[p.choice])
                 x = _as_2d_f32(e.load(), e.shape)
                 if np.isnan(delta):
-                    a = e.load()
-                    if e.dtype == "bfloat16":
-                        w.add_raw(e.name, np.ascontiguousarray(a, np.float32), dtype="bfloat16")
-                    else:
-                        w.add_raw(e.name, np.ascontiguousarray(a))
+                    _add_raw(w, e, e.load())
                     res = {"name": e.name, "codec": "raw", "values": e.numel, "sqnr_db": 60.0}
                 else:
                     uni = bool(p.cand_uniform[p.choice])
@@ -409,6 +410,15 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     actual = os.path.getsize(out_path)
     return Report(out_path, actual, values, 8 * actual / values, st.bits if target_bits else None,
                   time.time() - t0, results, sizes, meta)
+
+
+def _add_raw(w, e: Entry, a: np.ndarray) -> None:
+    a = np.asarray(a)
+    a = a if a.flags.c_contiguous else a.copy()     # (np.ascontiguousarray would make 0-d arrays 1-d)
+    if e.dtype == "bfloat16":
+        w.add_raw(e.name, a.astype(np.float32, copy=False), dtype="bfloat16")
+    else:
+        w.add_raw(e.name, a)
 
 
 def _decoded(dtype: str) -> str:

@@ -75,39 +75,54 @@ def row_stats(x):
 
 
 @nb.njit(parallel=True, **_JIT)
-def histogram(x, row_ctx, n_ctx, e_floor, n_oct, n_parts):
-    """Per-context log-bin histograms of x float32 [rows, L]: (count int64, sum f64, sumsq f64) [n_ctx, NB]."""
+def histogram(x, row_ctx, n_ctx, e_floor, n_oct, n_parts, row_step):
+    """Per-context log-bin counts of x float32 [rows, L] over every `row_step`-th row: int64 [n_ctx, NB]."""
     half = 1 + n_oct * (1 << MANT_BITS)
     nbins = 2 * half - 1
     rows = x.shape[0]
     cnt = np.zeros((n_parts, n_ctx, nbins), np.int64)
-    s1 = np.zeros((n_parts, n_ctx, nbins), np.float64)
-    s2 = np.zeros((n_parts, n_ctx, nbins), np.float64)
     xu = x.view(np.uint32)
     for p in nb.prange(n_parts):
         r0 = rows * p // n_parts
         r1 = rows * (p + 1) // n_parts
-        for r in range(r0, r1):
+        r0 += (-r0) % row_step
+        for r in range(r0, r1, row_step):
             c = row_ctx[r]
             for j in range(x.shape[1]):
-                b = _bin_of(xu[r, j], e_floor, n_oct, half)
-                v = np.float64(x[r, j])
-                cnt[p, c, b] += 1
-                s1[p, c, b] += v
-                s2[p, c, b] += v * v
-    return cnt.sum(axis=0), s1.sum(axis=0), s2.sum(axis=0)
+                cnt[p, c, _bin_of(xu[r, j], e_floor, n_oct, half)] += 1
+    return cnt.sum(axis=0)
+
+
+def bin_edges(e_floor: int, n_oct: int) -> np.ndarray:
+    """float64 [NB+1] value edges of the log bins (bin b covers [edges[b], edges[b+1]))."""
+    m = 1 << MANT_BITS
+    mags = [0.0]
+    for d in range(n_oct):
+        base = 2.0 ** (e_floor + d - 127)
+        mags.extend(base * (1 + np.arange(m) / m))
+    mags.append(np.inf)                       # upper edge of the last magnitude bin (clamped values)
+    mags = np.array(mags)                     # [half + 1]: mags[i] = lower edge of magnitude bin i
+    pos = mags[1:]                            # upper edges of magnitude bins 0..half-1
+    # bins: negative magnitudes half-1..1, zero bin (magnitude 0, both signs), positive 1..half-1
+    neg_lower = -pos[::-1][:-1]               # lower edges of negative bins half-1..1
+    zero_lower = -pos[0]
+    pos_lower = mags[1:-1]                    # lower edges of positive bins 1..half-1
+    return np.concatenate([[-np.inf], neg_lower[1:], [zero_lower], pos_lower, [np.inf]])
 
 
 @nb.njit(parallel=True, **_JIT)
-def assign(x, row_ctx, thresholds, n_thr, k, n_parts, out):
+def assign(x, row_ctx, thresholds, n_thr, k, lut, e_floor, n_oct, n_parts, out):
     """Exact assignment by decision thresholds: index = #{thresholds[ctx] < v} (per-row context).
 
-    thresholds: float64 [n_ctx, K-1] ascending (first n_thr entries used). Writes `out` (uint8/uint16,
-    row-major) and returns per-index (count, sum, sumsq) and per-(context, index) counts.
+    `lut[ctx, bin]` gives the index of every log bin that lies inside one cell (-1 where a threshold
+    cuts the bin); only values in cut bins are compared with the thresholds. Writes `out` (uint8/uint16,
+    row-major) and returns per-(context, index) counts and per-index sums and sums of squares.
     """
     rows = x.shape[0]
     L = x.shape[1]
     n_ctx = thresholds.shape[0]
+    half = 1 + n_oct * (1 << MANT_BITS)
+    xu = x.view(np.uint32)
     cnt = np.zeros((n_parts, n_ctx, k), np.int64)
     s1 = np.zeros((n_parts, k), np.float64)
     s2 = np.zeros((n_parts, k), np.float64)
@@ -117,21 +132,38 @@ def assign(x, row_ctx, thresholds, n_thr, k, n_parts, out):
         for r in range(r0, r1):
             c = row_ctx[r]
             t = thresholds[c]
+            lc = lut[c]
+            base = r * L
             for j in range(L):
+                lo = lc[_bin_of(xu[r, j], e_floor, n_oct, half)]
                 v = np.float64(x[r, j])
-                lo = 0
-                hi = n_thr
-                while lo < hi:          # first threshold >= v  ->  count of thresholds < v
-                    mid = (lo + hi) >> 1
-                    if t[mid] < v:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                out[r * L + j] = lo
+                if lo < 0:
+                    lo = 0
+                    hi = n_thr
+                    while lo < hi:          # count of thresholds < v
+                        mid = (lo + hi) >> 1
+                        if t[mid] < v:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                out[base + j] = lo
                 cnt[p, c, lo] += 1
                 s1[p, lo] += v
                 s2[p, lo] += v * v
     return cnt.sum(axis=0), s1.sum(axis=0), s2.sum(axis=0)
+
+
+def assignment_lut(thresholds: np.ndarray, n_thr: int, edges: np.ndarray) -> np.ndarray:
+    """int32 [T, NB]: the index of each bin that no threshold cuts, else -1."""
+    T = thresholds.shape[0]
+    lo_e, hi_e = edges[:-1], edges[1:]
+    lut = np.empty((T, lo_e.size), np.int32)
+    for c in range(T):
+        t = thresholds[c, :n_thr]
+        a = np.searchsorted(t, lo_e, side="left")     # thresholds < lower edge
+        b = np.searchsorted(t, hi_e, side="left")     # thresholds < upper edge
+        lut[c] = np.where(a == b, a, -1)
+    return lut
 
 
 @nb.njit(parallel=True, **_JIT)

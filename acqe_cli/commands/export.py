@@ -1,0 +1,20 @@
+"""`acqe export IN.acqe OUT.safetensors`: decoded weights under the source key names (atomic write)."""
+from __future__ import annotations
+
+import click
+
+
+@click.command("export")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--dtype", type=click.Choice(["fp16", "fp32", "bf16"]), default=None,
+              help="dtype of the floating tensors (default: each tensor's decoded dtype, i.e. the source's)")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, help="decode threads")
+def command(src, out, dtype, threads):
+    """Decode every tensor of SRC and write them to OUT (.safetensors) under the source key names, so any
+    runtime that reads the original checkpoint layout (diffusers single-file, ComfyUI, A1111,
+    stable-diffusion.cpp) can use the converted model."""
+    from acqe_encoder.export import export_safetensors
+
+    n, size = export_safetensors(src, out, dtype=dtype, threads=threads)
+    click.echo(f"wrote {out}: {n} tensors, {size:,} bytes", err=True)
