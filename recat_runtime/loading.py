@@ -305,6 +305,12 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
         text_encoder = load_text_encoder(r, torch_dtype=torch_dtype, device=device, threads=threads)
         tokenizer = load_tokenizer(r)
         sched = load_scheduler(r, scheduler)
+    n_vocab = text_encoder.config.vocab_size
+    if len(tokenizer) > n_vocab:
+        raise RuntimeLoadError(
+            f"the tokenizer has {len(tokenizer)} tokens but the text encoder embeds only {n_vocab}; "
+            "the file's tokenizer assets do not belong to its text encoder"
+        )
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

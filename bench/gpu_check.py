@@ -1,0 +1,179 @@
+"""One-call GPU check of the ReCaT runtime: fp16, SD v1.4-size pipeline, 512 px (64x64 latents), 50 steps.
+
+Measures, for batch 1 and 4: the denoising loop and the whole pipeline with no cache, DeepCache-style
+uniform caching (interval 5 → 10 full steps) and a ReCaT schedule (7 full steps, the budget at which
+ReCaT has to match uniform interval 5); the UNet full step vs cached step (branch 0 and 2); the VAE
+decode; and `acqe generate`-equivalent generation from a `.acqe` file when ``--model`` is given.
+Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``.
+
+The SD v1.4-size stand-in has random weights (diffusers' SD v1.4 configs): speed is real, images are
+noise. The ReCaT schedule is read from ``bench/_out/cache_quality.json`` when present (the demo model's
+profile at 50 steps, B = 7), else DeepCache's non-uniform schedule with B = 7 (same cost: speed depends
+only on the number of full steps).
+
+Usage:
+  python bench/gpu_check.py --out /tmp/gpu                  # on a CUDA machine (about 3-5 minutes)
+  python bench/gpu_check.py --smoke --out /tmp/gpu-smoke     # on CPU: tiny sizes, checks the script runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def _recat_steps(steps: int, budget: int) -> tuple[list[int], str]:
+    path = os.path.join(HERE, "_out", "cache_quality.json")
+    try:
+        with open(path) as f:
+            q = json.load(f)
+        if q["steps"] == steps:
+            for r in q["rows"]:
+                if r["kind"] == "recat" and r["budget"] == budget:
+                    return r["full_steps"], "ReCaT schedule profiled on the demo model"
+    except (OSError, KeyError, ValueError):
+        pass
+    from recat_runtime.cache.schedules import quadratic_schedule
+
+    return list(quadratic_schedule(steps, budget)), "DeepCache non-uniform schedule (same number of full steps)"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="gpu_check_out")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on CPU, to check the script itself")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--batches", type=int, nargs="*", default=[1, 4])
+    p.add_argument("--model", default=None, help="optional .acqe to time load + generate from the file")
+    a = p.parse_args(argv)
+
+    import torch
+
+    from recat_runtime.api import denoise_and_decode
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache.branch import branch_plan, shallow_forward
+
+    os.makedirs(a.out, exist_ok=True)
+    if a.smoke:
+        torch.set_num_threads(1)  # tiny models on a shared CPU: one thread avoids OpenMP spinning
+    cuda = torch.cuda.is_available() and not a.smoke
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.float16 if cuda else torch.float32
+    steps = 6 if a.smoke else a.steps
+    res = 64 if a.smoke else 512
+    uniform_interval = 5
+    recat_budget = 2 if a.smoke else 7
+    report = {"device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+              "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""), "res": res, "steps": steps,
+              "smoke": a.smoke, "runs": []}
+
+    t0 = time.perf_counter()
+    if a.smoke:
+        from recat_runtime.testing import tiny_pipeline
+
+        pipe = tiny_pipeline()
+        res = 16
+        report["res"] = res
+    else:
+        from bench.bench_cache import _sd14_pipeline
+
+        pipe = _sd14_pipeline(dtype)
+    pipe.to(device)
+    report["build_s"] = time.perf_counter() - t0
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(fn, reps=5):
+        fn()
+        sync()
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            sync()
+            ts.append(time.perf_counter() - t)
+        ts.sort()
+        return ts[len(ts) // 2]
+
+    unet = pipe.unet
+    lat = res // pipe.vae_scale_factor
+    ctx_dim = unet.config.cross_attention_dim
+    recat_steps, recat_src = _recat_steps(steps, recat_budget)
+    report["recat_schedule"] = {"full_steps": recat_steps, "source": recat_src}
+    with torch.inference_mode():
+        for b in a.batches:
+            x = torch.randn(2 * b, 4, lat, lat, device=device, dtype=dtype)
+            ehs = torch.randn(2 * b, 77, ctx_dim, device=device, dtype=dtype)
+            row = {"batch": b, "unet_full_s": timed(lambda: unet(x, 500, ehs))}
+            for m in (0, 2):
+                plan = branch_plan(unet, m)
+                got = {}
+                h = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(
+                    lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
+                unet(x, 500, ehs)
+                h.remove()
+                row[f"unet_cached_b{m}_s"] = timed(lambda: shallow_forward(unet, plan, got["f"], x, 500, ehs))
+            z = torch.randn(b, 4, lat, lat, device=device, dtype=dtype)
+            row["vae_decode_s"] = timed(lambda: pipe.vae.decode(z), reps=3)
+            report.setdefault("unet", []).append(row)
+            print(row, flush=True)
+
+    prompts = "a photograph of an astronaut riding a horse"
+    configs = [("none", None),
+               (f"uniform N={uniform_interval}", RecatCacheConfig.interval(steps, uniform_interval)),
+               (f"recat B={recat_budget}", RecatCacheConfig(steps, recat_steps))]
+    for b in a.batches:
+        # warm-up (cudnn autotune, allocator)
+        denoise_and_decode(pipe, [prompts] * b, steps=2, guidance=7.5, seeds=list(range(b)), height=res, width=res)
+        base = None
+        for label, cfg in configs:
+            _, _, loop_s, dec_s, full = denoise_and_decode(pipe, [prompts] * b, steps=steps, guidance=7.5,
+                                                           seeds=list(range(b)), height=res, width=res, config=cfg)
+            base = base or loop_s
+            row = {"batch": b, "label": label, "full_steps": len(full), "loop_s": loop_s, "decode_s": dec_s,
+                   "pipeline_s": loop_s + dec_s, "loop_speedup": base / loop_s}
+            report["runs"].append(row)
+            print(row, flush=True)
+    if cuda:
+        report["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+
+    if a.model:
+        from recat_runtime.api import generate
+
+        t0 = time.perf_counter()
+        r = generate(a.model, ["a red circle on a white background"], steps=steps, cache="uniform",
+                     full_steps=steps // uniform_interval, device=str(device),
+                     dtype="fp16" if cuda else "fp32", guidance=4.0)
+        report["acqe_generate"] = {"model": a.model, "total_s": time.perf_counter() - t0, "load_s": r.load_seconds,
+                                   "loop_s": r.loop_seconds, "decode_s": r.decode_seconds}
+        r.images[0].save(os.path.join(a.out, "acqe_generate.png"))
+
+    with open(os.path.join(a.out, "gpu_check.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    md = [f"# GPU check: {report['device']}, {report['dtype']}, {res} px, {steps} DDIM steps", "",
+          "| batch | UNet full | cached b0 | cached b2 | VAE decode |", "|---:|---:|---:|---:|---:|"]
+    for u in report["unet"]:
+        md.append(f"| {u['batch']} | {u['unet_full_s'] * 1e3:.1f} ms | {u['unet_cached_b0_s'] * 1e3:.1f} ms "
+                  f"({100 * u['unet_cached_b0_s'] / u['unet_full_s']:.1f}%) | {u['unet_cached_b2_s'] * 1e3:.1f} ms | "
+                  f"{u['vae_decode_s'] * 1e3:.1f} ms |")
+    md += ["", f"ReCaT schedule: {recat_steps} ({recat_src})", "",
+           "| batch | run | full steps | loop s | pipeline s | VAE share | loop speed-up |",
+           "|---:|---|---:|---:|---:|---:|---:|"]
+    for r in report["runs"]:
+        md.append(f"| {r['batch']} | {r['label']} | {r['full_steps']} | {r['loop_s']:.2f} | {r['pipeline_s']:.2f} | "
+                  f"{100 * r['decode_s'] / r['pipeline_s']:.0f}% | {r['loop_speedup']:.2f}× |")
+    with open(os.path.join(a.out, "gpu_check.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
