@@ -96,3 +96,23 @@ def test_missing_component_is_a_clear_error(tmp_path):
         w.add_raw("x", np.zeros(3, np.float32))
     with pytest.raises(RuntimeLoadError, match="no 'unet' config"):
         load_unet(p, device="cpu")
+
+
+def test_forward_equals_model_loaded_from_acqe_export(tiny, tmp_path):
+    """The acceptance check: same outputs as a model built the ordinary diffusers way from `acqe export`."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from safetensors.torch import load_file
+
+    from acqe_cli.main import main
+    from recat_runtime.testing import TINY_UNET_CONFIG
+
+    _, path, _ = tiny
+    out = tmp_path / "export.safetensors"
+    assert main(["export", str(path), str(out)]) == 0
+    ref = UNet2DConditionModel(**TINY_UNET_CONFIG).eval()
+    ref.load_state_dict(convert_ldm_unet_checkpoint(load_file(out), TINY_UNET_CONFIG))
+    unet = load_unet(path, device="cpu")
+    x, ehs = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    with torch.no_grad():
+        assert torch.equal(unet(x, 321, ehs).sample, ref(x, 321, ehs).sample)
