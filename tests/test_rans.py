@@ -125,6 +125,17 @@ def test_choose_precision():
     skewed = np.r_[10**7, np.ones(255, dtype=np.int64)]
     assert rans.choose_precision(skewed) > 12
     assert rans.choose_precision(np.ones(40000, dtype=np.int64)) == 16
+    assert rans.choose_precision([[10, 10, 0, 0], [10**6, 1, 1, 0]]) == 15  # fits every context
+    # the rule keeps the real loss (coded_bits - entropy) at or below 1e-4 bits per symbol
+    rng = np.random.default_rng(0)
+    for k, scale in ((16, 0.5), (16, 0.8), (16, 1.6), (305, 42.0), (256, 20.0), (64, 2.0)):
+        p = np.exp(-np.abs(np.arange(k) - (k - 1) / 2) / scale)
+        c = np.bincount(rng.choice(k, 10**6, p=p / p.sum()), minlength=k)
+        prec = rans.choose_precision(c)
+        loss = (rans.coded_bits(c, rans.quantize_frequencies(c, prec)) - rans.entropy_bits(c)) / c.sum()
+        assert loss <= 1e-4 or prec == 16, (k, scale, prec, loss)
+        est = rans.quantization_loss(c, rans.quantize_frequencies(c, prec))
+        assert est <= loss * 1.05 + 1e-9
 
 
 # --- round trips and the reference implementation ----------------------------------------------
