@@ -128,6 +128,24 @@ def cmd_quality(a):
         if corr is not None:
             configs.append(("recat+dec", f"recat+dec B={b}", RecatCacheConfig(steps, full, branch=a.branch,
                                                                               correction=corr)))
+    # ReCaT variants from the same profiling pass (nothing stored): DP on the residual the correction
+    # cannot remove (+ correction), and CKA weighted by each step's sigma decrement
+    moments = prof.get("moments")
+    if moments is not None and a.variant_budgets:
+        from recat_runtime.cache.profile import correction_from_moments, residual_distance, sigma_weights
+        from recat_runtime.cache.schedules import optimal_schedule
+
+        d_res = residual_distance(moments)
+        w_sig = sigma_weights(type(pipe.scheduler).from_config(pipe.scheduler.config), steps)
+        for b in a.variant_budgets:
+            full, _ = optimal_schedule(d_res, b)
+            corr, _ = correction_from_moments(moments, full)
+            configs.append(("recat-res+dec", f"recat-res+dec B={b}",
+                            RecatCacheConfig(steps, full, branch=a.branch, correction=corr)))
+            full, _ = optimal_schedule(1 - np.asarray(prof["similarity"]), b, w_sig)
+            corr, _ = correction_from_moments(moments, full)
+            configs.append(("recat-sigma+dec", f"recat-σ+dec B={b}",
+                            RecatCacheConfig(steps, full, branch=a.branch, correction=corr)))
     for b in a.uniform_budgets:  # uniform at the ReCaT budgets (not a DeepCache interval)
         configs.append(("uniform-b", f"uniform B={b}", RecatCacheConfig.uniform(steps, b, branch=a.branch)))
 
@@ -184,7 +202,7 @@ def cmd_quality(a):
 
         ref_figs = reference_figures(classifier, scenes)
     out = {"model": a.model, "steps": steps, "guidance": g, "n_images": len(captions), "branch": a.branch,
-           "profile": {k: v for k, v in prof.items() if k not in ("metadata", "similarity")},
+           "profile": {k: v for k, v in prof.items() if k not in ("metadata", "similarity", "moments")},
            "profile_wall_s": profile_s, "similarity": np.round(prof["similarity"], 5).tolist(),
            "threads": a.threads, "load_avg": os.getloadavg(), "rows": rows, "reference": ref_figs}
     print("wrote", _save("cache_quality.json" if not a.smoke else "cache_quality_smoke.json", out))
@@ -328,7 +346,8 @@ def cmd_load(a):
 # report
 # --------------------------------------------------------------------------------------------------
 def cmd_report(a):
-    q = _load("cache_quality.json") if os.path.exists(os.path.join(OUT, "cache_quality.json")) else None
+    qname = "cache_quality_smoke.json" if a.smoke else "cache_quality.json"
+    q = _load(qname) if os.path.exists(os.path.join(OUT, qname)) else None
     lines = []
     if q:
         steps = q["steps"]
@@ -357,7 +376,7 @@ def cmd_report(a):
             lines.append("")
             lines.append(f"Real images: prompt acc {ref['real']['prompt']:.3f}; chance {ref['chance']['prompt']:.3f}; "
                          f"FD real vs real {ref['fd_real_vs_real']:.2f}.")
-        _plot(q)
+        _plot(q, os.path.join(OUT, "cache_curve_smoke.png") if a.smoke else os.path.join(RESULTS, "cache_curve.png"))
     for name in sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []:
         if name.startswith("cache_speed_"):
             s = _load(name)
@@ -387,7 +406,7 @@ def cmd_report(a):
     print("\n".join(lines))
 
 
-def _plot(q):
+def _plot(q, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,7 +419,8 @@ def _plot(q):
     axes = np.atleast_1d(axes)
     style = {"uniform": ("o-", "DeepCache uniform (every N)"), "uniform-b": ("o:", "uniform at ReCaT budgets"),
              "quadratic": ("s--", "DeepCache non-uniform"), "recat": ("^-", "ReCaT (CKA + DP)"),
-             "recat+dec": ("v-", "ReCaT + correction"), "deepcache-pip": ("x", "deepcache pip helper")}
+             "recat+dec": ("v-", "ReCaT + correction"), "recat-res+dec": ("D-", "ReCaT, residual distance + corr."),
+             "recat-sigma+dec": ("P-", "ReCaT, σ-weighted CKA + corr."), "deepcache-pip": ("x", "deepcache pip helper")}
     metrics = [("psnr", "PSNR vs full computation (dB)")]
     if has_cls:
         metrics += [("prompt_acc", "prompt accuracy"), ("fd", "Fréchet distance (lower is better)")]
@@ -416,8 +436,7 @@ def _plot(q):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "cache_curve.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
     print(f"(plot: {os.path.relpath(path, ROOT)})")
 
@@ -438,6 +457,7 @@ def main(argv=None):
     q.add_argument("--quad-budgets", type=int, nargs="*", default=[7, 10])
     q.add_argument("--recat-budgets", type=int, nargs="*", default=[5, 6, 7, 8, 10])
     q.add_argument("--uniform-budgets", type=int, nargs="*", default=[6, 7, 8])
+    q.add_argument("--variant-budgets", type=int, nargs="*", default=[5, 7])
     q.add_argument("--peer-interval", type=int, default=5)
     q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
     q.add_argument("--threads", type=int, default=1)
@@ -459,6 +479,7 @@ def main(argv=None):
     ld.add_argument("--dtypes", nargs="*", default=["fp32", "bf16"])
     ld.set_defaults(fn=cmd_load)
     r = sub.add_parser("report")
+    r.add_argument("--smoke", action="store_true", help="report the smoke run (plot to bench/_out)")
     r.set_defaults(fn=cmd_report)
     a = p.parse_args(argv)
     a.fn(a)

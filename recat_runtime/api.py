@@ -222,5 +222,5 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         "reused_similarity": reused, "samples": prof.get("samples"), "estimator": prof.get("estimator", ESTIMATOR),
         "profile_seconds": profile_s, "total_seconds": time.perf_counter() - t0,
         "schedules": [{k: v for k, v in s.items() if k != "correction"} for s in schedules],
-        "similarity": similarity, "metadata": new_meta,
+        "similarity": similarity, "metadata": new_meta, "moments": moments,
     }

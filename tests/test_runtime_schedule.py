@@ -116,3 +116,18 @@ def test_baseline_schedules():
     for b in range(1, 21):
         s = quadratic_schedule(20, b)
         assert len(check_schedule(s, 20)) == b
+
+
+def test_residual_distance_ignores_affine_maps_and_sees_noise():
+    import torch
+
+    from recat_runtime.cache.profile import PairMoments, residual_distance
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 4, 4, generator=g)
+    scale = torch.tensor([2.0, -1.0, 0.5]).view(1, 3, 1, 1)
+    m = PairMoments(3)
+    m.add([x, x * scale + 1.0, torch.randn(8, 3, 4, 4, generator=g)])
+    d = residual_distance(m)
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-9)   # per-channel affine: the correction removes it all
+    assert d[0, 2] > 0.5                               # independent noise: nothing explained

@@ -23,7 +23,7 @@ from recat_runtime.cache.hook import CacheCorrection, RecatCacheConfig, recat_ca
 from recat_runtime.cache.schedules import optimal_schedule
 
 __all__ = ["ProfileSettings", "profile_similarity", "recat_schedule", "fit_correction", "correction_from_moments",
-           "PairMoments", "sample_plan"]
+           "PairMoments", "sample_plan", "residual_distance", "sigma_weights"]
 
 ESTIMATOR = "minibatch-debiased-linear-cka"
 
@@ -130,9 +130,9 @@ def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings,
     return acc.matrix(), info
 
 
-def recat_schedule(similarity: np.ndarray, budget: int) -> tuple[tuple[int, ...], float]:
+def recat_schedule(similarity: np.ndarray, budget: int, weights=None) -> tuple[tuple[int, ...], float]:
     """The optimal refresh steps for a budget of B full steps (``d = 1 - CKA``); returns (steps, cost)."""
-    return optimal_schedule(1.0 - np.asarray(similarity, dtype=np.float64), budget)
+    return optimal_schedule(1.0 - np.asarray(similarity, dtype=np.float64), budget, weights)
 
 
 class PairMoments:
@@ -246,3 +246,33 @@ def fit_correction(pipe, prompts: Sequence[str], settings: ProfileSettings,
         return (n, *(state["s"][t] / n))
 
     return _solve_correction(s_count, full_steps, stats_for)
+
+
+def residual_distance(moments: PairMoments) -> np.ndarray:
+    """``d(s, t)``: the part of step t's feature that the per-channel affine correction from anchor s
+    cannot explain, ``sum_c Var(y_c) (1 - rho_c^2) / sum_c E[y_c^2]`` (design note §9.2). Unlike 1 - CKA,
+    it does not penalise per-channel rescaling (the correction removes it) and it does see shifts shared by
+    all samples."""
+    t_count = moments.num_steps
+    d = np.zeros((t_count, t_count))
+    for s in range(t_count):
+        for t in range(s + 1, t_count):
+            _, sx, sy, sxx, sxy, syy = moments.stats(s, t)
+            var_x, var_y, cov = sxx - sx * sx, syy - sy * sy, sxy - sx * sy
+            ok = var_x > 1e-12 * np.maximum(1.0, sxx)
+            resid = var_y - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0)
+            d[s, t] = float(np.maximum(resid, 0).sum() / max(float(syy.sum()), 1e-30))
+    return d
+
+
+def sigma_weights(scheduler, steps: int) -> np.ndarray:
+    """Per-step weights ``w_t = |sigma_{t+1} - sigma_t|`` with ``sigma = sqrt((1 - abar) / abar)``: in DDIM's
+    ODE ``d(x / sqrt(abar)) = eps d(sigma)``, so an error in the noise prediction at step t reaches the final
+    sample scaled by the step's sigma decrement (to first order). Normalised to mean 1."""
+    scheduler.set_timesteps(steps)
+    abar = scheduler.alphas_cumprod.double().numpy()
+    ts = scheduler.timesteps.numpy().astype(np.int64)
+    sig = np.sqrt((1 - abar[ts]) / abar[ts])
+    nxt = np.append(sig[1:], 0.0)
+    w = np.abs(sig - nxt)
+    return w / w.mean()
