@@ -83,5 +83,6 @@ class RawCodec(Codec, codec_id=C.CodecId.RAW):
         return a.astype(np_dt.newbyteorder("="), copy=True).reshape(info.shape)
 
     @staticmethod
-    def encode(stored: np.ndarray) -> bytes:
-        return stored.tobytes()
+    def encode(stored: np.ndarray) -> memoryview:
+        """The payload: a byte view of the (contiguous, little-endian) elements, without copying."""
+        return memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8))
