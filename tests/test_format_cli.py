@@ -108,3 +108,19 @@ def test_inspect_bad_file_one_line(tmp_path):
 def test_missing_file(tmp_path):
     rc, _out, err = _run(["verify", str(tmp_path / "nope.acqe")])
     assert rc == 1 and "no such file" in err
+
+
+def test_inspect_every_valid_vector():
+    vdir = os.path.join(ROOT, "spec", "vectors", "valid")
+    for f in sorted(os.listdir(vdir)):
+        if not f.endswith(".acqe"):
+            continue
+        path = os.path.join(vdir, f)
+        res = CliRunner().invoke(cli, ["inspect", "--json", path])
+        assert res.exit_code == 0, (f, res.output)
+        d = json.loads(res.output)
+        assert d["totals"]["payload_bytes"] + d["totals"]["side_bytes"] == os.path.getsize(path)
+        res = CliRunner(env={"COLUMNS": "160"}).invoke(cli, ["inspect", path])
+        assert res.exit_code == 0 and "bits/param" in res.output
+        if "future" in f:
+            assert "unknown(2147418113)" in res.output and "bit40" in res.output
