@@ -7,6 +7,7 @@ import sys
 import click
 
 EXAMPLES = """
+\b
 Examples:
   acqe profile-cache model.acqe --steps 50 --full-steps 7
   acqe profile-cache model.acqe --steps 50 --full-steps 5 --full-steps 7 --full-steps 10 --samples 128
@@ -86,7 +87,7 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
                         dtype=dtype, batch_size=batch_size, seed=seed, correction=not no_correction,
                         reprofile=reprofile, progress=log)
     if as_json:
-        click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity")}, indent=1))
+        click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity", "moments")}, indent=1))
         return
     src = "reused stored CKA" if rep["reused_similarity"] else f"{rep['samples']} samples, {rep['estimator']}"
     for s in rep["schedules"]:
