@@ -249,14 +249,19 @@ def cmd_speed(a):
     torch.set_num_threads(a.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
     t0 = time.perf_counter()
-    pipe = _sd14_pipeline(dtype)
+    if a.model:  # the SD v1.4-size stand-in converted to .acqe: load it the way `acqe generate` does
+        from recat_runtime.loading import load_pipeline
+
+        pipe = load_pipeline(a.model, device="cpu", torch_dtype=dtype)
+    else:
+        pipe = _sd14_pipeline(dtype)
     build_s = time.perf_counter() - t0
     unet = pipe.unet
     lat = a.res // 8
     batch = 2 * a.batch  # CFG
     x = torch.randn(batch, 4, lat, lat, dtype=dtype)
     ehs = torch.randn(batch, 77, 768, dtype=dtype)
-    res = {"res": a.res, "latent": lat, "steps": a.steps, "dtype": a.dtype, "threads": a.threads,
+    res = {"model": a.model or "random init (diffusers SD v1.4 configs)", "res": a.res, "latent": lat, "steps": a.steps, "dtype": a.dtype, "threads": a.threads,
            "batch": a.batch, "build_s": build_s, "params_unet": sum(p.numel() for p in unet.parameters())}
     with torch.inference_mode():
         unet(x, 500, ehs)  # warm-up
@@ -381,7 +386,7 @@ def cmd_report(a):
         if name.startswith("cache_speed_"):
             s = _load(name)
             lines.append("")
-            lines.append(f"SD v1.4-size stand-in, {s['res']} px ({s['latent']}² latents), {s['dtype']}, batch "
+            lines.append(f"SD v1.4-size stand-in ({s.get('model', 'random init')}; build/load {s['build_s']:.0f} s), {s['res']} px ({s['latent']}² latents), {s['dtype']}, batch "
                          f"{s['batch']} (CFG → {2 * s['batch']}), {s['threads']} threads, {s['steps']} DDIM steps:")
             cached = {k: v for k, v in s.items() if k.startswith("unet_cached_")}
             lines.append(f"UNet full step {s['unet_full_s']:.2f} s; cached step " + ", ".join(
@@ -473,6 +478,7 @@ def main(argv=None):
     s.add_argument("--branches", type=int, nargs="*", default=[0, 2])
     s.add_argument("--intervals", type=int, nargs="*", default=[5])
     s.add_argument("--recat-budget", type=int, default=0)
+    s.add_argument("--model", default=None, help="SD v1.4-size .acqe to load instead of random init")
     s.set_defaults(fn=cmd_speed)
     ld = sub.add_parser("load")
     ld.add_argument("--model", required=True)
