@@ -92,26 +92,34 @@ def build_hist(x2d: np.ndarray, row_ss: np.ndarray, amax: float, n_parts: int = 
     row_step = max(1, (rows * L) // max(sample_values, 1))
     row_step = min(row_step, max(1, rows // (4 * N_BUCKETS)))       # keep every bucket sampled
     cnt = kernels.histogram(x2d, buckets.astype(np.int64), N_BUCKETS, e_floor, n_oct, n_parts, row_step)
-    sampled = cnt.sum()
-    scale = (rows * L) / max(sampled, 1)
-    edges = kernels.bin_edges(e_floor, n_oct)
     tot = cnt.sum(0)
-    occ = np.flatnonzero(tot)
+    occ = np.flatnonzero(tot).astype(np.int32)
+    packed = dict(cnt=cnt[:, occ].astype(np.int32), occ=occ, e_floor=e_floor, n_oct=n_oct, amax=float(amax),
+                  energy=float(row_ss.sum()), numel=int(rows * L), rows=rows, buckets=buckets)
+    return unpack_hist(packed)
+
+
+def unpack_hist(pk: dict) -> TensorHist:
+    """A TensorHist from the compact form kept between the analysis and coding passes (`hist.packed`)."""
+    cnt, occ = pk["cnt"], pk["occ"]
+    scale = pk["numel"] / max(int(cnt.sum()), 1)
+    edges = kernels.bin_edges(pk["e_floor"], pk["n_oct"])
     lo, hi = edges[occ], edges[occ + 1]
-    lo = np.where(np.isfinite(lo), lo, np.where(np.isfinite(hi), hi, 0.0) - 0.0)
-    hi = np.where(np.isfinite(hi), hi, lo)
-    amax64 = float(amax)
-    lo = np.clip(lo, -amax64, amax64); hi = np.clip(hi, -amax64, amax64)
+    amax = pk["amax"]
+    lo = np.clip(np.where(np.isfinite(lo), lo, -amax), -amax, amax)
+    hi = np.clip(np.where(np.isfinite(hi), hi, amax), -amax, amax)
     mid = 0.5 * (lo + hi)
     var = (hi - lo) ** 2 / 12.0
-    c = cnt[:, occ].astype(np.float64) * scale
-    z = np.zeros((N_BUCKETS, 1))
+    c = cnt.astype(np.float64) * scale
+    z = np.zeros((cnt.shape[0], 1))
     P0 = np.concatenate([z, np.cumsum(c, axis=1)], axis=1)
     P1 = np.concatenate([z, np.cumsum(c * mid, axis=1)], axis=1)
     P2 = np.concatenate([z, np.cumsum(c * (mid * mid + var), axis=1)], axis=1)
     rep = np.maximum.accumulate(mid)
-    return TensorHist(rep, P0, P1, P2, float(rep[0]), float(rep[-1]), float(row_ss.sum()),
-                      int(x2d.size), rows, buckets, e_floor, n_oct, edges)
+    h = TensorHist(rep, P0, P1, P2, float(rep[0]), float(rep[-1]), pk["energy"], pk["numel"], pk["rows"],
+                   pk["buckets"], pk["e_floor"], pk["n_oct"], edges)
+    h.packed = pk
+    return h
 
 
 @nb.njit(**_JIT)
@@ -140,10 +148,13 @@ def _cells(rep, P0, P1, P2, thr, K):
 
 @nb.njit(**_JIT)
 def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
+    """ECSQ from the uniform grid of step delta. The first iterations use the pooled histogram (one
+    table); the last one sets per-context thresholds from per-context code lengths."""
     jmin = int(np.floor(vmin / delta + 0.5))
     jmax = int(np.floor(vmax / delta + 0.5))
     K = jmax - jmin + 1
     T = P0.shape[0]
+    W = P0.shape[1]
     cb = np.empty(K, np.float64)
     for k in range(K):
         cb[k] = (jmin + k) * delta
@@ -154,14 +165,27 @@ def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
     lam = 2.0 * np.log(2.0) * delta * delta / 12.0
     Nc = np.empty(T, np.float64)
     for c in range(T):
-        Nc[c] = P0[c, P0.shape[1] - 1]
+        Nc[c] = P0[c, W - 1]
     if not uniform and K > 1:
+        # pooled statistics for the global iterations
+        G0 = np.zeros((1, W)); G1 = np.zeros((1, W)); G2 = np.zeros((1, W))
+        for c in range(T):
+            for b in range(W):
+                G0[0, b] += P0[c, b]; G1[0, b] += P1[c, b]; G2[0, b] += P2[c, b]
+        gthr = np.empty((1, max(K - 1, 1)), np.float64)
+        for k in range(K - 1):
+            gthr[0, k] = thr[0, k]
+        Ng = G0[0, W - 1]
         for it in range(iters):
-            n, s1, s2 = _cells(rep, P0, P1, P2, thr, K)
+            last = it == iters - 1
+            if last and T > 1:
+                n, s1, s2 = _cells(rep, P0, P1, P2, thr, K)
+            else:
+                n, s1, s2 = _cells(rep, G0, G1, G2, gthr, K)
             for k in range(K):
                 nt = 0.0
                 st = 0.0
-                for c in range(T):
+                for c in range(n.shape[0]):
                     nt += n[c, k]
                     st += s1[c, k]
                 if nt > 0:
@@ -169,18 +193,30 @@ def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
             for k in range(1, K):            # keep the codebook strictly increasing
                 if cb[k] <= cb[k - 1]:
                     cb[k] = cb[k - 1] + 1e-12 * max(abs(cb[k - 1]), 1e-30)
-            for c in range(T):
-                if Nc[c] <= 0:
-                    continue
-                lmax = np.log2(Nc[c]) + 2.0
+            if last and T > 1:
+                for c in range(T):
+                    if Nc[c] <= 0:
+                        continue
+                    lmax = np.log2(Nc[c]) + 2.0
+                    for k in range(K - 1):
+                        la = lmax if n[c, k] <= 0 else np.log2(Nc[c] / n[c, k])
+                        lb = lmax if n[c, k + 1] <= 0 else np.log2(Nc[c] / n[c, k + 1])
+                        thr[c, k] = 0.5 * (cb[k] + cb[k + 1]) + lam * (lb - la) / (2.0 * (cb[k + 1] - cb[k]))
+                    for k in range(1, K - 1):
+                        if thr[c, k] < thr[c, k - 1]:
+                            thr[c, k] = thr[c, k - 1]
+            else:
+                lmax = np.log2(max(Ng, 1.0)) + 2.0
                 for k in range(K - 1):
-                    la = lmax if n[c, k] <= 0 else np.log2(Nc[c] / n[c, k])
-                    lb = lmax if n[c, k + 1] <= 0 else np.log2(Nc[c] / n[c, k + 1])
-                    t = 0.5 * (cb[k] + cb[k + 1]) + lam * (lb - la) / (2.0 * (cb[k + 1] - cb[k]))
-                    thr[c, k] = t
+                    la = lmax if n[0, k] <= 0 else np.log2(Ng / n[0, k])
+                    lb = lmax if n[0, k + 1] <= 0 else np.log2(Ng / n[0, k + 1])
+                    gthr[0, k] = 0.5 * (cb[k] + cb[k + 1]) + lam * (lb - la) / (2.0 * (cb[k + 1] - cb[k]))
                 for k in range(1, K - 1):
-                    if thr[c, k] < thr[c, k - 1]:
-                        thr[c, k] = thr[c, k - 1]
+                    if gthr[0, k] < gthr[0, k - 1]:
+                        gthr[0, k] = gthr[0, k - 1]
+                for c in range(T):
+                    for k in range(K - 1):
+                        thr[c, k] = gthr[0, k]
     n, s1, s2 = _cells(rep, P0, P1, P2, thr, K)
     if not uniform:
         for k in range(K):

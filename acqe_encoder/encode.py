@@ -66,6 +66,7 @@ class TensorPlan:
     choice: int = -1
     sensitivity: float = 1.0
     result: dict = field(default_factory=dict)
+    hist: dict | None = None
 
 
 @dataclass
@@ -148,6 +149,7 @@ def _analyse(plan: TensorPlan, st: Settings) -> None:
         return
     h = clustering.build_hist(x, ss, float(amax.max()), st.threads)
     _candidates(plan, h, st)
+    plan.hist = h.packed          # compact counts (int32, occupied bins): the coding pass reuses them
 
 
 def _candidates(plan: TensorPlan, h: clustering.TensorHist, st: Settings) -> None:
@@ -376,11 +378,11 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                                             None, None, _decoded(e.dtype))
                         sse = 0.0
                     else:
-                        ss, _, amax = kernels.row_stats(x)
-                        h = clustering.build_hist(x, ss, float(amax.max()), st.threads)
+                        h = clustering.unpack_hist(p.hist)
                         ct, sse, _ = encode_tensor(x, h, delta, 1 if uni else p.n_ctx, uni, e.dtype, st.threads,
                                                    shape=e.shape)
                     codec = w.add_codebook(e.name, ct, source_dtype=_decoded(e.dtype))
+                    p.hist = None
                     sq = 60.0 if sse == 0 else min(60.0, 10 * np.log10(p.energy / sse))
                     res = {"name": e.name, "codec": codec.name.lower(), "values": e.numel, "k": int(ct.codebook.size),
                            "contexts": 1 if ct.row_contexts is None else int(ct.row_contexts.max()) + 1,

@@ -111,21 +111,11 @@ def bin_edges(e_floor: int, n_oct: int) -> np.ndarray:
 
 
 @nb.njit(parallel=True, **_JIT)
-def assign(x, row_ctx, thresholds, n_thr, k, lut, e_floor, n_oct, n_parts, out):
-    """Exact assignment by decision thresholds: index = #{thresholds[ctx] < v} (per-row context).
-
-    `lut[ctx, bin]` gives the index of every log bin that lies inside one cell (-1 where a threshold
-    cuts the bin); only values in cut bins are compared with the thresholds. Writes `out` (uint8/uint16,
-    row-major) and returns per-(context, index) counts and per-index sums and sums of squares.
-    """
+def _assign_rows(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct, n_parts, out):
     rows = x.shape[0]
     L = x.shape[1]
-    n_ctx = thresholds.shape[0]
     half = 1 + n_oct * (1 << MANT_BITS)
     xu = x.view(np.uint32)
-    cnt = np.zeros((n_parts, n_ctx, k), np.int64)
-    s1 = np.zeros((n_parts, k), np.float64)
-    s2 = np.zeros((n_parts, k), np.float64)
     for p in nb.prange(n_parts):
         r0 = rows * p // n_parts
         r1 = rows * (p + 1) // n_parts
@@ -136,8 +126,8 @@ def assign(x, row_ctx, thresholds, n_thr, k, lut, e_floor, n_oct, n_parts, out):
             base = r * L
             for j in range(L):
                 lo = lc[_bin_of(xu[r, j], e_floor, n_oct, half)]
-                v = np.float64(x[r, j])
                 if lo < 0:
+                    v = x[r, j]
                     lo = 0
                     hi = n_thr
                     while lo < hi:          # count of thresholds < v
@@ -147,10 +137,40 @@ def assign(x, row_ctx, thresholds, n_thr, k, lut, e_floor, n_oct, n_parts, out):
                         else:
                             hi = mid
                 out[base + j] = lo
-                cnt[p, c, lo] += 1
-                s1[p, lo] += v
-                s2[p, lo] += v * v
+
+
+@nb.njit(parallel=True, **_JIT)
+def _index_stats(x, row_ctx, n_ctx, k, n_parts, out):
+    rows = x.shape[0]
+    L = x.shape[1]
+    cnt = np.zeros((n_parts, n_ctx, k), np.int64)
+    s1 = np.zeros((n_parts, k), np.float64)
+    s2 = np.zeros((n_parts, k), np.float64)
+    for p in nb.prange(n_parts):
+        r0 = rows * p // n_parts
+        r1 = rows * (p + 1) // n_parts
+        for r in range(r0, r1):
+            c = row_ctx[r]
+            base = r * L
+            for j in range(L):
+                o = out[base + j]
+                v = np.float64(x[r, j])
+                cnt[p, c, o] += 1
+                s1[p, o] += v
+                s2[p, o] += v * v
     return cnt.sum(axis=0), s1.sum(axis=0), s2.sum(axis=0)
+
+
+def assign(x, row_ctx, thresholds, n_thr, k, lut, e_floor, n_oct, n_parts, out):
+    """Exact assignment by decision thresholds: index = #{thresholds[ctx] < v} (per-row context).
+
+    `lut[ctx, bin]` gives the index of every log bin that lies inside one cell (-1 where a threshold
+    cuts the bin); only values in cut bins are compared with the thresholds. Writes `out` (uint8/uint16,
+    row-major) and returns per-(context, index) counts and per-index sums and sums of squares.
+    (Two loops: assignment, then statistics; fused they run at a third of the speed.)
+    """
+    _assign_rows(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct, n_parts, out)
+    return _index_stats(x, row_ctx, thresholds.shape[0], k, n_parts, out)
 
 
 def assignment_lut(thresholds: np.ndarray, n_thr: int, edges: np.ndarray) -> np.ndarray:

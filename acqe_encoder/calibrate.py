@@ -1,0 +1,109 @@
+"""`--calibrate`: data-driven sensitivity of each UNet weight tensor (torch + diffusers, imported lazily).
+
+The UNet is rebuilt from the checkpoint (diffusers config + diffusers' own LDM converter for LDM naming)
+and run on CPU on a few noisy latents at several timesteps (random text-like context). Forward hooks on
+every Conv2d / Linear record the input energy per input channel E[x_j^2] and the output energy
+E||W x||^2 (bias excluded). For a weight error dW that is spread evenly over the tensor (what the
+quantiser produces), E||dW x||^2 ~= SSE / numel * rows * sum_j E[x_j^2] (j over input channels and
+kernel taps), so the layer's relative output error is
+
+    NSR_out = SSE * rows * sum_j E[x_j^2] / (numel * E||W x||^2) = s * SSE / sum(W^2),
+    s = sum(W^2) * rows * sum_j E[x_j^2] / (numel * E||W x||^2).
+
+The allocator then minimises sum_l numel_l * s_l * SSE_l / sum(W_l^2) (instead of s_l = 1): layers
+whose outputs are small compared with their weight and input energy (cancellation) get more bits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from acqe_encoder.layouts import sd_v1
+
+
+def _unet_state_dict(src, naming: str, unet_cfg: dict):
+    import torch
+    if naming == "ldm":
+        from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+        pre = sd_v1.PREFIXES["unet"]
+        ldm = {e.name: torch.from_numpy(np.array(e.load(), dtype=np.float32)) for e in src.entries
+               if e.name.startswith(pre) and e.is_float}
+        sd = convert_ldm_unet_checkpoint(ldm, unet_cfg)
+        lpb, up_attn, _ = sd_v1._unet_structure(sd.keys())
+        to_src = {k: pre + sd_v1.unet_key_to_ldm(k, lpb, up_attn) for k in sd}
+        return sd, to_src
+    if naming == "diffusers":
+        sd = {e.name[5:]: torch.from_numpy(np.array(e.load(), dtype=np.float32)) for e in src.entries
+              if e.name.startswith("unet.") and e.is_float}
+        return sd, {k: "unet." + k for k in sd}
+    return None, None
+
+
+def sensitivities(src, plans, configs, naming, say, n_latents: int = 2, timesteps=(999, 700, 400, 100),
+                  size: int = 32, seed: int = 0) -> dict[str, float]:
+    """{source tensor name: s} for the UNet's Conv2d/Linear weights (empty when it cannot run)."""
+    if not configs or "unet" not in configs or naming not in ("ldm", "diffusers"):
+        say("warning: --calibrate needs an SD-family UNet with its config; using data-free distortion")
+        return {}
+    try:
+        import torch
+        from diffusers import UNet2DConditionModel
+    except ImportError as e:
+        say(f"warning: --calibrate needs torch and diffusers ({e}); using data-free distortion")
+        return {}
+    cfg = {k: v for k, v in configs["unet"].items() if not k.startswith("_")}
+    sd, to_src = _unet_state_dict(src, naming, configs["unet"])
+    if not sd:
+        return {}
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**cfg)
+    missing, unexpected = unet.load_state_dict(sd, strict=False)
+    if missing:
+        say(f"warning: --calibrate: {len(missing)} UNet weights missing; using data-free distortion")
+        return {}
+    unet.eval()
+    stats: dict[str, list] = {}
+    hooks = []
+    for name, mod in unet.named_modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
+            def hook(m, inp, out, name=name):
+                x = inp[0].detach().double()
+                y = out.detach().double()
+                if m.bias is not None:
+                    y = y - m.bias.detach().double().view(1, -1, *([1] * (y.dim() - 2))) if y.dim() > 2 and isinstance(m, torch.nn.Conv2d) else y - m.bias.detach().double()
+                if isinstance(m, torch.nn.Conv2d):
+                    ex2 = (x ** 2).mean(dim=(0, 2, 3))                              # per input channel
+                    taps = m.kernel_size[0] * m.kernel_size[1]
+                    col_energy = float(ex2.sum()) * taps
+                    out_energy = float((y ** 2).sum(dim=1).mean())                  # E||Wx||^2 per position
+                else:
+                    ex2 = (x ** 2).reshape(-1, x.shape[-1]).mean(0)
+                    col_energy = float(ex2.sum())
+                    out_energy = float((y ** 2).reshape(-1, y.shape[-1]).sum(1).mean())
+                s = stats.setdefault(name, [0.0, 0.0, 0])
+                s[0] += col_energy; s[1] += out_energy; s[2] += 1
+            hooks.append(mod.register_forward_hook(hook))
+    g = torch.Generator().manual_seed(seed)
+    ctx_dim = int(cfg.get("cross_attention_dim", 768))
+    with torch.no_grad():
+        for t in timesteps:
+            lat = torch.randn(n_latents, int(cfg.get("in_channels", 4)), size, size, generator=g)
+            ctx = torch.randn(n_latents, 77, ctx_dim, generator=g)
+            unet(lat, torch.tensor([t] * n_latents), encoder_hidden_states=ctx)
+    for h in hooks:
+        h.remove()
+    out = {}
+    params = dict(unet.named_parameters())
+    for name, (col, oe, n) in stats.items():
+        w = params.get(name + ".weight")
+        src_name = to_src.get(name + ".weight")
+        if w is None or src_name is None or oe <= 0:
+            continue
+        wd = w.detach().double()
+        s = float((wd ** 2).sum()) * wd.shape[0] * (col / n) / (wd.numel() * (oe / n))
+        if np.isfinite(s) and s > 0:
+            out[src_name] = s
+    if out:
+        v = np.array(list(out.values()))
+        say(f"calibrated {len(out)} UNet tensors: sensitivity median {np.median(v):.3g}, "
+            f"range {v.min():.3g}..{v.max():.3g}")
+    return out
