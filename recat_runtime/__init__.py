@@ -18,6 +18,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'acqe[runtime]' (pin torch for your platform)"
     ) from exc
 
+from recat_runtime.loading import (  # noqa: E402
+    load_acqe_state_dict,
+    load_pipeline,
+    load_scheduler,
+    load_text_encoder,
+    load_tokenizer,
+    load_unet,
+    load_vae,
+)
 from recat_runtime.cache import (  # noqa: E402
     CacheCorrection,
     RecatCacheConfig,
@@ -29,6 +38,13 @@ from recat_runtime.cache import (  # noqa: E402
 )
 
 __all__ = [
+    "load_acqe_state_dict",
+    "load_pipeline",
+    "load_scheduler",
+    "load_text_encoder",
+    "load_tokenizer",
+    "load_unet",
+    "load_vae",
     "CacheCorrection",
     "RecatCacheConfig",
     "apply_recat_cache",
