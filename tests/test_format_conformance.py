@@ -132,3 +132,23 @@ def test_valid_vectors_without_jit():
         doc = json.load(open(os.path.join(VEC, "valid", stem + ".json"), encoding="utf-8"))
         want.update({stem + "/" + t["name"]: t["sha256"] for t in doc["tensors"]})
     assert got == want
+
+
+def test_directory_plus_metadata_cap():
+    """Not in the corpus (it needs a 16 MiB file): DIRECTORY + METADATA above 16 MiB is refused before
+    either is read or parsed; exactly at the cap is fine."""
+    sys.path.insert(0, VEC)
+    try:
+        from generate import Builder, S
+    finally:
+        sys.path.remove(VEC)
+    from acqe_format import constants as C
+    dir_len = 4
+    for extra, ok in ((0, True), (1, False)):
+        body = b'{"a":"' + b"x" * (C.MAX_DIRECTORY_PLUS_METADATA - dir_len - 8 + extra) + b'"}'
+        data = Builder([S(1), S(2, body), S(4)], []).build()
+        if ok:
+            AcqeReader(data).verify()
+        else:
+            with pytest.raises(E.LimitExceededError, match="directory \\+ metadata"):
+                AcqeReader(data)
