@@ -283,6 +283,15 @@ def test_decode_rejects_bad_metadata():
     assert issubclass(CodecError, AcqeFormatError) and issubclass(CodecError, ValueError)
 
 
+def test_decode_rejects_table_that_wraps_in_32_bits():
+    wraps = np.array([0xFFFFFFFF, 0x1001], dtype=np.uint32)  # sums to 2**12 modulo 2**32
+    assert int(wraps.sum(dtype=np.uint32)) == 1 << 12
+    with pytest.raises(CodecError, match="sums to 4294971392"):
+        rans.decode_chunks(np.zeros(0, np.uint32), [0], 1, wraps, None, 1, 12, 1)
+    with pytest.raises(CodecError):
+        rans.reference_decode_chunks(np.zeros(0, np.uint32), [0], 1, wraps, None, 1, 12, 1)
+
+
 def test_decode_detects_each_failure_kind():
     idx, f, enc = _valid_stream()
     w = enc.words.copy()
