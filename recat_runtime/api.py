@@ -23,10 +23,19 @@ from recat_runtime.cache.profile import (ESTIMATOR, ProfileSettings, correction_
 from recat_runtime.cache.store import find_profile, find_schedule, with_profile
 from recat_runtime.loading import load_pipeline
 
-__all__ = ["CACHE_MODES", "DTYPES", "cache_config", "generate", "GenerateResult", "profile_cache", "denoise_and_decode"]
+__all__ = ["default_guidance", "CACHE_MODES", "DTYPES", "cache_config", "generate", "GenerateResult", "profile_cache", "denoise_and_decode"]
 
 CACHE_MODES = ("none", "uniform", "quadratic", "recat")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def default_guidance(metadata: dict) -> float:
+    """The model's guidance scale: metadata ``inference.guidance`` when present, 4.0 for the demo model
+    (what it was trained for), else SD v1's 7.5."""
+    inf = metadata.get("inference")
+    if isinstance(inf, dict) and isinstance(inf.get("guidance"), (int, float)):
+        return float(inf["guidance"])
+    return 4.0 if metadata.get("architecture") == "acqe-shapes-sd-v1" else 7.5
 
 
 def _sampler_name(pipe) -> str:
@@ -113,7 +122,7 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
 
 def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "none", full_steps: int | None = None,
              seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
-             guidance: float = 7.5, device=None, dtype: str = "fp32", scheduler: str = "ddim",
+             guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
              branch: int | None = None, correction: bool = True) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
 
@@ -126,6 +135,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
         raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
     with AcqeReader(path) as r:
         metadata = r.metadata
+    guidance = default_guidance(metadata) if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
     config = cache_config(cache, steps=steps, full_steps=full_steps, metadata=metadata, sampler=scheduler,
                           guidance=guidance, branch=branch, correction=correction)
@@ -137,6 +147,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     latents, images, loop_s, dec_s, full = denoise_and_decode(
         pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config)
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
+            "guidance": guidance,
             "branch": None if config is None else config.branch,
             "correction": bool(config is not None and config.correction is not None)}
     return GenerateResult(images, latents, full, loop_s, dec_s, load_s, info)
@@ -147,7 +158,7 @@ def _prompts_digest(prompts: Sequence[str]) -> str:
 
 
 def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence[str], samples: int = 64,
-                  branch: int = 0, guidance: float = 7.5, scheduler: str = "ddim", height=None, width=None,
+                  branch: int = 0, guidance: float | None = None, scheduler: str = "ddim", height=None, width=None,
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
                   write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30) -> dict:
@@ -163,6 +174,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
 
     with AcqeReader(path) as r:
         metadata = r.metadata
+    guidance = default_guidance(metadata) if guidance is None else float(guidance)
     pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler)
     sampler = _sampler_name(pipe)
     settings = ProfileSettings(steps=steps, guidance=guidance, branch=branch, height=height, width=width,

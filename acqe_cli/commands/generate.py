@@ -7,6 +7,7 @@ import math
 import click
 
 EXAMPLES = """
+\b
 Examples:
   acqe generate model.acqe --prompt "a red circle" --steps 50 --seed 0 --out img.png
   acqe generate model.acqe --prompt "a red circle" --steps 50 --cache uniform --full-steps 10 --out img.png
@@ -42,7 +43,8 @@ def _grid(images, cols: int):
               help="PNG file; several images are written as one grid")
 @click.option("--height", type=click.IntRange(8, 4096), default=None, help="image height (default: model's)")
 @click.option("--width", type=click.IntRange(8, 4096), default=None, help="image width (default: model's)")
-@click.option("--guidance", type=float, default=7.5, show_default=True, help="classifier-free guidance scale")
+@click.option("--guidance", type=float, default=None,
+              help="classifier-free guidance scale (default: the model's; 7.5 for SD v1, 4 for the demo model)")
 @click.option("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda when available)")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--sampler", type=click.Choice(["ddim", "pndm", "euler", "euler-a", "dpm++", "lms"]),

@@ -46,7 +46,8 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
               help="prompt x seed samples (the debiased CKA needs minibatches of >= 4)")
 @click.option("--branch", type=click.IntRange(0, None), default=0, show_default=True,
               help="cache branch m (0 = shallowest, cheapest cached step)")
-@click.option("--guidance", type=float, default=7.5, show_default=True)
+@click.option("--guidance", type=float, default=None,
+              help="classifier-free guidance scale to profile for (default: the model's; 7.5 for SD v1, 4 for the demo)")
 @click.option("--sampler", type=click.Choice(["ddim", "pndm", "euler", "euler-a", "dpm++", "lms"]),
               default="ddim", show_default=True)
 @click.option("--height", type=click.IntRange(8, 4096), default=None)
@@ -96,5 +97,5 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
                  if fit else "")
         click.echo(f"B={s['budget']}: full steps {s['full_steps']} (cost {s['cost']:.4f}, uniform "
                    f"{s['uniform_cost']:.4f}){fit_s}", err=True)
-    click.echo(f"stored ReCaT schedules in {model} ({rep['sampler']}, {steps} steps, guidance {guidance:g}, "
+    click.echo(f"stored ReCaT schedules in {model} ({rep['sampler']}, {steps} steps, guidance {rep['guidance']:g}, "
                f"branch {branch}; {src}; {rep['total_seconds']:.1f} s)", err=True)
