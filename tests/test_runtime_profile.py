@@ -167,3 +167,17 @@ def test_correction_from_profiling_moments_equals_second_pass(pipe):
     np.testing.assert_allclose(c1.scale, c2.scale, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(c1.shift, c2.shift, rtol=1e-4, atol=1e-5)
     assert f1["relative_mse_after"] == pytest.approx(f2["relative_mse_after"], rel=1e-6)
+
+
+def test_model_defaults_for_prompts_and_guidance():
+    from acqe_cli.commands.profile_cache import default_prompts
+    from recat_runtime.api import default_guidance
+    from recat_runtime.cache.prompts import GENERIC_PROMPTS
+
+    shapes = {"architecture": "acqe-shapes-sd-v1"}
+    assert default_guidance(shapes) == 4.0
+    assert default_guidance({"architecture": "stable-diffusion-v1"}) == 7.5
+    assert default_guidance({"inference": {"guidance": 6}}) == 6.0
+    ps = default_prompts(shapes, 10)
+    assert len(ps) == 10 and all("background" in p for p in ps)
+    assert default_prompts({}, 10) == list(GENERIC_PROMPTS)
