@@ -653,6 +653,14 @@ def invalid_cases(valid_dir: str):
     p[words_at:words_at + 4] = b"\0\0\0\0"
     p[table_at + 4:table_at + 8] = struct.pack("<I", crc(bytes(p[words_at:words_at + 4 * int(table[0, 0])])))
     add("rans-leading-zero-word", "CodecError", "first word is 0", "chunk 0 starts with a zero word", rb(p))
+    # a table whose u32 entries sum to 2^P only modulo 2^32: the sum must be taken without wrapping
+    p = bytearray(rp)
+    f0 = list(struct.unpack_from(f"<{K}I", rp, freqs_at))
+    f0[0] += 1 << 31
+    f0[1] += 1 << 31                                  # the sum is 2^8 + 2^32
+    struct.pack_into(f"<{K}I", p, freqs_at, *f0)
+    assert sum(f0) == 256 + (1 << 32)
+    add("rans-freq-sum-wraps", "CodecError", "sums to", "table 0 sums to 2^8 only modulo 2^32", rb(p))
     return out
 
 
