@@ -41,6 +41,7 @@ class Settings:
     calibrate: bool = False
     objective: str = "relmse"           # "relmse" (n * MSE / mean square) or "db" (n * -SQNR dB)
     contexts: bool = True               # per-row-bucket frequency tables where they pay
+    family: str = "best"                # candidate quantisers: "best" (uniform and ECSQ), "uniform", "ecsq"
     min_numel: int = 1024               # smaller tensors (and 1-D / integer ones) are stored losslessly
     alignment: int = C.DEFAULT_ALIGNMENT
     chunk_size: int = C.DEFAULT_CHUNK_SYMBOLS
@@ -171,7 +172,8 @@ def _candidates(plan: TensorPlan, h: clustering.TensorHist, st: Settings) -> Non
     plan.n_ctx = best_t
     deltas = clustering.delta_grid(plan.rms, n=7 * st.steps_per_bit, per_bit=st.steps_per_bit, top=2.8)
     d_l, u_l, b_l, s_l = [], [], [], []
-    for uni in (True, False):
+    fams = {"best": (True, False), "uniform": (True,), "ecsq": (False,)}[st.family]
+    for uni in fams:
         t = 1 if uni else best_t
         k_used, bits, sse = clustering.sweep(h, deltas, t, uni)
         ok = np.isfinite(bits)
