@@ -150,8 +150,13 @@ class AcqeWriter:
                     raise ValueError(f"precision must be in {C.MIN_PRECISION}..{C.MAX_PRECISION}")
                 if not 1 <= chunk_size <= C.MAX_CHUNK_SYMBOLS:
                     raise ValueError(f"chunk_size must be in 1..{C.MAX_CHUNK_SYMBOLS}")
-                payload, checked = cbk.rans_payload(ct, precision, chunk_size)
-                used = C.CodecId.CODEBOOK_RANS
+                try:
+                    payload, checked = cbk.rans_payload(ct, precision, chunk_size)
+                    used = C.CodecId.CODEBOOK_RANS
+                except ValueError:
+                    if choice is not None:     # asked for rANS explicitly: say why it cannot be
+                        raise
+                    payload = None             # e.g. too many contexts for the slot limit: pack instead
         if payload is None or (choice is None and cbk.packed_size(ct) <= len(payload)):
             # (row contexts only matter to the entropy coder; packing ignores them)
             payload = cbk.packed_payload(ct)

@@ -330,3 +330,15 @@ def test_writer_predicts_its_size(tmp_path):
     assert w.data_bytes > 0
     w.close()
     assert os.path.getsize(tmp_path / "s.acqe") == size
+
+
+def test_auto_codec_falls_back_to_packing(tmp_path):
+    """10 000 contexts x 2^12 slots exceed the 2^24 slot limit: auto mode packs, forced rANS refuses."""
+    rows = 10_000
+    ct = CodebookTensor((rows, 2), np.array([1.0, 2.0], np.float32), np.ones(2 * rows, np.uint8), None,
+                        np.arange(rows, dtype=np.uint16))
+    r, _ = _write_read(tmp_path, lambda w: w.add_codebook("w", ct, precision=12))
+    assert r.info("w").codec.name == "CODEBOOK_PACKED"
+    with AcqeWriter(tmp_path / "x.acqe") as w:
+        with pytest.raises(ValueError, match="slots"):
+            w.add_codebook("w", ct, codec="rans", precision=12)
