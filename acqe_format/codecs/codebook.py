@@ -420,10 +420,13 @@ def rans_tables(ct: CodebookTensor, precision: int | None):
     if contexts is None:
         counts[0] = np.bincount(idx, minlength=k)
     elif idx.size:
-        for t in range(n_tables):
-            rows_t = np.flatnonzero(contexts == t)
-            if rows_t.size:
-                counts[t] = np.bincount(idx.reshape(rows, row_length)[rows_t].reshape(-1), minlength=k)
+        flat = counts.reshape(-1)
+        step = max(1, _BLOCK // row_length)
+        for r0 in range(0, rows, step):                      # histogram per context, in bounded blocks
+            r1 = min(rows, r0 + step)
+            key = np.repeat(contexts[r0:r1].astype(np.int64) * k, row_length)
+            key += idx[r0 * row_length:r1 * row_length]
+            flat += np.bincount(key, minlength=n_tables * k)
     used = counts.sum(axis=1) > 0
     if precision is None:
         precision = rans.choose_precision(counts[used]) if used.any() else rans.DEFAULT_PRECISION
