@@ -68,6 +68,8 @@ class TensorPlan:
     sensitivity: float = 1.0
     result: dict = field(default_factory=dict)
     hist: dict | None = None
+    delta_override: float | None = None   # a step between two grid candidates (budget fill)
+    planned_bits: float | None = None
 
 
 @dataclass
@@ -184,6 +186,37 @@ def _candidates(plan: TensorPlan, h: clustering.TensorHist, st: Settings) -> Non
     d_l.append(np.nan); u_l.append(False); b_l.append(8.0 * numel * _itemsize(e.dtype)); s_l.append(0.0)
     plan.cand_delta = np.array(d_l); plan.cand_uniform = np.array(u_l)
     plan.cand_bits = np.array(b_l); plan.cand_sse = np.array(s_l)
+
+
+def _refine(coded: list[TensorPlan], slack: float, st: Settings, max_tensors: int = 4) -> None:
+    """Spend the slack the discrete candidate grid leaves: move the largest tensors' steps continuously
+    towards their next finer grid step (bisection on the step, rates from the same histograms)."""
+    for p in sorted(coded, key=lambda p: -p.entry.numel)[:max_tensors]:
+        if slack <= 0 or p.hist is None or np.isnan(p.cand_delta[p.choice]) or p.energy == 0:
+            continue
+        uni = bool(p.cand_uniform[p.choice])
+        d0 = float(p.cand_delta[p.choice])
+        t = 1 if uni else p.n_ctx
+        h = clustering.unpack_hist(p.hist)
+        r0 = float(p.cand_bits[p.choice])
+
+        def bits_at(d):
+            q = clustering.quantiser(h, d, t, uni)
+            return 8 * payload_bytes(q.codebook.size, t, h.rows, h.numel, q.index_bits, st.chunk_size)
+        lo, hi = d0 * 2 ** (-1.0 / st.steps_per_bit), d0       # finer step = more bits
+        if bits_at(lo) - r0 <= slack:
+            continue
+        best = None
+        for _ in range(14):
+            mid = 0.5 * (lo + hi)
+            b = bits_at(mid)
+            if b - r0 <= slack:
+                best, hi = (mid, b), mid
+            else:
+                lo = mid
+        if best is not None and best[1] > r0:
+            p.delta_override, p.planned_bits = best[0], best[1]
+            slack -= best[1] - r0
 
 
 def _distortion(plan: TensorPlan, objective: str) -> np.ndarray:
@@ -348,6 +381,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             say(f"alloc: target {target_bits / 8:.0f} B, fixed {fixed:.0f} B, budget {budget / 8:.0f} B, used {used / 8:.0f} B")
         for p, c in zip(coded, choice):
             p.choice = int(c)
+        _refine(coded, budget - used, st)
         if used > budget * 1.0001 + 1:
             say(f"warning: the smallest coding of every tensor needs {(used + 8 * fixed) / values:.3f} bits/value, "
                 f"above the {st.bits} target")
@@ -367,7 +401,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                 key = p.component if p.component in sizes else "other_raw"
                 res = {"name": e.name, "codec": "raw", "values": e.numel}
             else:
-                delta = float(p.cand_delta[p.choice])
+                delta = float(p.cand_delta[p.choice]) if p.delta_override is None else p.delta_override
                 x = _as_2d_f32(e.load(), e.shape)
                 if np.isnan(delta):
                     _add_raw(w, e, e.load())
@@ -389,7 +423,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                     res = {"name": e.name, "codec": codec.name.lower(), "values": e.numel, "k": int(ct.codebook.size),
                            "contexts": 1 if ct.row_contexts is None else int(ct.row_contexts.max()) + 1,
                            "uniform": uni, "sqnr_db": round(float(sq), 3),
-                           "planned_bits": float(p.cand_bits[p.choice])}
+                           "planned_bits": float(p.cand_bits[p.choice] if p.planned_bits is None else p.planned_bits)}
                 key = p.component
                 done[p.component] += e.numel
                 prog("encode", p.component, done[p.component], comp_totals[p.component])
