@@ -43,7 +43,7 @@ class Settings:
     contexts: bool = True               # per-row-bucket frequency tables where they pay
     family: str = "best"                # candidate quantisers: "best" (uniform and ECSQ), "uniform", "ecsq"
     min_numel: int = 1024               # smaller tensors (and 1-D / integer ones) are stored losslessly
-    alignment: int = C.DEFAULT_ALIGNMENT
+    alignment: int | None = None        # None: 64 bytes, or 16 for files under 50 M values (padding counts)
     chunk_size: int = C.DEFAULT_CHUNK_SYMBOLS
     steps_per_bit: int = 8
     margin: float = 0.002               # aim this fraction below the budget
@@ -321,6 +321,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         coded = (not st.lossless and e.is_float and len(e.shape) >= 2 and e.numel >= st.min_numel)
         plans.append(TensorPlan(e, comp, coded))
     values = sum(p.entry.numel for p in plans)
+    align = st.alignment or (C.DEFAULT_ALIGNMENT if values >= 50_000_000 else 16)
     comp_totals: dict[str, int] = {}
     for p in plans:
         if p.coded:
@@ -355,7 +356,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     meta_bytes = len(dump_metadata(meta)) + 64
 
     # ---- pass 2: allocation
-    fixed = C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 + 4 * st.alignment + meta_bytes
+    fixed = C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 + 4 * align + meta_bytes
     fixed += sum(8 + len(n.encode()) + len(b) for n, b in assets.items()) + 16
     for p in plans:
         fixed += dir_entry_bytes(p.entry.name, len(p.entry.shape))
@@ -363,9 +364,9 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         # after itself; any other leaves half an alignment on average
         if not p.coded:
             nb = p.entry.numel * _itemsize(p.entry.dtype)
-            fixed += nb + (0 if nb % st.alignment == 0 else (st.alignment - 1) / 2)
+            fixed += nb + (0 if nb % align == 0 else (align - 1) / 2)
         else:
-            fixed += (st.alignment - 1) / 2
+            fixed += (align - 1) / 2
     coded = [p for p in plans if p.coded]
     target_bits = None
     if st.lossless or st.bits is None:
@@ -390,7 +391,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     sha_t.join()
     sizes = {c: {"bytes": 0, "values": 0} for c in list(comp_totals) + ["other_raw"]}
     results = []
-    with AcqeWriter(out_path, alignment=st.alignment, chunk_size=st.chunk_size) as w:
+    with AcqeWriter(out_path, alignment=align, chunk_size=st.chunk_size) as w:
         done = {c: 0 for c in comp_totals}
         for p in plans:
             e = p.entry
