@@ -83,6 +83,7 @@ class Report:
     tensors: list[dict]
     components: dict
     metadata: dict
+    timings: dict = field(default_factory=dict)
 
 
 def _itemsize(dtype: str) -> int:
@@ -327,6 +328,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         if p.coded:
             comp_totals[p.component] = comp_totals.get(p.component, 0) + p.entry.numel
 
+    timings = {"open": time.time() - t0}
+    t1 = time.time()
     # ---- pass 1: analysis
     done: dict[str, int] = {c: 0 for c in comp_totals}
     for p in plans:
@@ -355,6 +358,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     from acqe_format.metadata import dump_metadata
     meta_bytes = len(dump_metadata(meta)) + 64
 
+    timings["analyse"] = time.time() - t1
+    t1 = time.time()
     # ---- pass 2: allocation
     fixed = C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 + 4 * align + meta_bytes
     fixed += sum(8 + len(n.encode()) + len(b) for n, b in assets.items()) + 16
@@ -387,8 +392,12 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             say(f"warning: the smallest coding of every tensor needs {(used + 8 * fixed) / values:.3f} bits/value, "
                 f"above the {st.bits} target")
 
+    timings["allocate"] = time.time() - t1
+    t1 = time.time()
     # ---- pass 3: coding
     sha_t.join()
+    timings["sha256_wait"] = time.time() - t1
+    t1 = time.time()
     sizes = {c: {"bytes": 0, "values": 0} for c in list(comp_totals) + ["other_raw"]}
     results = []
     with AcqeWriter(out_path, alignment=align, chunk_size=st.chunk_size) as w:
@@ -446,9 +455,12 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         meta["sizes"]["file_bytes"] = file_bytes
         meta["sizes"]["bits_per_value"] = round(8 * file_bytes / values, 5)
         w.set_metadata(meta)
+        timings["encode"] = time.time() - t1
+        t1 = time.time()
     actual = os.path.getsize(out_path)
+    timings["close"] = time.time() - t1
     return Report(out_path, actual, values, 8 * actual / values, st.bits if target_bits else None,
-                  time.time() - t0, results, sizes, meta)
+                  time.time() - t0, results, sizes, meta, {k: round(v, 2) for k, v in timings.items()})
 
 
 def _add_raw(w, e: Entry, a: np.ndarray) -> None:

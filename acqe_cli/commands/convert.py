@@ -71,7 +71,7 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
     if as_json:
         click.echo(json.dumps({"out": rep.out, "file_bytes": rep.file_bytes, "values": rep.values,
                                "bits_per_value": rep.bits_per_value, "target_bits": rep.target_bits,
-                               "seconds": round(rep.seconds, 2), "components": rep.components,
+                               "seconds": round(rep.seconds, 2), "timings": rep.timings, "components": rep.components,
                                "tensors": rep.tensors}, indent=1))
         return
     coded = [t for t in rep.tensors if t.get("sqnr_db") is not None and t["codec"] != "raw"]
@@ -84,4 +84,5 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
         q = ""
     tgt = f" (target {rep.target_bits})" if rep.target_bits else ""
     click.echo(f"wrote {out}: {rep.file_bytes:,} bytes, {rep.values:,} values, "
-               f"{rep.bits_per_value:.4f} bits/value{tgt}{q}; {rep.seconds:.1f} s", err=True)
+               f"{rep.bits_per_value:.4f} bits/value{tgt}{q}; {rep.seconds:.1f} s "
+               f"({', '.join(f'{k} {v:.1f}' for k, v in rep.timings.items())})", err=True)
