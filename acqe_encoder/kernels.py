@@ -48,8 +48,7 @@ def _bins_vec(u, e_floor, n_oct, half):
     return out
 
 
-@nb.njit(parallel=True, **_JIT)
-def row_stats(x):
+def _py_row_stats(x):
     """Per-row sum of squares (float64) and the count of non-finite values, for x float32 [rows, L]."""
     rows = x.shape[0]
     ss = np.zeros(rows, np.float64)
@@ -74,8 +73,7 @@ def row_stats(x):
     return ss, bad, amax
 
 
-@nb.njit(parallel=True, **_JIT)
-def histogram(x, row_ctx, n_ctx, e_floor, n_oct, n_parts, row_step):
+def _py_histogram(x, row_ctx, n_ctx, e_floor, n_oct, n_parts, row_step):
     """Per-context log-bin counts of x float32 [rows, L] over every `row_step`-th row: int64 [n_ctx, NB]."""
     half = 1 + n_oct * (1 << MANT_BITS)
     nbins = 2 * half - 1
@@ -110,8 +108,7 @@ def bin_edges(e_floor: int, n_oct: int) -> np.ndarray:
     return np.concatenate([[-np.inf], neg_lower[1:], [zero_lower], pos_lower, [np.inf]])
 
 
-@nb.njit(parallel=True, **_JIT)
-def _assign_rows(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct, n_parts, out):
+def _py__assign_rows(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct, n_parts, out):
     rows = x.shape[0]
     L = x.shape[1]
     half = 1 + n_oct * (1 << MANT_BITS)
@@ -139,8 +136,7 @@ def _assign_rows(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct, n_parts, ou
                 out[base + j] = lo
 
 
-@nb.njit(parallel=True, **_JIT)
-def _index_stats(x, row_ctx, n_ctx, k, n_parts, out):
+def _py__index_stats(x, row_ctx, n_ctx, k, n_parts, out):
     rows = x.shape[0]
     L = x.shape[1]
     cnt = np.zeros((n_parts, n_ctx, k), np.int64)
@@ -186,19 +182,33 @@ def assignment_lut(thresholds: np.ndarray, n_thr: int, edges: np.ndarray) -> np.
     return lut
 
 
-@nb.njit(parallel=True, **_JIT)
-def sse_exact(x, idx, codebook, n_parts):
-    """Sum of squared errors of codebook[idx] (float32 values, as decoders produce) against x."""
-    rows = x.shape[0]
-    L = x.shape[1]
-    acc = np.zeros(n_parts, np.float64)
-    for p in nb.prange(n_parts):
-        r0 = rows * p // n_parts
-        r1 = rows * (p + 1) // n_parts
-        s = 0.0
-        for r in range(r0, r1):
-            for j in range(L):
-                d = np.float64(x[r, j]) - np.float64(codebook[idx[r * L + j]])
-                s += d * d
-        acc[p] = s
-    return acc.sum()
+# Each kernel compiled twice: multi-threaded for big tensors, serial for small ones (thread start-up
+# costs more than the work below about a million values).
+PARALLEL_MIN = 1 << 20
+_KERNELS = {}
+for _n in ("row_stats", "histogram", "_assign_rows", "_index_stats"):
+    _f = globals()["_py_" + _n]
+    _KERNELS[_n] = (nb.njit(**_JIT)(_f), nb.njit(parallel=True, **_JIT)(_f))
+
+
+def _pick(name, x):
+    return _KERNELS[name][1 if x.size >= PARALLEL_MIN else 0]
+
+
+def row_stats(x):
+    """Per-row sum of squares (float64), count of non-finite values and max |value|, for x float32 [rows, L]."""
+    return _pick("row_stats", x)(x)
+
+
+def histogram(x, row_ctx, n_ctx, e_floor, n_oct, n_parts, row_step):
+    """Per-context log-bin counts of x float32 [rows, L] over every `row_step`-th row: int64 [n_ctx, NB]."""
+    return _pick("histogram", x)(x, row_ctx, n_ctx, e_floor, n_oct, n_parts if x.size >= PARALLEL_MIN else 1, row_step)
+
+
+def _assign_rows(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct, n_parts, out):
+    return _pick("_assign_rows", x)(x, row_ctx, thresholds, n_thr, lut, e_floor, n_oct,
+                                    n_parts if x.size >= PARALLEL_MIN else 1, out)
+
+
+def _index_stats(x, row_ctx, n_ctx, k, n_parts, out):
+    return _pick("_index_stats", x)(x, row_ctx, n_ctx, k, n_parts if x.size >= PARALLEL_MIN else 1, out)
