@@ -226,7 +226,10 @@ def _distortion(plan: TensorPlan, objective: str) -> np.ndarray:
         return np.zeros_like(plan.cand_sse)
     rel = plan.cand_sse / plan.energy
     if objective == "db":
-        return plan.sensitivity * n * np.maximum(10 * np.log10(np.maximum(rel, 1e-30)), -60.0)
+        # n * (-SQNR dB), capped at 60 dB; candidates under 12 dB are excluded (no tensor is sacrificed
+        # to raise the mean)
+        db = np.maximum(10 * np.log10(np.maximum(rel, 1e-30)), -60.0)
+        return np.where(db < -12.0, plan.sensitivity * n * db, 1e30)
     return plan.sensitivity * n * rel
 
 
