@@ -43,7 +43,13 @@ def cli():
 def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="acqe", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns EOFError (and so TruncatedFileError, which is one) into Abort: report the cause.
+        cause = exc.__cause__
+        line = format_error(cause) if isinstance(cause, EOFError) else None
+        if line is not None and not debug_enabled():
+            click.echo(f"Error: {line}", err=True)
+            return getattr(cause, "exit_code", status_codes.ERROR)
         click.echo("Aborted.", err=True)
         return status_codes.INTERRUPTED
     except click.ClickException as exc:
