@@ -357,7 +357,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     dummy = {c: {"bytes": 10 ** 12, "values": 10 ** 12, "bits_per_value": 1.2345}
              for c in list(comp_totals) + ["other_raw"]}
     dummy.update(file_bytes=10 ** 12, bits_per_value=1.23456)
-    meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64)
+    meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64, assets=assets)
     from acqe_format.metadata import dump_metadata
     meta_bytes = len(dump_metadata(meta)) + 64
 
@@ -450,7 +450,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             w.add_asset(name, data)
         sizes = {k: dict(v, bits_per_value=round(8 * v["bytes"] / v["values"], 4) if v["values"] else 0.0)
                  for k, v in sizes.items() if v["values"]}
-        meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha.get("sha256", ""))
+        meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha.get("sha256", ""), assets)
         file_bytes = _predict_file_bytes(w, meta, assets)
         meta["sizes"]["file_bytes"] = file_bytes
         meta["sizes"]["bits_per_value"] = round(8 * file_bytes / values, 5)
@@ -506,7 +506,7 @@ def _assets(arch: str | None, st: Settings, say) -> dict[str, bytes]:
     return {f"tokenizer/{k}": bytes(v) for k, v in files.items()}
 
 
-def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha) -> dict:
+def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha, assets=None) -> dict:
     cfg = dict(configs) if configs else {}
     meta = {
         "architecture": arch or "unknown",
@@ -519,7 +519,7 @@ def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha
                     "settings": {k: v for k, v in asdict(st).items() if k not in ("threads",)}},
         "sizes": sizes or {},
     }
-    if cfg and arch and "tokenizer" not in cfg and st.embed_tokenizer and "stable-diffusion" in arch:
-        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": ["tokenizer/vocab.json", "tokenizer/merges.txt",
-                                                                "tokenizer/tokenizer_config.json"]}
+    tok = sorted(n for n in (assets or {}) if n.startswith("tokenizer/"))
+    if tok and "tokenizer" not in cfg:
+        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": tok}
     return meta

@@ -7,6 +7,8 @@ has exact statistics (count, centroid, squared error).
 """
 from __future__ import annotations
 
+import types
+
 import numba as nb
 import numpy as np
 
@@ -186,9 +188,18 @@ def assignment_lut(thresholds: np.ndarray, n_thr: int, edges: np.ndarray) -> np.
 # costs more than the work below about a million values).
 PARALLEL_MIN = 1 << 20
 _KERNELS = {}
+
+
+def _copy(f, suffix):
+    """A copy of `f` under another qualified name, so numba's on-disk cache keeps both compilations."""
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__, f.__closure__)
+    g.__qualname__ = f.__qualname__ + suffix
+    return g
+
+
 for _n in ("row_stats", "histogram", "_assign_rows", "_index_stats"):
     _f = globals()["_py_" + _n]
-    _KERNELS[_n] = (nb.njit(**_JIT)(_f), nb.njit(parallel=True, **_JIT)(_f))
+    _KERNELS[_n] = (nb.njit(**_JIT)(_copy(_f, "_serial")), nb.njit(parallel=True, **_JIT)(_copy(_f, "_parallel")))
 
 
 def _pick(name, x):
