@@ -410,9 +410,17 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             before = w._spool_len
             if not p.coded:
                 a = e.load()
-                _add_raw(w, e, a)
+                ct = None
+                if st.lossless and e.dtype in ("float16", "bfloat16") and len(e.shape) >= 2 and e.numel >= st.min_numel:
+                    ct = lossless16(a, e.dtype, e.shape)
+                if ct is not None:
+                    codec = w.add_codebook(e.name, ct, source_dtype=e.dtype)
+                    res = {"name": e.name, "codec": codec.name.lower() + " (lossless)", "values": e.numel,
+                           "k": int(ct.codebook.size)}
+                else:
+                    _add_raw(w, e, a)
+                    res = {"name": e.name, "codec": "raw", "values": e.numel}
                 key = p.component if p.component in sizes else "other_raw"
-                res = {"name": e.name, "codec": "raw", "values": e.numel}
             else:
                 delta = float(p.cand_delta[p.choice]) if p.delta_override is None else p.delta_override
                 x = _as_2d_f32(e.load(), e.shape)
@@ -464,6 +472,32 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     timings["close"] = time.time() - t1
     return Report(out_path, actual, values, 8 * actual / values, st.bits if target_bits else None,
                   time.time() - t0, results, sizes, meta, {k: round(v, 2) for k, v in timings.items()})
+
+
+def lossless16(a: np.ndarray, dtype: str, shape):
+    """Exact codebook coding of a 16-bit float tensor (every distinct value is a codebook entry), or
+    None when its estimated coded size is not below the raw size."""
+    from acqe_format import CodebookTensor
+    from acqe_format import rans
+    a = np.asarray(a)
+    if dtype == "float16":
+        u = a.reshape(-1).view(np.uint16)
+    else:                                  # bf16 sources are loaded as exact float32 values
+        u = (np.ascontiguousarray(a, np.float32).reshape(-1).view(np.uint32) >> 16).astype(np.uint16)
+    cnt = np.bincount(u, minlength=65536)
+    used = np.flatnonzero(cnt)
+    k = used.size
+    est_bits = rans.entropy_bits(cnt[used]) + 8 * (8 * k + 64)
+    if est_bits >= 16 * u.size:
+        return None
+    remap = np.zeros(65536, np.uint16)
+    remap[used] = np.arange(k, dtype=np.uint16)
+    idx = remap[u].astype(np.uint8 if k <= 256 else np.uint16)
+    if dtype == "float16":
+        cb = used.astype(np.uint16).view(np.float16).astype(np.float32)
+    else:
+        cb = (used.astype(np.uint32) << 16).view(np.float32)
+    return CodebookTensor(tuple(int(d) for d in shape), cb, idx, None, None, dtype)
 
 
 def _add_raw(w, e: Entry, a: np.ndarray) -> None:

@@ -340,7 +340,19 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--standin", action="store_true", help="also the full-size stand-in (build it first)")
     ap.add_argument("--no-models", action="store_true")
+    ap.add_argument("--write", action="store_true", help="replace this script's section of bench/RESULTS.md")
+    ap.add_argument("--from-json", action="store_true", help="only re-render from bench/_out/*.json")
     a = ap.parse_args()
+    if a.from_json:
+        results = json.load(open(os.path.join(OUT, "compression.json")))
+        sp = os.path.join(OUT, "standin.json")
+        standin = json.load(open(sp)) if os.path.exists(sp) else None
+        plot(results, os.path.join(OUT, "rd_curves.png"))
+        md = markdown(results, standin)
+        print(md)
+        if a.write:
+            write_section(md)
+        return
     os.makedirs(OUT, exist_ok=True)
     from trained_weights import ensure
     paths = {}
@@ -368,7 +380,29 @@ def main():
             json.dump(standin, f, indent=1)
     if results:
         plot(results, os.path.join(OUT, "rd_curves.png"))
-    print(markdown(results, standin))
+    md = markdown(results, standin)
+    print(md)
+    if a.write:
+        write_section(md)
+
+
+START, END = "<!-- bench_compression:start -->", "<!-- bench_compression:end -->"
+
+
+def write_section(md: str) -> None:
+    """Replace (or append) the bench_compression section of bench/RESULTS.md; other sections stay."""
+    path = os.path.join(HERE, "RESULTS.md")
+    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    head = os.path.join(HERE, "RESULTS_compression_head.md")
+    intro = open(head).read() if os.path.exists(head) else ""
+    body = f"{START}\n{intro}{md}\n{END}"
+    if START in text and END in text:
+        a, b = text.index(START), text.index(END) + len(END)
+        text = text[:a] + body + text[b:]
+    else:
+        text = text.rstrip() + "\n\n" + body + "\n"
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,19 @@ def test_convert_budget_exact_on_flat_file(tmp_path):
         rep = convert(p, str(tmp_path / "m.acqe"), Settings(bits=bits))
         ratio = rep.file_bytes * 8 / (bits * rep.values)
         assert 0.99 <= ratio <= 1.0, ratio
+
+
+def test_lossless_mode_is_bit_exact_and_entropy_codes_16_bit_floats(tmp_path):
+    from safetensors.numpy import save_file
+    from acqe_encoder.encode import Settings, convert
+    from acqe_format import AcqeReader
+    rng = np.random.default_rng(11)
+    w = (rng.standard_normal((1024, 1024)) * 0.02).astype(np.float16)
+    b = rng.standard_normal(64).astype(np.float32)
+    p = str(tmp_path / "h.safetensors")
+    save_file({"w": w, "b": b}, p)
+    rep = convert(p, str(tmp_path / "h.acqe"), Settings(bits=None, lossless=True))
+    assert rep.bits_per_value < 15.5
+    with AcqeReader(str(tmp_path / "h.acqe")) as r:
+        assert np.array_equal(r.read("w").view(np.uint16), w.view(np.uint16))
+        assert np.array_equal(r.read("b"), b)
