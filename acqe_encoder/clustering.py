@@ -27,7 +27,7 @@ import numpy as np
 from acqe_encoder import kernels
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy")
-MAX_LEVELS = 4096          # cap on K for lossy candidates (beyond ~11 bits RAW/fp16 is cheaper anyway)
+MAX_LEVELS = 16384         # cap on K for lossy candidates (levels exist only where there is data)
 N_BUCKETS = 16             # finest row-context bucketing
 
 
@@ -54,6 +54,8 @@ class TensorHist:
     e_floor: int
     n_oct: int
     edges: np.ndarray        # float64 [NB+1] bin edges (all bins)
+    blo: np.ndarray = None   # float64 [B] lower / upper value of each occupied bin (clipped to the data)
+    bhi: np.ndarray = None
 
     def merged(self, t: int):
         """Prefix arrays with the finest buckets merged into t contexts (t divides T16); cached."""
@@ -117,7 +119,7 @@ def unpack_hist(pk: dict) -> TensorHist:
     P2 = np.concatenate([z, np.cumsum(c * (mid * mid + var), axis=1)], axis=1)
     rep = np.maximum.accumulate(mid)
     h = TensorHist(rep, P0, P1, P2, float(rep[0]), float(rep[-1]), pk["energy"], pk["numel"], pk["rows"],
-                   pk["buckets"], pk["e_floor"], pk["n_oct"], edges)
+                   pk["buckets"], pk["e_floor"], pk["n_oct"], edges, np.ascontiguousarray(lo), np.ascontiguousarray(hi))
     h.packed = pk
     return h
 
@@ -147,17 +149,57 @@ def _cells(rep, P0, P1, P2, thr, K):
 
 
 @nb.njit(**_JIT)
-def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
-    """ECSQ from the uniform grid of step delta. The first iterations use the pooled histogram (one
-    table); the last one sets per-context thresholds from per-context code lengths."""
-    jmin = int(np.floor(vmin / delta + 0.5))
-    jmax = int(np.floor(vmax / delta + 0.5))
-    K = jmax - jmin + 1
+def _grid_levels(blo, bhi, delta):
+    """Integer grid positions j (level j*delta) whose cells can hold data: those of every occupied bin."""
+    out = np.empty(blo.size * 2 + 2, np.int64)
+    n = 0
+    last = -(1 << 62)
+    for b in range(blo.size):
+        j0 = int(np.floor(blo[b] / delta + 0.5))
+        j1 = int(np.floor(bhi[b] / delta + 0.5))
+        if j0 <= last:
+            j0 = last + 1
+        for j in range(j0, j1 + 1):
+            if n >= out.size:
+                grown = np.empty(out.size * 2, np.int64)
+                grown[:n] = out[:n]
+                out = grown
+            out[n] = j
+            n += 1
+            last = j
+    if n == 0:
+        out[0] = 0
+        n = 1
+    return out[:n]
+
+
+@nb.njit(**_JIT)
+def _n_levels(blo, bhi, delta):
+    n = 0
+    last = -(1 << 62)
+    for b in range(blo.size):
+        j0 = int(np.floor(blo[b] / delta + 0.5))
+        j1 = int(np.floor(bhi[b] / delta + 0.5))
+        if j0 <= last:
+            j0 = last + 1
+        if j1 >= j0:
+            n += j1 - j0 + 1
+            last = j1
+    return max(n, 1)
+
+
+@nb.njit(**_JIT)
+def _ecsq(rep, blo, bhi, P0, P1, P2, delta, iters, uniform):
+    """ECSQ from the uniform grid of step delta (only the grid levels near data). The first iterations
+    use the pooled histogram (one table); the last one sets per-context thresholds from per-context
+    code lengths."""
+    js = _grid_levels(blo, bhi, delta)
+    K = js.size
     T = P0.shape[0]
     W = P0.shape[1]
     cb = np.empty(K, np.float64)
     for k in range(K):
-        cb[k] = (jmin + k) * delta
+        cb[k] = js[k] * delta
     thr = np.empty((T, max(K - 1, 1)), np.float64)
     for c in range(T):
         for k in range(K - 1):
@@ -243,7 +285,7 @@ def _ecsq(rep, P0, P1, P2, delta, vmin, vmax, iters, uniform):
 
 
 @nb.njit(**_JIT)
-def _sweep(rep, P0, P1, P2, deltas, vmin, vmax, iters, uniform, max_levels):
+def _sweep(rep, blo, bhi, P0, P1, P2, deltas, iters, uniform, max_levels):
     """(used levels, index bits, sse) for each step (stops where the grid would exceed max_levels)."""
     n = deltas.size
     k_used = np.zeros(n, np.int64)
@@ -251,9 +293,9 @@ def _sweep(rep, P0, P1, P2, deltas, vmin, vmax, iters, uniform, max_levels):
     sse = np.full(n, np.nan)
     for i in range(n):
         d = deltas[i]
-        if (vmax - vmin) / d > max_levels:
+        if _n_levels(blo, bhi, d) > max_levels:
             break
-        cb, thr, used, s, b = _ecsq(rep, P0, P1, P2, d, vmin, vmax, iters, uniform)
+        cb, thr, used, s, b = _ecsq(rep, blo, bhi, P0, P1, P2, d, iters, uniform)
         k_used[i] = used.sum()
         bits[i] = b
         sse[i] = s
@@ -262,7 +304,7 @@ def _sweep(rep, P0, P1, P2, deltas, vmin, vmax, iters, uniform, max_levels):
 
 def sweep(h: TensorHist, deltas: np.ndarray, n_ctx: int, uniform: bool, iters: int = 4):
     P0, P1, P2 = h.merged(n_ctx)
-    return _sweep(h.rep, P0, P1, P2, np.ascontiguousarray(deltas, np.float64), h.vmin, h.vmax, iters,
+    return _sweep(h.rep, h.blo, h.bhi, P0, P1, P2, np.ascontiguousarray(deltas, np.float64), iters,
                   uniform, MAX_LEVELS)
 
 
@@ -279,7 +321,7 @@ class Quantiser:
 
 def quantiser(h: TensorHist, delta: float, n_ctx: int, uniform: bool, iters: int = 4) -> Quantiser:
     P0, P1, P2 = h.merged(n_ctx)
-    cb, thr, used, sse, bits = _ecsq(h.rep, P0, P1, P2, float(delta), h.vmin, h.vmax, iters, uniform)
+    cb, thr, used, sse, bits = _ecsq(h.rep, h.blo, h.bhi, P0, P1, P2, float(delta), iters, uniform)
     K = cb.size
     keep = np.flatnonzero(used)
     if keep.size == 0:
