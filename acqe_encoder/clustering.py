@@ -328,19 +328,20 @@ def quantiser(h: TensorHist, delta: float, n_ctx: int, uniform: bool, iters: int
         keep = np.array([0])
     # dropping an empty level k merges its (empty) cell into its lower neighbour: remove threshold k-1
     # (or threshold 0 when k == 0), which keeps every used cell's interval for every context
+    cbk = cb[keep]
+    T = thr.shape[0]
     if keep.size < K:
-        mask = np.ones(K - 1, bool)
-        for k in np.flatnonzero(~used):
-            j = k - 1 if k > 0 else 0
-            while j < K - 1 and not mask[j]:
-                j += 1
-            if j < K - 1:
-                mask[j] = False
-        thr = thr[:, :K - 1][:, mask] if K > 1 else thr[:, :0]
+        # drop empty levels; between kept levels that were adjacent keep the ECSQ threshold, across a
+        # gap of dropped levels put it at the midpoint (nearest level: the gap held no data in the
+        # histogram, and values there in the full tensor must go to the closer level)
+        new = np.empty((T, max(keep.size - 1, 0)))
+        for i in range(keep.size - 1):
+            a, b = keep[i], keep[i + 1]
+            new[:, i] = thr[:, a] if b == a + 1 else 0.5 * (cb[a] + cb[b])
+        thr = new
     else:
         thr = thr[:, :K - 1]
-    cbk = cb[keep]
-    thr = np.ascontiguousarray(thr[:, :max(cbk.size - 1, 0)])
+    thr = np.ascontiguousarray(np.maximum.accumulate(thr, axis=1) if thr.shape[1] else thr)
     return Quantiser(cbk, thr, n_ctx, sse, bits, uniform)
 
 
