@@ -317,6 +317,57 @@ def cmd_speed(a):
 
 
 # --------------------------------------------------------------------------------------------------
+# ours vs the deepcache pip helper, interleaved (same pipeline, same seeds)
+# --------------------------------------------------------------------------------------------------
+def cmd_peer_ab(a):
+    import torch
+    from DeepCache import DeepCacheSDHelper
+    from diffusers import StableDiffusionPipeline
+
+    from acqe_demo.models import build_models, ddim_scheduler
+    from recat_runtime.cache import RecatCacheConfig, recat_cache
+    from recat_runtime.tokenizer import build_clip_tokenizer
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    unet, vae, text = build_models()  # the demo model's architecture, random weights
+    pipe = StableDiffusionPipeline(vae=vae.eval(), text_encoder=text.eval(), tokenizer=build_clip_tokenizer(),
+                                   unet=unet.eval(), scheduler=ddim_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle in the top left on a white background"] * a.batch
+
+    def run():
+        g = [torch.Generator().manual_seed(i) for i in range(a.batch)]
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = pipe(prompts, num_inference_steps=a.steps, guidance_scale=4.0, generator=g,
+                       output_type="latent").images
+        return time.perf_counter() - t0, out
+
+    times = {"ours": [], "deepcache_pip": []}
+    for _ in range(a.reps):
+        with recat_cache(pipe, RecatCacheConfig.interval(a.steps, a.interval)):
+            t, ours = run()
+        times["ours"].append(t)
+        h = DeepCacheSDHelper(pipe=pipe)
+        h.set_params(cache_interval=a.interval, cache_branch_id=0)
+        h.enable()
+        try:
+            t, peer = run()
+        finally:
+            h.disable()
+        times["deepcache_pip"].append(t)
+    t_none, _ = run()
+    out = {"steps": a.steps, "interval": a.interval, "batch": a.batch, "threads": a.threads, "reps": a.reps,
+           "none_s": t_none, "max_abs_latent_diff": float((ours - peer).abs().max()),
+           **{f"{k}_min_s": min(v) for k, v in times.items()},
+           **{f"{k}_median_s": float(np.median(v)) for k, v in times.items()}, "load_avg": os.getloadavg()}
+    print(out)
+    print("wrote", _save("cache_peer_ab.json", out))
+
+
+# --------------------------------------------------------------------------------------------------
 # peak memory of loading
 # --------------------------------------------------------------------------------------------------
 _LOAD_CHILD = r"""
@@ -399,6 +450,14 @@ def cmd_report(a):
             for r in s["runs"]:
                 lines.append(f"| {r['label']} | {r['budget']} | {r['loop_s']:.1f} | {r['pipeline_s']:.1f} | "
                              f"{100 * r['decode_s'] / r['pipeline_s']:.0f}% | {base / r['loop_s']:.2f}× |")
+    if os.path.exists(os.path.join(OUT, "cache_peer_ab.json")):
+        ab = _load("cache_peer_ab.json")
+        lines.append("")
+        lines.append(f"Ours vs deepcache pip helper (demo architecture, random weights, DDIM {ab['steps']} steps, "
+                     f"interval {ab['interval']}, batch {ab['batch']}, {ab['reps']} interleaved reps, "
+                     f"{ab['threads']} thread): max |latent difference| {ab['max_abs_latent_diff']:g}; loop min/median "
+                     f"ours {ab['ours_min_s']:.3f}/{ab['ours_median_s']:.3f} s, deepcache "
+                     f"{ab['deepcache_pip_min_s']:.3f}/{ab['deepcache_pip_median_s']:.3f} s, no cache {ab['none_s']:.3f} s.")
     if os.path.exists(os.path.join(OUT, "cache_load.json")):
         ld = _load("cache_load.json")
         lines.append("")
@@ -480,6 +539,13 @@ def main(argv=None):
     s.add_argument("--recat-budget", type=int, default=0)
     s.add_argument("--model", default=None, help="SD v1.4-size .acqe to load instead of random init")
     s.set_defaults(fn=cmd_speed)
+    ab = sub.add_parser("peer-ab")
+    ab.add_argument("--steps", type=int, default=20)
+    ab.add_argument("--interval", type=int, default=5)
+    ab.add_argument("--batch", type=int, default=16)
+    ab.add_argument("--reps", type=int, default=12)
+    ab.add_argument("--threads", type=int, default=1)
+    ab.set_defaults(fn=cmd_peer_ab)
     ld = sub.add_parser("load")
     ld.add_argument("--model", required=True)
     ld.add_argument("--dtypes", nargs="*", default=["fp32", "bf16"])
