@@ -153,7 +153,7 @@ def cmd_quality(a):
     if scenes is not None:
         from acqe_demo.metrics import evaluate_images, load_classifier
 
-        classifier = load_classifier()
+        classifier = load_classifier(a.classifier) if a.classifier else load_classifier()
 
     rows = []
     ref = None
@@ -201,7 +201,7 @@ def cmd_quality(a):
         from acqe_demo.metrics import reference_figures
 
         ref_figs = reference_figures(classifier, scenes)
-    out = {"model": a.model, "steps": steps, "guidance": g, "n_images": len(captions), "branch": a.branch,
+    out = {"model": a.model, "classifier": a.classifier or "acqe_demo/weights/classifier.pt", "steps": steps, "guidance": g, "n_images": len(captions), "branch": a.branch,
            "profile": {k: v for k, v in prof.items() if k not in ("metadata", "similarity", "moments")},
            "profile_wall_s": profile_s, "similarity": np.round(prof["similarity"], 5).tolist(),
            "threads": a.threads, "load_avg": os.getloadavg(), "rows": rows, "reference": ref_figs}
@@ -525,6 +525,7 @@ def main(argv=None):
     q.add_argument("--peer-interval", type=int, default=5)
     q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
     q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--classifier", default=None, help="classifier weights (default: acqe_demo/weights/classifier.pt)")
     q.add_argument("--smoke", action="store_true", help="tiny run without the demo classifier")
     q.set_defaults(fn=cmd_quality)
     s = sub.add_parser("speed")
