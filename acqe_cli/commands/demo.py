@@ -1,0 +1,68 @@
+"""`acqe demo`: the whole story on the built-in trained model, with a figures table and a PNG grid."""
+from __future__ import annotations
+
+import click
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the .acqe file, the image grid and figures.json.")
+@click.option("--bits", type=float, default=None, help="Whole-file target in bits per parameter (default: encoder's).")
+@click.option("--prompts", type=click.IntRange(2, 512), default=16, show_default=True,
+              help="Evaluation prompts (one image each).")
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
+@click.option("--full-steps", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Cache budget: full UNet evaluations out of --steps.")
+@click.option("--profile-samples", type=click.IntRange(8, 4096), default=32, show_default=True)
+def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
+    """Convert the built-in model, verify it, and generate with the original, the .acqe file, and caching."""
+    import json
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from acqe_demo.story import DemoSettings, run_demo
+
+    console = Console(stderr=False)
+    s = DemoSettings(out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, full_steps=min(full_steps, steps),
+                     grid_prompts=min(8, prompts), profile_samples=profile_samples)
+    res = run_demo(s, say=lambda m: console.print(f"[bold cyan]{m}[/]"))
+
+    sz = res.sizes
+    t = Table(title="Sizes (every byte of the file counted)")
+    for c in ("file", "bytes", "bits / parameter"):
+        t.add_column(c, justify="right" if c != "file" else "left")
+    t.add_row("shipped .ckpt (fp32 + pickle)", _fmt_bytes(sz["ckpt_bytes"]), f"{sz['ckpt_bytes'] * 8 / sz['params']:.2f}")
+    t.add_row("fp16 weights (reference)", _fmt_bytes(sz["fp16_bytes"]), "16.00")
+    t.add_row(".acqe (weights, configs, tokenizer, schedule)", _fmt_bytes(sz["acqe_bytes"]), f"{sz['bits_per_param']:.2f}")
+    console.print(t)
+
+    q = Table(title=f"Generation: {len(res.captions)} prompts, {s.steps} DDIM steps, guidance {s.guidance}")
+    for c in ("variant", "full UNet steps", "loop s", "prompt acc", "attribute acc", "Fréchet dist", "PSNR vs original"):
+        q.add_column(c, justify="left" if c == "variant" else "right")
+    for v in res.variants:
+        f = v.figures
+        p = f["psnr_vs_original"]
+        q.add_row(v.name, str(v.full_steps), f"{v.loop_seconds:.2f}", f"{f.get('prompt', float('nan')):.3f}",
+                  f"{f.get('attribute', float('nan')):.3f}", f"{f.get('fd', float('nan')):.2f}",
+                  "identical" if p == float("inf") else f"{p:.1f} dB")
+    ref = res.reference
+    q.add_row("real images (classifier ceiling)", "-", "-", f"{ref['real'].get('prompt', float('nan')):.3f}",
+              f"{ref['real'].get('attribute', float('nan')):.3f}", f"{ref['fd_real_vs_real']:.2f}", "-")
+    q.add_row("chance (captions of other scenes)", "-", "-", f"{ref['chance'].get('prompt', float('nan')):.3f}",
+              f"{ref['chance'].get('attribute', float('nan')):.3f}", "-", "-")
+    console.print(q)
+    console.print("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
+    console.print(f"Grid (rows: {', '.join(v.name for v in res.variants)}): [bold]{res.grid_path}[/]")
+    for i, c in enumerate(res.captions[: s.grid_prompts]):
+        console.print(f"  column {i + 1}: {c}")
+    figures = {"sizes": sz, "timings": res.timings, "reference": ref, "captions": res.captions,
+               "variants": [{"name": v.name, "full_steps": v.full_steps, "loop_seconds": v.loop_seconds,
+                             **v.figures} for v in res.variants]}
+    with open(os.path.join(out_dir, "figures.json"), "w") as fh:
+        json.dump(figures, fh, indent=1, default=str)

@@ -1,0 +1,153 @@
+"""The whole ACQE story on the built-in model, as one library function (`acqe demo` renders it).
+
+convert the shipped `sd-v1-4.ckpt`-layout checkpoint -> verify -> profile ReCaT -> generate the same
+prompts and seeds with the original weights, the decoded `.acqe` weights, and the `.acqe` weights with
+uniform (DeepCache) and ReCaT caching -> sizes, timings, prompt accuracy, Fréchet distance, PSNR, and
+a PNG grid (one row per variant). Every figure is measured on what a user would run: the generated
+images of the `.acqe` rows come from weights decoded out of the file.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+DEFAULT_CKPT = os.path.join(os.path.dirname(__file__), "weights", "shapes-sd.ckpt")
+
+
+@dataclass
+class DemoSettings:
+    ckpt: str = DEFAULT_CKPT
+    out_dir: str = "out/demo"
+    bits: float | None = None          # None: the encoder's default target
+    prompts: int = 16                  # evaluation prompts (one image each, fixed seeds)
+    grid_prompts: int = 8              # columns of the PNG grid
+    steps: int = 50
+    full_steps: int = 10               # cache budget: full UNet steps out of `steps`
+    guidance: float = 4.0
+    profile_samples: int = 32
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class Variant:
+    name: str
+    images: np.ndarray                 # uint8 [N, H, W, 3]
+    loop_seconds: float
+    full_steps: int
+    figures: dict = field(default_factory=dict)
+
+
+@dataclass
+class DemoResult:
+    acqe_path: str
+    grid_path: str
+    sizes: dict
+    timings: dict
+    variants: list[Variant]
+    captions: list[str]
+    reference: dict
+
+
+def _to_uint8(pil_images) -> np.ndarray:
+    return np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in pil_images])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between uint8 image stacks (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
+             progress: Callable[[str, str, int, int], None] | None = None) -> DemoResult:
+    import torch
+
+    from acqe_demo.dataset import ShapesDataset, image_grid, make_caption, save_png
+    from acqe_demo.metrics import eval_scenes, evaluate_images, load_classifier, reference_figures
+    from acqe_demo.pipeline import load_shapes_pipeline
+    from acqe_encoder.encode import Settings, convert
+    from acqe_format import AcqeReader
+    from recat_runtime.api import cache_config, denoise_and_decode, profile_cache
+    from recat_runtime.loading import load_pipeline
+
+    torch.set_num_threads(s.threads)
+    try:  # diffusers' pipeline classes import transformers' image processors, which warn about torchvision
+        import transformers
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    os.makedirs(s.out_dir, exist_ok=True)
+    path = os.path.join(s.out_dir, "shapes.acqe")
+    timings: dict[str, float] = {}
+
+    say(f"1/5 convert {os.path.relpath(s.ckpt)} -> {path}")
+    t = time.perf_counter()
+    settings = Settings() if s.bits is None else Settings(bits=s.bits)
+    report = convert(s.ckpt, path, settings, progress=progress)
+    timings["convert"] = time.perf_counter() - t
+
+    say("2/5 verify (every checksum, full decode, footer SHA-256)")
+    t = time.perf_counter()
+    with AcqeReader(path) as r:
+        r.verify()
+        params = sum(x.numel for x in r.tensors)
+    timings["verify"] = time.perf_counter() - t
+    sizes = {"ckpt_bytes": os.path.getsize(s.ckpt), "acqe_bytes": os.path.getsize(path), "params": params,
+             "fp16_bytes": 2 * params, "bits_per_param": os.path.getsize(path) * 8 / params,
+             "components": report.components}
+
+    scenes = eval_scenes(s.prompts)
+    captions = [sc.caption or make_caption(sc) for sc in scenes]
+    seeds = [s.seed + i for i in range(len(captions))]
+
+    say(f"3/5 profile ReCaT on the .acqe model ({s.profile_samples} samples, {s.steps} steps, "
+        f"budget {s.full_steps})")
+    t = time.perf_counter()
+    train = ShapesDataset(seed=0)
+    profile_prompts = [make_caption(train[i]) for i in range(s.profile_samples)]
+    profile_cache(path, steps=s.steps, budgets=[s.full_steps], prompts=profile_prompts,
+                  samples=s.profile_samples, guidance=s.guidance)
+    timings["profile"] = time.perf_counter() - t
+
+    say("4/5 generate: original weights, .acqe weights, .acqe + uniform cache, .acqe + ReCaT")
+    variants: list[Variant] = []
+
+    def run(name, pipe, cfg):
+        pipe.set_progress_bar_config(disable=True)
+        latents, images, loop_s, _dec_s, full = denoise_and_decode(
+            pipe, captions, steps=s.steps, guidance=s.guidance, seeds=seeds, config=cfg)
+        variants.append(Variant(name, _to_uint8(images), loop_s, len(full)))
+
+    t = time.perf_counter()
+    original = load_shapes_pipeline(s.ckpt)
+    timings["load_original"] = time.perf_counter() - t
+    run("original .ckpt", original, None)
+    del original
+    t = time.perf_counter()
+    pipe = load_pipeline(path)
+    timings["load_acqe"] = time.perf_counter() - t
+    with AcqeReader(path) as r:
+        meta = r.metadata
+    run(".acqe", pipe, None)
+    run(f".acqe + uniform cache ({s.full_steps}/{s.steps} full)", pipe,
+        cache_config("uniform", steps=s.steps, full_steps=s.full_steps))
+    run(f".acqe + ReCaT ({s.full_steps}/{s.steps} full)", pipe,
+        cache_config("recat", steps=s.steps, full_steps=s.full_steps, metadata=meta, guidance=s.guidance))
+
+    say("5/5 quality: classifier prompt accuracy, Fréchet distance, PSNR against the original")
+    clf = load_classifier(os.path.join(os.path.dirname(s.ckpt), "classifier.pt"))
+    ref = reference_figures(clf, scenes)
+    base = variants[0].images
+    for v in variants:
+        v.figures = evaluate_images(clf, scenes, v.images)
+        v.figures["psnr_vs_original"] = psnr(v.images, base)
+
+    grid = np.concatenate([v.images[: s.grid_prompts] for v in variants])
+    grid_path = os.path.join(s.out_dir, "grid.png")
+    save_png(grid_path, image_grid(grid, cols=min(s.grid_prompts, len(captions))))
+    return DemoResult(path, grid_path, sizes, timings, variants, captions, ref)
