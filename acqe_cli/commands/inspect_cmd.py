@@ -141,7 +141,9 @@ def command(file, as_json, tensors):
     from rich.table import Table
     from rich.text import Text
 
-    con = Console(highlight=False, soft_wrap=True)
+    import sys
+    # Piped or redirected output is read by tools and people grepping names: never squeeze it to 80 columns.
+    con = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 240)
     T = info["totals"]
     con.print(Text(f"{escape(file)}: ACQE {info['version']}, {info['file_bytes']:,} bytes, "
                    f"alignment {info['alignment']}"))
@@ -158,7 +160,9 @@ def command(file, as_json, tensors):
         t = Table(title="tensors")
         for col, just in [("name", "left"), ("shape", "left"), ("codec", "left"), ("dtype", "left"),
                           ("bits/param", "right"), ("bytes", "right"), ("share", "right")]:
-            t.add_column(col, justify=just)
+            # names are what users look for: fold long ones instead of truncating them with an ellipsis
+            t.add_column(col, justify=just, overflow="fold" if col == "name" else "ellipsis",
+                         no_wrap=col != "name", min_width=24 if col == "name" else len(col))
         for row in info["tensors"]:
             dt = row["decoded_dtype"] if row["stored_dtype"] == row["decoded_dtype"] else \
                 f"{row['stored_dtype']}→{row['decoded_dtype']}"
