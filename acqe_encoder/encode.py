@@ -48,7 +48,9 @@ class Settings:
     steps_per_bit: int = 8
     margin: float = 0.002               # aim this fraction below the budget
     threads: int = 2
-    embed_tokenizer: bool = True
+    embed_tokenizer: bool | None = None  # SD v1 CLIP tokenizer files as assets: None = when they take
+                                         # at most 1% of the target size (the runtime rebuilds them from
+                                         # open_clip's vocabulary file otherwise), True = always, False = never
 
 
 @dataclass
@@ -353,7 +355,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                 p.sensitivity = float(sens[p.entry.name])
 
     # ---- metadata draft (to count its bytes) and assets
-    assets = _assets(arch, st, say)
+    assets = _assets(arch, st, say, values, comps)
     dummy = {c: {"bytes": 10 ** 12, "values": 10 ** 12, "bits_per_value": 1.2345}
              for c in list(comp_totals) + ["other_raw"]}
     dummy.update(file_bytes=10 ** 12, bits_per_value=1.23456)
@@ -528,14 +530,21 @@ def _predict_file_bytes(w, meta, assets) -> int:
     return C.align_up(pos, a) + w._spool_len + C.FOOTER_SIZE
 
 
-def _assets(arch: str | None, st: Settings, say) -> dict[str, bytes]:
-    if not st.embed_tokenizer or not arch or "stable-diffusion" not in arch and "sd" not in arch:
+def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> dict[str, bytes]:
+    sd_like = bool(arch) and ("stable-diffusion" in arch or "sd" in arch) and (not comps or "text_encoder" in comps)
+    if st.embed_tokenizer is False or not sd_like:
         return {}
     try:
         from recat_runtime.tokenizer import clip_tokenizer_files
         files = clip_tokenizer_files()
     except Exception as e:  # noqa: BLE001 - optional: the file is still valid without it
         say(f"warning: tokenizer files not embedded ({type(e).__name__}: {e})")
+        return {}
+    size = sum(len(v) for v in files.values())
+    if st.embed_tokenizer is None and not st.lossless and st.bits and size * 8 > 0.01 * st.bits * values:
+        say(f"note: tokenizer files ({size:,} bytes) not embedded: more than 1% of the {st.bits} bits/value "
+            f"target; the runtime rebuilds SD v1's CLIP tokenizer from open_clip's vocabulary file "
+            f"(--tokenizer embed forces them in)")
         return {}
     return {f"tokenizer/{k}": bytes(v) for k, v in files.items()}
 
@@ -555,5 +564,8 @@ def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha
     }
     tok = sorted(n for n in (assets or {}) if n.startswith("tokenizer/"))
     if tok and "tokenizer" not in cfg:
-        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": tok}
+        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": {n.split("/", 1)[1]: n for n in tok}}
+    elif cfg and "text_encoder" in cfg and "tokenizer" not in cfg:
+        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": None,
+                            "source": "SD v1 CLIP BPE from open_clip_torch's bpe_simple_vocab_16e6.txt.gz"}
     return meta

@@ -204,9 +204,9 @@ def bench_model(name: str, path: str, quick: bool, ckpt_for_unet: str | None = N
     return res
 
 
-def demo_safetensors() -> tuple[str, str] | None:
+def demo_safetensors(ck: str | None = None) -> tuple[str, str] | None:
     """The project's trained SD model as a flat .safetensors (LDM names) + its .ckpt, when shipped."""
-    ck = os.path.join(ROOT, "acqe_demo", "weights", "shapes-sd.ckpt")
+    ck = ck or os.path.join(ROOT, "acqe_demo", "weights", "shapes-sd.ckpt")
     if not os.path.exists(ck):
         return None
     from safetensors.numpy import save_file
@@ -367,6 +367,8 @@ def main():
     ap.add_argument("--standin", action="store_true", help="also the full-size stand-in (build it first)")
     ap.add_argument("--no-models", action="store_true")
     ap.add_argument("--write", action="store_true", help="replace this script's section of bench/RESULTS.md")
+    ap.add_argument("--demo-ckpt", default=None, help="the project's model .ckpt (default acqe_demo/weights/shapes-sd.ckpt)")
+    ap.add_argument("--append", action="store_true", help="add to the models already in bench/_out/compression.json")
     ap.add_argument("--from-json", action="store_true", help="only re-render from bench/_out/*.json")
     a = ap.parse_args()
     if a.from_json:
@@ -388,10 +390,12 @@ def main():
             nm = fn.replace(".safetensors", "")
             if want is None or nm in want:
                 paths[nm] = (p, None)
-        demo = demo_safetensors()
+        demo = demo_safetensors(a.demo_ckpt)
         if demo and (want is None or "shapes-sd" in want):
             paths["shapes-sd"] = demo
     results = []
+    if a.append and os.path.exists(os.path.join(OUT, "compression.json")):
+        results = [r for r in json.load(open(os.path.join(OUT, "compression.json"))) if r["model"] not in paths]
     for nm, (p, ck) in paths.items():
         results.append(bench_model(nm, p, a.quick, ck))
         with open(os.path.join(OUT, "compression.json"), "w") as f:

@@ -50,9 +50,11 @@ def _renderer(quiet: bool):
 @click.option("--no-contexts", is_flag=True, help="one frequency table per tensor (no per-row contexts)")
 @click.option("--min-numel", type=click.IntRange(1, None), default=1024, show_default=True,
               help="smaller tensors are stored losslessly")
+@click.option("--tokenizer", type=click.Choice(["auto", "embed", "omit"]), default="auto", show_default=True,
+              help="embed SD v1's CLIP tokenizer files as assets (auto: when they take at most 1% of the target size)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, as_json, quiet):
+def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, as_json, quiet):
     """Convert SRC (a .ckpt, .safetensors, or diffusers folder) into the .acqe file OUT.
 
     Floating tensors with 2+ dimensions and at least --min-numel values are ACQ-E coded (histogram-guided
@@ -64,7 +66,8 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
     if lossless and bits is not None:
         raise click.UsageError("--lossless and --bits are exclusive")
     st = Settings(bits=None if lossless else (DEFAULT_BITS if bits is None else bits), lossless=lossless,
-                  calibrate=calibrate, objective=objective, contexts=not no_contexts, min_numel=min_numel)
+                  calibrate=calibrate, objective=objective, contexts=not no_contexts, min_numel=min_numel,
+                  embed_tokenizer={"auto": None, "embed": True, "omit": False}[tokenizer])
     cb, ctx = _renderer(quiet or as_json)
     with ctx:
         rep = convert(src, out, st, progress=cb, log=lambda s: click.echo(s, err=True))
