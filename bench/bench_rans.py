@@ -149,6 +149,15 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     rows, h = run(args)
     body = table(rows, h, args)
+    multi = [float(r[2]) for r in rows if "threads" in r[0]]
+    if multi and max(multi) < 1.5:
+        body += (
+            "\n\nThe multi-thread rows got less than 1.5 CPUs on average (CPU / wall above): other processes "
+            "were using the cores, so they do not show scaling and their wall-clock figures are not the "
+            "speed of the code. \"M symbols per CPU-second\" is. Chunks are independent and the kernels "
+            "release the GIL, so with two free cores the 2-thread wall figure should approach twice the "
+            "per-CPU-second figure; that was not measured in this run."
+        )
     print(body)
     if args.write:
         write_section(body, "nice -n 10 python bench/bench_rans.py --write")
