@@ -64,6 +64,9 @@ RECOMMENDED_PRECISIONS = (12, 13, 14, 15, 16)
 MAX_ALPHABET = 65536
 #: decoders here use a slot -> symbol lookup table up to this precision, a binary search above it
 LUT_MAX_PRECISION = 16
+#: ... and only while the tables' slots are at most this many, or this many per decoded symbol
+LUT_MIN_SLOTS = 1 << 16
+LUT_SLOTS_PER_SYMBOL = 4
 #: histogram totals are kept below this so that count * 2**24 fits in an int64 exactly
 MAX_COUNT_TOTAL = 1 << 38
 
@@ -879,7 +882,9 @@ def decode_chunks(words, chunk_words, n_symbols: int, tables, row_contexts, row_
     status = np.zeros(n_chunks, dtype=np.int64)
     final = np.zeros(n_chunks, dtype=np.uint64)
     ctx_arg = ctx if ctx is not None else np.zeros(0, np.int32)
-    if p <= LUT_MAX_PRECISION:
+    # The slot tables cost 6 bytes per slot per table; a crafted payload (tiny stream, many tables, high P)
+    # must not make the reader allocate out of proportion to its data, so small streams search instead.
+    if p <= LUT_MAX_PRECISION and (freqs.shape[0] << p) <= max(LUT_MIN_SLOTS, LUT_SLOTS_PER_SYMBOL * n):
         fb, sy = _build_lut(freqs, cum, p)
         wp = np.empty(w.size + 1, dtype=np.uint32)  # one readable word past the end (branchless refill)
         wp[:-1] = w
