@@ -1,0 +1,69 @@
+"""recat_runtime.tokenizer: SD v1's CLIP BPE tokenizer, built offline from open_clip's vocabulary file."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recat_runtime.tokenizer import build_clip_tokenizer, bytes_to_unicode, clip_tokenizer_files
+
+
+@pytest.fixture(scope="module")
+def files():
+    return clip_tokenizer_files()
+
+
+@pytest.fixture(scope="module")
+def tok(files):
+    return build_clip_tokenizer(files)
+
+
+def test_vocabulary_layout(files):
+    vocab = json.loads(files["vocab.json"])
+    assert len(vocab) == 49408
+    assert vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
+    assert vocab["!"] == 0 and vocab["!</w>"] == 256
+    assert sorted(vocab.values()) == list(range(49408))
+    merges = files["merges.txt"].decode().split("\n")
+    assert merges[0].startswith("#version") and len([m for m in merges[1:] if m]) == 49152 - 256 - 2
+    assert len(set(bytes_to_unicode().values())) == 256
+
+
+def test_known_sd_v1_ids(tok):
+    # Token ids of SD v1.4's tokenizer (openai/clip-vit-large-patch14) for a well-known prompt.
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_padding_and_length_like_sd(tok):
+    enc = tok(["a red circle"], padding="max_length", max_length=tok.model_max_length, truncation=True)
+    ids = enc.input_ids[0]
+    assert tok.model_max_length == 77 and len(ids) == 77
+    assert ids[:5] == [49406, 320, 736, 7117, 49407] and set(ids[5:]) == {49407}
+
+
+def test_round_trip_text(tok):
+    text = "a small pink cross in the bottom right and a blue square in the center on a gray background"
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True) == text
+
+
+def test_rebuild_from_files_is_identical(files, tok):
+    again = build_clip_tokenizer({k: bytes(v) for k, v in files.items()})
+    for text in ("a photo of a cat", "Hello, World! naïve café 123"):
+        assert again(text).input_ids == tok(text).input_ids
+
+
+def test_missing_file_rejected(files):
+    with pytest.raises(ValueError, match="merges.txt"):
+        build_clip_tokenizer({"vocab.json": files["vocab.json"]})
+
+
+def test_module_does_not_import_torch_or_open_clip():
+    # Run the module file on its own (the recat_runtime package __init__ imports torch; the tokenizer must not).
+    path = Path(__file__).resolve().parents[1] / "recat_runtime" / "tokenizer.py"
+    code = ("import sys, importlib.util as u; "
+            f"spec = u.spec_from_file_location('tok', {str(path)!r}); m = u.module_from_spec(spec); "
+            "spec.loader.exec_module(m); m.build_clip_tokenizer(); "
+            "print('torch' in sys.modules, 'open_clip' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
