@@ -107,8 +107,12 @@ def unet_output_sqnr(ckpt_path: str, acqe_path: str, n: int = 2, timesteps=(900,
         return None
     pre = "model.diffusion_model."
     s_sd = {e.name: torch.from_numpy(np.array(e.load(), np.float32)) for e in src.entries if e.name.startswith(pre)}
-    with AcqeReader(acqe_path) as r:
-        d_sd = {k: torch.from_numpy(np.array(r.read(k), np.float32)) for k in s_sd}
+    if acqe_path == "Q4_0":        # reference: every >= 2-D UNet tensor with >= 1024 values through GGUF Q4_0
+        d_sd = {k: (torch.from_numpy(gguf_roundtrip(v.numpy(), "Q4_0")[0]) if v.dim() >= 2 and v.numel() >= 1024 else v)
+                for k, v in s_sd.items()}
+    else:
+        with AcqeReader(acqe_path) as r:
+            d_sd = {k: torch.from_numpy(np.array(r.read(k), np.float32)) for k in s_sd}
     ccfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     outs = []
     g = torch.Generator().manual_seed(0)
@@ -193,6 +197,8 @@ def bench_model(name: str, path: str, quick: bool, ckpt_for_unet: str | None = N
     res["fidelity_py_seconds"] = time.perf_counter() - t
     print("  " + res["fidelity_py"], flush=True)
     if ckpt_for_unet:
+        res["unet_output_sqnr_Q4_0"] = unet_output_sqnr(ckpt_for_unet, "Q4_0")
+        print(f"  UNet noise-prediction SQNR (GGUF Q4_0): {res['unet_output_sqnr_Q4_0']}", flush=True)
         for tag in ("p85", "same"):
             a = os.path.join(work, f"{tag}.acqe")
             if os.path.exists(a):
@@ -341,7 +347,7 @@ def markdown(results: list[dict], standin: dict | None) -> str:
         L.append("fidelity.py (shared/tools), per model:\n")
         L += [f"    {r['fidelity_py']}" for r in results]
         for r in results:
-            for tag in ("p85", "same"):
+            for tag in ("Q4_0", "p85", "same"):
                 if f"unet_output_sqnr_{tag}" in r:
                     v = r[f"unet_output_sqnr_{tag}"]
                     L.append(f"\nUNet noise-prediction SQNR, {r['model']} converted at fidelity.py's {tag} size: "
