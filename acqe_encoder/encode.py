@@ -335,6 +335,15 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
 
     timings = {"open": time.time() - t0}
     t1 = time.time()
+    if st.calibrate:
+        # before any numba-parallel kernel runs: torch's and numba's thread pools fight otherwise
+        from acqe_encoder import calibrate as cal
+        sens = cal.sensitivities(src, plans, configs, naming, say)
+        for p in plans:
+            if p.entry.name in sens:
+                p.sensitivity = float(sens[p.entry.name])
+        timings["calibrate"] = time.time() - t1
+        t1 = time.time()
     # ---- pass 1: analysis
     done: dict[str, int] = {c: 0 for c in comp_totals}
     for p in plans:
@@ -347,12 +356,6 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             if not np.isfinite(a).all():
                 raise SourceError(f"tensor {p.entry.name!r} has NaN/Inf values")
 
-    if st.calibrate:
-        from acqe_encoder import calibrate as cal
-        sens = cal.sensitivities(src, plans, configs, naming, say)
-        for p in plans:
-            if p.entry.name in sens:
-                p.sensitivity = float(sens[p.entry.name])
 
     # ---- metadata draft (to count its bytes) and assets
     assets = _assets(arch, st, say, values, comps)
