@@ -97,7 +97,7 @@ def cmd_quality(a):
     budgets = sorted(set(a.recat_budgets))
     t0 = time.perf_counter()
     prof = profile_cache(model, steps=steps, budgets=budgets, prompts=prof_prompts, samples=a.samples,
-                         guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch,
+                         guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch, weighting="none",
                          progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
     profile_s = time.perf_counter() - t0
     meta = prof["metadata"]

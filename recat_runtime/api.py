@@ -19,7 +19,7 @@ from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 from recat_runtime.cache.branch import branch_plan
 from recat_runtime.cache.profile import (ESTIMATOR, ProfileSettings, correction_from_moments, fit_correction,
-                                       profile_similarity, recat_schedule)
+                                       profile_similarity, recat_schedule, sigma_weights)
 from recat_runtime.cache.store import find_profile, find_schedule, with_profile
 from recat_runtime.loading import load_pipeline
 
@@ -161,13 +161,17 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   branch: int = 0, guidance: float | None = None, scheduler: str = "ddim", height=None, width=None,
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
-                  write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30) -> dict:
+                  write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30,
+                  weighting: str = "sigma") -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
     unless ``reprofile``. The per-channel correction is fitted from pair moments gathered during the
     profiling pass when one minibatch's features of all steps fit in ``moments_max_bytes``, else by a
-    second pass over ``correction_samples`` samples. Returns a summary dict (schedules, costs, timings,
+    second pass over ``correction_samples`` samples. ``weighting="sigma"`` (default) weighs each cached
+    step's ``1 - CKA`` by its sigma decrement (how much an error in that step's noise prediction moves the
+    final sample, to first order; measured better than unweighted on the demo proxy, bench/RESULTS.md);
+    ``"none"`` is plain within-segment similarity. Returns a summary dict (schedules, costs, timings,
     correction fit).
     """
     from acqe_format import AcqeReader
@@ -207,10 +211,15 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     profile_s = time.perf_counter() - t0
     schedules = []
     fits = {}
+    if weighting not in ("sigma", "none"):
+        raise ValueError(f"weighting must be 'sigma' or 'none', got {weighting!r}")
+    weights = None
+    if weighting == "sigma":
+        weights = sigma_weights(type(pipe.scheduler).from_config(pipe.scheduler.config), steps)
     for b in budgets:
-        full, cost = recat_schedule(similarity, b)
-        entry = {"budget": int(b), "full_steps": list(full), "cost": round(float(cost), 6),
-                 "uniform_cost": round(S.schedule_cost(1 - similarity, S.uniform_schedule(steps, b)), 6),
+        full, cost = recat_schedule(similarity, b, weights)
+        entry = {"budget": int(b), "full_steps": list(full), "weighting": weighting, "cost": round(float(cost), 6),
+                 "uniform_cost": round(S.schedule_cost(1 - similarity, S.uniform_schedule(steps, b), weights), 6),
                  "correction": None, "correction_fit": None}
         if correction and len(full) < steps:
             if progress:

@@ -58,13 +58,15 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
               help="samples per minibatch (each CFG half is its own CKA minibatch)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-correction", is_flag=True, help="do not fit the per-channel affine correction")
+@click.option("--weighting", type=click.Choice(["sigma", "none"]), default="sigma", show_default=True,
+              help="weigh each step's 1 - CKA by its sigma decrement (sigma) or not (none)")
 @click.option("--reprofile", is_flag=True, help="recompute the CKA matrix even if the file has one")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True)
 def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
-            batch_size, seed, no_correction, reprofile, threads, as_json, quiet):
+            batch_size, seed, no_correction, weighting, reprofile, threads, as_json, quiet):
     """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
     ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
     from acqe_format import AcqeReader
@@ -86,7 +88,7 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
     rep = profile_cache(model, steps=steps, budgets=list(budgets), prompts=prompts, samples=samples, branch=branch,
                         guidance=guidance, scheduler=sampler, height=height, width=width, device=device,
                         dtype=dtype, batch_size=batch_size, seed=seed, correction=not no_correction,
-                        reprofile=reprofile, progress=log)
+                        reprofile=reprofile, progress=log, weighting=weighting)
     if as_json:
         click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity", "moments")}, indent=1))
         return
