@@ -266,9 +266,18 @@ def load_tokenizer(path_or_reader):
         files = {k: assets[v] for k, v in mapping.items()}
     else:
         found = {name.rsplit("/", 1)[-1]: data for name, data in assets.items() if name.startswith("tokenizer/")}
-        if "vocab.json" in found and "merges.txt" in found:
+        if found:
             files = found
-    return build_clip_tokenizer(files)
+    if files is None:
+        return build_clip_tokenizer(None)
+    try:
+        return build_clip_tokenizer(files)
+    except ValueError as exc:  # unreadable embedded files: SD v1's tokenizer from open_clip's vocabulary
+        import warnings
+
+        warnings.warn(f"embedded tokenizer files unusable ({exc}); using SD v1's CLIP tokenizer from open_clip",
+                      stacklevel=2)
+        return build_clip_tokenizer(None)
 
 
 def load_scheduler(path_or_reader, scheduler: str = "ddim"):
