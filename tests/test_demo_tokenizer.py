@@ -11,7 +11,7 @@ from recat_runtime.tokenizer import build_clip_tokenizer, bytes_to_unicode, clip
 
 @pytest.fixture(scope="module")
 def files():
-    return clip_tokenizer_files()
+    return clip_tokenizer_files(compact=False)
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,23 @@ def test_module_does_not_import_torch_or_open_clip():
             "print('torch' in sys.modules, 'open_clip' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_compact_files_build_the_same_tokenizer(tok):
+    compact = clip_tokenizer_files()
+    assert set(compact) == {"merges.txt.xz", "tokenizer_config.json"}
+    assert sum(len(v) for v in compact.values()) < 250_000          # vs ~1.5 MB for vocab.json + merges.txt
+    again = build_clip_tokenizer(compact)
+    assert again.get_vocab() == tok.get_vocab()
+    for text in ("a photo of a cat", "a small pink cross in the bottom right, naïve café 123"):
+        assert again(text).input_ids == tok(text).input_ids
+
+
+def test_hostile_compressed_merges_rejected():
+    import lzma
+
+    bomb = lzma.compress(b"a b\n" * (2 << 20), preset=6)            # expands to 8 MiB
+    with pytest.raises(ValueError, match="expands beyond"):
+        build_clip_tokenizer({"merges.txt.xz": bomb})
+    with pytest.raises(ValueError, match="not a valid xz"):
+        build_clip_tokenizer({"merges.txt.xz": b"\xfd7zXZ\x00garbage"})
