@@ -87,7 +87,8 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
 
     say(f"1/5 convert {os.path.relpath(s.ckpt)} -> {path}")
     t = time.perf_counter()
-    settings = Settings() if s.bits is None else Settings(bits=s.bits)
+    # the demo file embeds its tokenizer (182 kB) so it is a complete model on its own; its bytes are counted
+    settings = Settings(embed_tokenizer=True) if s.bits is None else Settings(bits=s.bits, embed_tokenizer=True)
     report = convert(s.ckpt, path, settings, progress=progress)
     timings["convert"] = time.perf_counter() - t
 
