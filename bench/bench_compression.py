@@ -441,7 +441,7 @@ weighted mean of per-tensor SQNR (dB, capped at 60) over floating tensors with >
 values. "ACQE size at Q4_0 dB" is interpolated on the ACQE rate-distortion curve (8 `--bits` points);
 "uniform+EC" is the same encoder restricted to uniform quantisation with one table per tensor; the
 Shannon column is the memoryless bound h(W) - 1/2 log2(2 pi e D) per tensor at equal SQNR. Plot:
-`bench/_out/rd_curves.png`. Machine: the shared 2-core container (load average 5-8 from other work).
+`bench/rd_curves_compression.png` (copied from bench/_out/rd_curves.png). Machine: the shared 2-core container (load average 5-8 from other work).
 
 """
 
