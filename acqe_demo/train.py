@@ -46,13 +46,13 @@ class Settings:
     classifier_steps: int = 400
     classifier_batch: int = 32
     classifier_lr: float = 3e-3
-    vae_steps: int = 800
+    vae_steps: int = 2400
     vae_batch: int = 16
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
     vae_object_weight: float = 20.0
     vae_init_logvar: float = -8.0
-    unet_steps: int = 1500
+    unet_steps: int = 1200
     unet_batch: int = 32
     unet_lr: float = 8e-4
     unet_warmup: int = 50
