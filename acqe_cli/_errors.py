@@ -29,7 +29,10 @@ ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
 
 def format_error(exc: BaseException) -> str | None:
     """One line for a known exception type, or None when the exception is unexpected (a bug)."""
-    for kind, prefix in ERROR_MESSAGES:
+    # Errors defined outside acqe_format (e.g. in recat_runtime, which imports torch) name their own
+    # prefix, so this table never has to import their packages.
+    own = getattr(type(exc), "cli_prefix", None)
+    for kind, prefix in ([(type(exc), own)] if own else []) + ERROR_MESSAGES:
         if isinstance(exc, kind):
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if isinstance(exc, OSError) and exc.filename and exc.strerror:

@@ -6,3 +6,5 @@ __all__ = ["RuntimeLoadError", "NoScheduleError"]
 
 class NoScheduleError(AcqeError, LookupError):
     """The `.acqe` file holds no ReCaT schedule for the requested sampler / steps / guidance / budget."""
+
+    cli_prefix = "no ReCaT schedule"

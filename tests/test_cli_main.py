@@ -44,3 +44,11 @@ def test_missing_file_is_one_line():
     p = _acqe("inspect", "/nonexistent/model.acqe")
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_errors_outside_acqe_format_name_their_own_prefix():
+    class NoSchedule(E.AcqeError, LookupError):
+        cli_prefix = "no ReCaT schedule"
+
+    assert format_error(NoSchedule("profile with acqe profile-cache")) == \
+        "no ReCaT schedule: profile with acqe profile-cache"
