@@ -88,7 +88,7 @@ def test_generated_images_follow_prompts(pipe):
     # The same images scored against other scenes' captions: what a model ignoring its prompt would get.
     perm = np.roll(np.arange(len(scenes)), 5)
     chance = metrics.prompt_accuracy([scenes[j] for j in perm], metrics.read_images(clf, images))
-    # Shipped model at 8 DDIM steps: attribute accuracy ~0.40 (colour ~0.5) on these captions, chance ~0.23.
-    assert got["attribute"] >= 0.33, got
-    assert got["attribute"] > chance["attribute"] + 0.1, (got, chance)
-    assert got["attr_color"] >= 0.35, got  # 8 colours: chance 0.125
+    # Shipped model at 8 DDIM steps: attribute accuracy ~0.54 (colour ~0.7) on these captions, chance ~0.19.
+    assert got["attribute"] >= 0.42, got
+    assert got["attribute"] > chance["attribute"] + 0.2, (got, chance)
+    assert got["attr_color"] >= 0.5, got  # 8 colours: chance 0.125
