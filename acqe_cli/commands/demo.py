@@ -12,7 +12,7 @@ def _fmt_bytes(n: int) -> str:
 @click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the .acqe file, the image grid and figures.json.")
 @click.option("--bits", type=float, default=None, help="Whole-file target in bits per parameter (default: encoder's).")
-@click.option("--prompts", type=click.IntRange(2, 512), default=16, show_default=True,
+@click.option("--prompts", type=click.IntRange(2, 512), default=64, show_default=True,
               help="Evaluation prompts (one image each).")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
 @click.option("--full-steps", type=click.IntRange(1, 1000), default=10, show_default=True,
@@ -28,7 +28,8 @@ def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
 
     from acqe_demo.story import DemoSettings, run_demo
 
-    console = Console(stderr=False)
+    import sys
+    console = Console(stderr=False, width=None if sys.stdout.isatty() else 150)
     s = DemoSettings(out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, full_steps=min(full_steps, steps),
                      grid_prompts=min(8, prompts), profile_samples=profile_samples)
     res = run_demo(s, say=lambda m: console.print(f"[bold cyan]{m}[/]"))
@@ -43,19 +44,22 @@ def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
     console.print(t)
 
     q = Table(title=f"Generation: {len(res.captions)} prompts, {s.steps} DDIM steps, guidance {s.guidance}")
-    for c in ("variant", "full UNet steps", "loop s", "prompt acc", "attribute acc", "Fréchet dist", "PSNR vs original"):
+    for c in ("variant", "full UNet steps", "loop s", "prompt acc", "attribute acc", "Fréchet dist", "PSNR vs original",
+              "PSNR vs .acqe uncached"):
         q.add_column(c, justify="left" if c == "variant" else "right")
     for v in res.variants:
         f = v.figures
         p = f["psnr_vs_original"]
+        pa = f.get("psnr_vs_acqe")
         q.add_row(v.name, str(v.full_steps), f"{v.loop_seconds:.2f}", f"{f.get('prompt', float('nan')):.3f}",
                   f"{f.get('attribute', float('nan')):.3f}", f"{f.get('fd', float('nan')):.2f}",
-                  "identical" if p == float("inf") else f"{p:.1f} dB")
+                  "identical" if p == float("inf") else f"{p:.1f} dB",
+                  "-" if pa is None else "identical" if pa == float("inf") else f"{pa:.1f} dB")
     ref = res.reference
     q.add_row("real images (classifier ceiling)", "-", "-", f"{ref['real'].get('prompt', float('nan')):.3f}",
-              f"{ref['real'].get('attribute', float('nan')):.3f}", f"{ref['fd_real_vs_real']:.2f}", "-")
+              f"{ref['real'].get('attribute', float('nan')):.3f}", f"{ref['fd_real_vs_real']:.2f}", "-", "-")
     q.add_row("chance (captions of other scenes)", "-", "-", f"{ref['chance'].get('prompt', float('nan')):.3f}",
-              f"{ref['chance'].get('attribute', float('nan')):.3f}", "-", "-")
+              f"{ref['chance'].get('attribute', float('nan')):.3f}", "-", "-", "-")
     console.print(q)
     console.print("Timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
     console.print(f"Grid (rows: {', '.join(v.name for v in res.variants)}): [bold]{res.grid_path}[/]")
