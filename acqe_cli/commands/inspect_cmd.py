@@ -95,6 +95,8 @@ def summarize(r) -> dict:
         "totals": {
             "tensors": len(tensors), "parameters": params, "payload_bytes": payload,
             "side_bytes": size - payload,
+            # embedded files (e.g. the tokenizer) are counted, but shown apart from the weights' framing
+            "asset_bytes": sum(s.length for s in r.sections if s.kind == C.SectionKind.ASSETS),
             "bits_per_param": round(size * 8 / params, 4) if params else None,
             "payload_bits_per_param": round(payload * 8 / params, 4) if params else None,
         },
@@ -182,5 +184,6 @@ def command(file, as_json, tensors):
     con.print(Text(f"codecs: {codecs or 'none'}"))
     bpp = "n/a (no parameters)" if T["bits_per_param"] is None else f"{T['bits_per_param']:.4f}"
     con.print(Text(f"total: {T['tensors']} tensors, {T['parameters']:,} parameters, {info['file_bytes']:,} file "
-                   f"bytes ({T['payload_bytes']:,} payload + {T['side_bytes']:,} side information) → "
+                   f"bytes ({T['payload_bytes']:,} payload + {T['asset_bytes']:,} embedded assets + "
+                   f"{T['side_bytes'] - T['asset_bytes']:,} directory, metadata and framing) → "
                    f"{bpp} bits/param (file bytes × 8 / parameters)", style="bold"))
