@@ -162,16 +162,17 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
                   write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30,
-                  weighting: str = "sigma") -> dict:
+                  weighting: str = "none") -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
     unless ``reprofile``. The per-channel correction is fitted from pair moments gathered during the
     profiling pass when one minibatch's features of all steps fit in ``moments_max_bytes``, else by a
-    second pass over ``correction_samples`` samples. ``weighting="sigma"`` (default) weighs each cached
-    step's ``1 - CKA`` by its sigma decrement (how much an error in that step's noise prediction moves the
-    final sample, to first order; measured better than unweighted on the demo proxy, bench/RESULTS.md);
-    ``"none"`` is plain within-segment similarity. Returns a summary dict (schedules, costs, timings,
+    second pass over ``correction_samples`` samples. ``weighting="none"`` (default) is plain
+    within-segment similarity; ``"sigma"`` weighs each cached step's ``1 - CKA`` by its sigma decrement
+    (how much an error in that step's noise prediction moves the final sample, to first order). Sigma
+    weighting won on a weak proxy model but lost by 1.8-2.4 dB on the shipped demo model at 7-8 full
+    steps of 50 (bench/RESULTS.md), so it is opt-in. Returns a summary dict (schedules, costs, timings,
     correction fit).
     """
     from acqe_format import AcqeReader

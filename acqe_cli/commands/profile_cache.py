@@ -58,7 +58,7 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
               help="samples per minibatch (each CFG half is its own CKA minibatch)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-correction", is_flag=True, help="do not fit the per-channel affine correction")
-@click.option("--weighting", type=click.Choice(["sigma", "none"]), default="sigma", show_default=True,
+@click.option("--weighting", type=click.Choice(["sigma", "none"]), default="none", show_default=True,
               help="weigh each step's 1 - CKA by its sigma decrement (sigma) or not (none)")
 @click.option("--reprofile", is_flag=True, help="recompute the CKA matrix even if the file has one")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
