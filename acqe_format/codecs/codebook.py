@@ -89,12 +89,17 @@ def _convert(values_f32: np.ndarray, decoded: str) -> np.ndarray:
     return _bf16_bits_from_f32(values_f32)
 
 
-def _values_numpy(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
-    """The reconstruction formula in plain numpy (the twin of the numba kernel; used by the tests)."""
+def _output(shape, decoded: str) -> tuple[np.ndarray, int]:
+    """The flat output array of a reconstruction (native byte order) and the row length."""
     rows, row_length = rows_of(shape)
     numel = rows * row_length if row_length else 0
-    np_dt = C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")
-    out = np.empty(numel, dtype=np_dt)
+    return np.empty(numel, dtype=C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")), row_length
+
+
+def _values_numpy(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
+    """The reconstruction formula in plain numpy (the twin of the numba kernel; used by the tests)."""
+    out, row_length = _output(shape, decoded)
+    numel = out.size
     if numel:
         cb = np.ascontiguousarray(codebook, dtype=np.float32)
         step = max(1, _BLOCK // row_length) * row_length
@@ -132,10 +137,8 @@ def _run(fn, ranges) -> list:
 def _values(codebook, indices, scales, shape, decoded: str, threads: int | None = 1) -> np.ndarray:
     """The reconstruction formula (numba kernel, fused with the dtype conversion)."""
     from acqe_format.codecs import _kernels as K
-    rows, row_length = rows_of(shape)
-    numel = rows * row_length if row_length else 0
-    np_dt = C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")
-    out = np.empty(numel, dtype=np_dt)
+    out, row_length = _output(shape, decoded)
+    numel = out.size
     if numel:
         cb = np.ascontiguousarray(codebook, dtype=np.float32)
         sc = np.zeros(0, np.float32) if scales is None else np.ascontiguousarray(scales, dtype=np.float32)
