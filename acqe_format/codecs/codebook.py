@@ -89,6 +89,14 @@ def _convert(values_f32: np.ndarray, decoded: str) -> np.ndarray:
     return _bf16_bits_from_f32(values_f32)
 
 
+def _check_head_start(name: str, k: int, reserved: int) -> None:
+    """The checks both codebook heads start with: reserved field zero, codebook size within limits."""
+    if reserved:
+        raise LayoutError(f"tensor {name!r}: reserved head field is {reserved}, must be 0")
+    if not 1 <= k <= C.MAX_K:
+        raise LimitExceededError(f"tensor {name!r}: codebook size K={k} outside 1..{C.MAX_K}")
+
+
 def _output(shape, decoded: str) -> tuple[np.ndarray, int]:
     """The flat output array of a reconstruction (native byte order) and the row length."""
     rows, row_length = rows_of(shape)
@@ -250,10 +258,7 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
     def parse(cls, payload, info, threads=1):
         name = info.name
         k, bits, scale_mode, reserved = PACKED_HEAD.unpack_from(payload, 0)
-        if reserved:
-            raise LayoutError(f"tensor {name!r}: reserved head field is {reserved}, must be 0")
-        if not 1 <= k <= C.MAX_K:
-            raise LimitExceededError(f"tensor {name!r}: codebook size K={k} outside 1..{C.MAX_K}")
+        _check_head_start(name, k, reserved)
         if not C.MIN_PACKED_BITS <= bits <= C.MAX_PACKED_BITS:
             raise CodecError(f"tensor {name!r}: index width {bits} bits outside 1..16")
         if k > (1 << bits):
@@ -311,10 +316,7 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
         """Validates the CRC-checked head; returns a dict of views (nothing proportional to numel)."""
         name = info.name
         k, precision, scale_mode, context_mode, reserved, n_tables, chunk_size = RANS_HEAD.unpack_from(payload, 0)
-        if reserved:
-            raise LayoutError(f"tensor {name!r}: reserved head field is {reserved}, must be 0")
-        if not 1 <= k <= C.MAX_K:
-            raise LimitExceededError(f"tensor {name!r}: codebook size K={k} outside 1..{C.MAX_K}")
+        _check_head_start(name, k, reserved)
         if not C.MIN_PRECISION <= precision <= C.MAX_PRECISION:
             raise CodecError(f"tensor {name!r}: precision {precision} outside {C.MIN_PRECISION}..{C.MAX_PRECISION}")
         if scale_mode not in (C.SCALE_NONE, C.SCALE_ROW_F32):
