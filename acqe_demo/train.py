@@ -52,7 +52,7 @@ class Settings:
     vae_kl_weight: float = 1e-6
     vae_object_weight: float = 20.0
     vae_init_logvar: float = -8.0
-    unet_steps: int = 2200
+    unet_steps: int = 6000
     unet_batch: int = 32
     unet_lr: float = 8e-4
     unet_warmup: int = 50
