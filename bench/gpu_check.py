@@ -1,6 +1,7 @@
 """One-call GPU check of the ReCaT runtime: fp16, SD v1.4-size pipeline, 512 px (64x64 latents), 50 steps.
 
-Measures, for batch 1 and 4: the denoising loop and the whole pipeline with no cache, DeepCache-style
+Measures, for batch 1 and 4 (after a clock ramp-up and one untimed run of each; median of 3 interleaved
+rounds): the denoising loop and the whole pipeline with no cache, DeepCache-style
 uniform caching (interval 5 → 10 full steps) and a ReCaT schedule (7 full steps, the budget at which
 ReCaT has to match uniform interval 5); the UNet full step vs cached step (branch 0 and 2); the VAE
 decode; and `acqe generate`-equivalent generation from a `.acqe` file when ``--model`` is given.
@@ -12,7 +13,8 @@ profile at 50 steps, B = 7), else DeepCache's non-uniform schedule with B = 7 (s
 only on the number of full steps).
 
 Usage:
-  python bench/gpu_check.py --out /tmp/gpu                  # on a CUDA machine (about 3-5 minutes)
+  bash bench/gpu_prepare.sh   # here, first: wheels + the demo .acqe with stored schedules (see that file)
+  python bench/gpu_check.py --out /tmp/gpu --model gpu_payload/shapes.acqe   # on a CUDA machine (about 1 minute)
   python bench/gpu_check.py --smoke --out /tmp/gpu-smoke     # on CPU: tiny sizes, checks the script runs
 """
 from __future__ import annotations
@@ -42,6 +44,35 @@ def _recat_steps(steps: int, budget: int) -> tuple[list[int], str]:
     from recat_runtime.cache.schedules import quadratic_schedule
 
     return list(quadratic_schedule(steps, budget)), "DeepCache non-uniform schedule (same number of full steps)"
+
+
+def _cli_generate(model: str, out: str, device: str, dtype: str, steps: int, interval: int,
+                  recat_budget: int) -> list[dict]:
+    """Runs `acqe generate --json` for no cache, uniform every-N and the stored ReCaT schedule."""
+    import contextlib
+    import io
+
+    from acqe_cli.main import main as acqe
+
+    rows = []
+    budget = -(-steps // interval)
+    for cache in ("none", "uniform", "recat"):
+        png = os.path.join(out, f"generate_{cache}.png")
+        args = ["generate", model, "--prompt", "a red circle above a blue square", "--steps", str(steps),
+                "--cache", cache, "--full-steps", str(budget if cache == "uniform" else recat_budget), "--device", device,
+                "--dtype", dtype, "--batch", "4", "--out", png, "--json"]
+        buf = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(buf):
+            rc = acqe(args)
+        wall = time.perf_counter() - t0
+        if rc != 0:
+            rows.append({"cache": cache, "rc": rc, "full_steps": [], "loop_seconds": 0.0, "decode_seconds": 0.0,
+                         "load_seconds": 0.0, "wall_s": wall})
+        else:
+            rows.append({**json.loads(buf.getvalue()), "rc": rc, "wall_s": wall})
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv=None):
@@ -91,7 +122,7 @@ def main(argv=None):
         if cuda:
             torch.cuda.synchronize()
 
-    def timed(fn, reps=5):
+    def timed(fn, reps=15):
         fn()
         sync()
         ts = []
@@ -109,6 +140,13 @@ def main(argv=None):
     recat_steps, recat_src = _recat_steps(steps, recat_budget)
     report["recat_schedule"] = {"full_steps": recat_steps, "source": recat_src}
     with torch.inference_mode():
+        # ramp the GPU clocks up (idle clocks are ~6x lower) and let cuDNN pick its kernels before timing
+        x = torch.randn(2, 4, lat, lat, device=device, dtype=dtype)
+        ehs = torch.randn(2, 77, ctx_dim, device=device, dtype=dtype)
+        t_end = time.perf_counter() + (0.2 if a.smoke else 3.0)
+        while time.perf_counter() < t_end:
+            unet(x, 500, ehs)
+            sync()
         for b in a.batches:
             x = torch.randn(2 * b, 4, lat, lat, device=device, dtype=dtype)
             ehs = torch.randn(2 * b, 77, ctx_dim, device=device, dtype=dtype)
@@ -122,7 +160,11 @@ def main(argv=None):
                 h.remove()
                 row[f"unet_cached_b{m}_s"] = timed(lambda: shallow_forward(unet, plan, got["f"], x, 500, ehs))
             z = torch.randn(b, 4, lat, lat, device=device, dtype=dtype)
-            row["vae_decode_s"] = timed(lambda: pipe.vae.decode(z), reps=3)
+            row["vae_decode_s"] = timed(lambda: pipe.vae.decode(z), reps=5)
+            # one candidate speed-up of the VAE decode that needs no new weights: channels-last convolutions
+            pipe.vae.to(memory_format=torch.channels_last)
+            row["vae_decode_channels_last_s"] = timed(lambda: pipe.vae.decode(z), reps=5)
+            pipe.vae.to(memory_format=torch.contiguous_format)
             report.setdefault("unet", []).append(row)
             print(row, flush=True)
 
@@ -130,46 +172,75 @@ def main(argv=None):
     configs = [("none", None),
                (f"uniform N={uniform_interval}", RecatCacheConfig.interval(steps, uniform_interval)),
                (f"recat B={recat_budget}", RecatCacheConfig(steps, recat_steps))]
-    for b in a.batches:
-        # warm-up (cudnn autotune, allocator)
-        denoise_and_decode(pipe, [prompts] * b, steps=2, guidance=7.5, seeds=list(range(b)), height=res, width=res)
-        base = None
-        for label, cfg in configs:
+    def one_run(b, label, cfg):
+        helper = None
+        if cfg == "deepcache":  # the peer: DeepCache's own helper on the same pipeline, branch 0
+            from DeepCache import DeepCacheSDHelper
+
+            helper = DeepCacheSDHelper(pipe=pipe)
+            helper.set_params(cache_interval=uniform_interval, cache_branch_id=0)
+            helper.enable()
+            cfg = None
+        try:
             _, _, loop_s, dec_s, full = denoise_and_decode(pipe, [prompts] * b, steps=steps, guidance=7.5,
                                                            seeds=list(range(b)), height=res, width=res, config=cfg)
+        finally:
+            if helper is not None:
+                helper.disable()
+        return loop_s, dec_s, (-(-steps // uniform_interval) if helper is not None else len(full))
+
+    try:
+        import DeepCache  # noqa: F401
+
+        configs.append((f"deepcache pip N={uniform_interval}", "deepcache"))
+    except ImportError:
+        print("deepcache package not installed; peer skipped", flush=True)
+    rounds = 1 if a.smoke else 3
+    for b in a.batches:
+        # every configuration once untimed (cuDNN autotune and lazy init of the cached path), then
+        # `rounds` interleaved timed rounds; the median of each is reported
+        for label, cfg in configs:
+            one_run(b, label, cfg)
+        times: dict[str, list] = {label: [] for label, _ in configs}
+        for _ in range(rounds):
+            for label, cfg in configs:
+                times[label].append(one_run(b, label, cfg))
+        base = None
+        for label, _ in configs:
+            ts = sorted(times[label])
+            loop_s, dec_s, n_full = ts[len(ts) // 2]
             base = base or loop_s
-            row = {"batch": b, "label": label, "full_steps": len(full), "loop_s": loop_s, "decode_s": dec_s,
-                   "pipeline_s": loop_s + dec_s, "loop_speedup": base / loop_s}
+            row = {"batch": b, "label": label, "full_steps": n_full, "loop_s": loop_s, "decode_s": dec_s,
+                   "pipeline_s": loop_s + dec_s, "loop_speedup": base / loop_s,
+                   "loop_s_all": [t[0] for t in times[label]]}
             report["runs"].append(row)
             print(row, flush=True)
     if cuda:
         report["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
-    if a.model:
-        from recat_runtime.api import generate
-
-        t0 = time.perf_counter()
-        r = generate(a.model, ["a red circle on a white background"], steps=steps, cache="uniform",
-                     full_steps=steps // uniform_interval, device=str(device),
-                     dtype="fp16" if cuda else "fp32", guidance=4.0)
-        report["acqe_generate"] = {"model": a.model, "total_s": time.perf_counter() - t0, "load_s": r.load_seconds,
-                                   "loop_s": r.loop_seconds, "decode_s": r.decode_seconds}
-        r.images[0].save(os.path.join(a.out, "acqe_generate.png"))
+    if a.model:  # `acqe generate` itself, from a single .acqe file (the demo model with its stored schedule)
+        report["acqe_generate"] = _cli_generate(a.model, a.out, str(device), "fp16" if cuda else "fp32",
+                                                steps, uniform_interval, recat_budget)
 
     with open(os.path.join(a.out, "gpu_check.json"), "w") as f:
         json.dump(report, f, indent=1)
     md = [f"# GPU check: {report['device']}, {report['dtype']}, {res} px, {steps} DDIM steps", "",
-          "| batch | UNet full | cached b0 | cached b2 | VAE decode |", "|---:|---:|---:|---:|---:|"]
+          "| batch | UNet full | cached b0 | cached b2 | VAE decode | VAE decode, channels-last |",
+          "|---:|---:|---:|---:|---:|---:|"]
     for u in report["unet"]:
         md.append(f"| {u['batch']} | {u['unet_full_s'] * 1e3:.1f} ms | {u['unet_cached_b0_s'] * 1e3:.1f} ms "
                   f"({100 * u['unet_cached_b0_s'] / u['unet_full_s']:.1f}%) | {u['unet_cached_b2_s'] * 1e3:.1f} ms | "
-                  f"{u['vae_decode_s'] * 1e3:.1f} ms |")
+                  f"{u['vae_decode_s'] * 1e3:.1f} ms | {u['vae_decode_channels_last_s'] * 1e3:.1f} ms |")
     md += ["", f"ReCaT schedule: {recat_steps} ({recat_src})", "",
            "| batch | run | full steps | loop s | pipeline s | VAE share | loop speed-up |",
            "|---:|---|---:|---:|---:|---:|---:|"]
     for r in report["runs"]:
         md.append(f"| {r['batch']} | {r['label']} | {r['full_steps']} | {r['loop_s']:.2f} | {r['pipeline_s']:.2f} | "
                   f"{100 * r['decode_s'] / r['pipeline_s']:.0f}% | {r['loop_speedup']:.2f}× |")
+    for g in report.get("acqe_generate", []):
+        md.append(f"| 4 | `acqe generate` {a.model and os.path.basename(a.model)} --cache {g['cache']} | "
+                  f"{len(g['full_steps'])} | {g['loop_seconds']:.2f} | {g['loop_seconds'] + g['decode_seconds']:.2f} | "
+                  f"load {g['load_seconds']:.2f} s | (wall {g['wall_s']:.2f} s) |")
     with open(os.path.join(a.out, "gpu_check.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))

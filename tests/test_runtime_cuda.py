@@ -1,0 +1,69 @@
+"""The runtime on CUDA: exact decoded weights on the device, caching exactness, `acqe generate --device cuda`.
+
+Skipped where no CUDA device is present (CI has none); `bench/gpu_check.py --tests` runs this file on a
+lent GPU machine, so the CUDA paths are exercised for real whenever one is available.
+"""
+import numpy as np
+import pytest
+import torch
+
+from recat_runtime.cache import RecatCacheConfig, recat_cache
+from recat_runtime.loading import load_pipeline, load_unet
+from recat_runtime.testing import tiny_pipeline
+from runtime_fixtures import write_tiny_acqe
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pipe = tiny_pipeline(seed=3)
+    path = tmp_path_factory.mktemp("acqe") / "tiny.acqe"
+    write_tiny_acqe(path, pipe, codebook=True)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_weights_on_cuda_equal_cpu_decode(tiny, dtype):
+    """Decoding straight to the device gives bit-for-bit the tensors the CPU path gives."""
+    on_gpu = load_unet(tiny, device="cuda", torch_dtype=dtype)
+    on_cpu = load_unet(tiny, device="cpu", torch_dtype=dtype)
+    assert all(p.device.type == "cuda" for p in on_gpu.parameters())
+    a, b = on_gpu.state_dict(), on_cpu.state_dict()
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k].cpu(), b[k]), k
+
+
+def _run(pipe, steps=8, seed=0):
+    g = torch.Generator("cpu").manual_seed(seed)
+    return pipe("a red circle", num_inference_steps=steps, generator=g, output_type="np", height=16,
+                width=16).images
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_full_budget_equals_uncached_on_cuda(tiny, dtype):
+    pipe = load_pipeline(tiny, device="cuda", torch_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    ref = _run(pipe)
+    with recat_cache(pipe, RecatCacheConfig.uniform(8, 8)) as hook:
+        got = _run(pipe)
+    assert hook.full_calls == 8 and hook.cached_calls == 0
+    assert np.array_equal(ref, got)
+    with recat_cache(pipe, RecatCacheConfig(num_inference_steps=8, full_steps=(0, 3, 6))) as hook:
+        cached = _run(pipe)
+    assert (hook.full_calls, hook.cached_calls) == (3, 5)
+    assert np.isfinite(cached).all() and not np.array_equal(cached, ref)
+
+
+def test_cli_generate_on_cuda(tiny, tmp_path):
+    from PIL import Image
+
+    from acqe_cli.main import main
+
+    for cache in ("none", "uniform"):
+        out = tmp_path / f"{cache}.png"
+        rc = main(["generate", str(tiny), "--prompt", "a red circle", "--steps", "6", "--cache", cache,
+                   "--full-steps", "2", "--device", "cuda", "--dtype", "fp16", "--height", "16", "--width", "16",
+                   "--out", str(out)])
+        assert rc == 0 and Image.open(out).size == (16, 16)
