@@ -102,6 +102,34 @@ def test_hook_life_cycle(pipe):
     disable_recat_cache(pipe)  # no-op
 
 
+def test_steps_tracked_without_reading_the_timestep(pipe):
+    """In a pipeline the hook locates each step by the timestep's position in scheduler.timesteps (no
+    value read, so no GPU sync); an interrupted run is detected and the next run starts afresh."""
+    cfg = RecatCacheConfig(num_inference_steps=8, full_steps=(0, 3, 6))
+    with recat_cache(pipe, cfg) as hook:
+        ref = _run(pipe)
+        assert hook._prev_t == ("position", 7.0)
+
+        def stop_after_four(p, i, t, kw):
+            p._interrupt = i >= 3
+            return kw
+
+        g = torch.Generator().manual_seed(0)
+        pipe("a red circle", num_inference_steps=8, generator=g, output_type="np", height=16, width=16,
+             callback_on_step_end=stop_after_four)
+        assert hook.step == 3
+        again = _run(pipe)
+    assert np.array_equal(ref, again)
+    # a UNet called directly with plain timesteps falls back to reading the value
+    with recat_cache(pipe.unet, RecatCacheConfig(num_inference_steps=4, full_steps=(0,))) as hook:
+        x, ehs = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
+        with torch.no_grad():
+            pipe.unet(x, 900, ehs)
+            pipe.unet(x, 400, ehs)
+            pipe.unet(x, 900, ehs)   # a later timestep than the last one: a new run
+        assert hook._prev_t == ("value", -900.0) and (hook.full_calls, hook.cached_calls) == (2, 1)
+
+
 def test_correction_identity_is_exact_and_affine_changes(pipe):
     from recat_runtime.cache import CacheCorrection
 

@@ -172,10 +172,27 @@ class RecatCacheHook(ModelHook):
             self.feature = x[:, : self.plan.feature_channels].detach().clone()
         return None
 
-    def _advance(self, timestep) -> int:
+    def _time_key(self, timestep) -> tuple[str, float]:
+        """A key that grows along one sampling run, read without synchronising a GPU.
+
+        Pipelines pass ``t`` straight from ``for t in scheduler.timesteps``: a 0-d view into that
+        tensor, so its position is known from the storage offset alone. Reading the value instead
+        (``float(t)``) would make the CPU wait for the GPU at every step. Timesteps fall along a run,
+        so a value key is the negated timestep.
+        """
+        ts = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
+        if (torch.is_tensor(timestep) and torch.is_tensor(ts) and timestep.dim() == 0 and ts.dim() == 1
+                and ts.stride(0) == 1 and timestep.device == ts.device
+                and timestep.untyped_storage().data_ptr() == ts.untyped_storage().data_ptr()):
+            return "position", float(timestep.storage_offset() - ts.storage_offset())
         t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
+        return "value", -t
+
+    def _advance(self, timestep) -> int:
+        key = self._time_key(timestep)
         n = self.config.num_inference_steps
-        new_run = self.step is None or self.step + 1 >= n or (self._prev_t is not None and t > self._prev_t)
+        went_back = self._prev_t is not None and key[0] == self._prev_t[0] and key[1] < self._prev_t[1]
+        new_run = self.step is None or self.step + 1 >= n or went_back
         if new_run:
             self.step, self.feature = 0, None
             if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
@@ -187,7 +204,7 @@ class RecatCacheHook(ModelHook):
                     )
         else:
             self.step += 1
-        self._prev_t = t
+        self._prev_t = key
         return self.step
 
     def _corrected(self, step: int, feature: torch.Tensor) -> torch.Tensor:
