@@ -61,6 +61,23 @@ def check_asset_name(name: str) -> None:
         raise LayoutError(f"asset name {name!r} is not a safe relative path")
 
 
+_FLOAT_NAMES = frozenset({"float16", "bfloat16", "float32", "float64"})
+_CAST_TARGETS = frozenset({"float16", "bfloat16", "float32"})
+
+
+def _cast_float(a: np.ndarray, decoded: str, dtype: str) -> np.ndarray:
+    """Round decoded floats (BF16 as uint16 bits) to ``dtype``, to nearest, ties to even."""
+    from acqe_format.codecs.raw import _bf16_bits_from_f32
+    if decoded == "bfloat16":
+        a = (a.astype(np.uint32) << 16).view(np.float32)      # exact
+    with np.errstate(over="ignore"):   # overflow to +-inf is the rounding rule, not an error
+        # float64 is rounded to float32 first, as torch's Tensor.to(float16 / bfloat16) does
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if dtype == "bfloat16":
+            return _bf16_bits_from_f32(a)
+        return a.astype(np.float16) if dtype == "float16" else a
+
+
 class AcqeReader:
     """Open and validate an `.acqe` file (a path, or the file's bytes).
 
@@ -389,20 +406,35 @@ class AcqeReader:
                                         f"{info.payload_crc32:08x}")
         return payload
 
-    def read(self, name: str, threads: int | None = None) -> np.ndarray:
-        """Decode one tensor (CRC-checked, bit-exact). BF16 comes back as uint16 bit patterns."""
-        info = self.info(name)
-        return get_codec(info.codec).decode(self._payload(info), info, threads)
+    def read(self, name: str, threads: int | None = None, dtype: str | None = None) -> np.ndarray:
+        """Decode one tensor (CRC-checked, bit-exact). BF16 comes back as uint16 bit patterns.
 
-    def iter_tensors(self, threads: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        ``dtype`` ("float16", "bfloat16", "float32") casts a floating tensor exactly as decoding it and then
+        ``torch.Tensor.to(dtype)`` would (round to nearest, ties to even; float64 via float32, as torch does);
+        integer and bool tensors are returned as decoded. A codebook tensor that decodes to float32 is rounded inside the reconstruction kernel
+        (one pass, no float32 copy): the result is the same.
+        """
+        info = self.info(name)
+        codec = get_codec(info.codec)
+        payload = self._payload(info)
+        decoded = info.decoded_dtype
+        if dtype is None or dtype == decoded or decoded not in _FLOAT_NAMES:
+            return codec.decode(payload, info, threads)
+        if dtype not in _CAST_TARGETS:
+            raise ValueError(f"dtype must be one of {sorted(_CAST_TARGETS)}, not {dtype!r}")
+        if decoded == "float32" and info.codec != C.CodecId.RAW:
+            return codec.decode(payload, info, threads, out_dtype=dtype)
+        return _cast_float(codec.decode(payload, info, threads), decoded, dtype)
+
+    def iter_tensors(self, threads: int | None = None, dtype: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """(name, array) for every tensor in file order. Tensors decode concurrently on `threads` threads
         (None: every available CPU) in a bounded window, so memory stays about `2 * threads` tensors
-        ahead of the consumer."""
+        ahead of the consumer. ``dtype``: as in :meth:`read`."""
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if threads <= 1:
             for t in self._tensors:
-                yield t.name, self.read(t.name, threads=1)
+                yield t.name, self.read(t.name, threads=1, dtype=dtype)
             return
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
@@ -410,7 +442,7 @@ class AcqeReader:
             window: deque = deque()
             it = iter(self._tensors)
             for t in it:
-                window.append((t.name, ex.submit(self.read, t.name, 1)))
+                window.append((t.name, ex.submit(self.read, t.name, 1, dtype)))
                 if len(window) >= 2 * threads:
                     n, f = window.popleft()
                     yield n, f.result()

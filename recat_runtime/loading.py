@@ -97,6 +97,10 @@ def _config(meta: dict, component: str) -> dict:
     return copy.deepcopy(cfgs[component])
 
 
+_READER_DTYPE = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
+
+
 def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
     if decoded == "bfloat16":  # the reader returns bf16 as uint16 bit patterns
         t = torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
@@ -109,11 +113,11 @@ def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
     return t.to(device) if device is not None else t
 
 
-def _iter_selected(r: AcqeReader, names: list[str], threads: int):
+def _iter_selected(r: AcqeReader, names: list[str], threads: int, dtype: str | None = None):
     """``(name, array)`` for the given tensors in order, decoded ``threads`` at a time (bounded window)."""
     if threads <= 1:
         for n in names:
-            yield n, r.read(n)
+            yield n, r.read(n, dtype=dtype)
         return
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -121,7 +125,7 @@ def _iter_selected(r: AcqeReader, names: list[str], threads: int):
     with ThreadPoolExecutor(threads) as ex:
         window: deque = deque()
         for n in names:
-            window.append((n, ex.submit(r.read, n, 1)))
+            window.append((n, ex.submit(r.read, n, 1, dtype)))
             if len(window) >= 2 * threads:
                 k, f = window.popleft()
                 yield k, f.result()
@@ -146,9 +150,13 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         prefix = _prefix(r.metadata, component) if component else ""
         infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)}
         out: dict[str, torch.Tensor] = {}
-        for name, arr in _iter_selected(r, list(infos), threads):
+        # the reader rounds floats to the target dtype inside the decode kernel (same values as .to())
+        want = _READER_DTYPE.get(torch_dtype)
+        for name, arr in _iter_selected(r, list(infos), threads, want):
             key = name[len(prefix):] if strip_prefix else name
-            out[key] = _to_torch(arr, infos[name].decoded_dtype, torch_dtype, device)
+            decoded = infos[name].decoded_dtype
+            now = want if want is not None and decoded in _FLOATS else decoded
+            out[key] = _to_torch(arr, now, torch_dtype, device)
             del arr
         if component and not out:
             raise RuntimeLoadError(f"the file has no tensors for component '{component}' (prefix {prefix!r})")

@@ -291,9 +291,9 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
         return codebook, scales, idx
 
     @classmethod
-    def decode(cls, payload, info, threads=None) -> np.ndarray:
+    def decode(cls, payload, info, threads=None, out_dtype=None) -> np.ndarray:
         codebook, scales, idx = cls.parse(payload, info, threads)
-        return _values(codebook, idx, scales, info.shape, info.decoded_dtype, threads)
+        return _values(codebook, idx, scales, info.shape, out_dtype or info.decoded_dtype, threads)
 
 
 # --- codec 2: rANS-coded indices ---------------------------------------------------------------------
@@ -387,10 +387,10 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
         return _rans_decode(words, counts, head, info, threads)
 
     @classmethod
-    def decode(cls, payload, info, threads=None) -> np.ndarray:
+    def decode(cls, payload, info, threads=None, out_dtype=None) -> np.ndarray:
         head = cls.parse_head(payload, info)
         idx = cls.decode_indices(payload, info, head, threads)
-        return _values(head["codebook"], idx, head["scales"], info.shape, info.decoded_dtype, threads)
+        return _values(head["codebook"], idx, head["scales"], info.shape, out_dtype or info.decoded_dtype, threads)
 
 
 def _rans_decode(words, counts, head, info, threads):
