@@ -426,6 +426,16 @@ class AcqeReader:
             return codec.decode(payload, info, threads, out_dtype=dtype)
         return _cast_float(codec.decode(payload, info, threads), decoded, dtype)
 
+    def read_codebook(self, name: str, threads: int | None = None):
+        """The stored parts of a codebook-coded tensor as a :class:`CodebookTensor` (codebook, row
+        scales, row contexts, indices as uint8 when K <= 256), CRC-checked and validated like
+        :meth:`read`; ``reconstruct()`` of it equals ``read(name)``. ``None`` for a RAW tensor."""
+        info = self.info(name)
+        codec = get_codec(info.codec)
+        if not hasattr(codec, "decode_parts"):
+            return None
+        return codec.decode_parts(self._payload(info), info, threads)
+
     def iter_tensors(self, threads: int | None = None, dtype: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
         """(name, array) for every tensor in file order. Tensors decode concurrently on `threads` threads
         (None: every available CPU) in a bounded window, so memory stays about `2 * threads` tensors

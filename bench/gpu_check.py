@@ -75,6 +75,57 @@ def _cli_generate(model: str, out: str, device: str, dtype: str, steps: int, int
     return rows
 
 
+def _compact_timing(pipe, unet, lat, ctx_dim, device, dtype, timed, sync, steps, interval, smoke) -> dict:
+    """Dense vs compact weights (uint8 indices + 16-entry codebook per row-scaled layer, rebuilt per layer
+    on the fly): UNet step times, the cached step, and weight memory. The codebooks here come from a
+    uniform 16-level grid of the random weights: speed and memory depend only on the layout."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from acqe_format import CodebookTensor
+    from recat_runtime.cache.branch import branch_plan, shallow_forward
+    from recat_runtime.compact import compact_bytes, make_compact
+
+    cunet = copy.deepcopy(unet)
+    levels = np.linspace(-1, 1, 16).astype(np.float32)
+    for m in cunet.modules():
+        w = getattr(m, "weight", None)
+        if not isinstance(w, torch.nn.Parameter) or w.dim() < 2 or isinstance(m, torch.nn.Embedding):
+            continue
+        w32 = w.detach().float().reshape(w.shape[0], -1)
+        scale = w32.abs().amax(1).clamp_min(1e-12)
+        idx = torch.round((w32 / scale[:, None] + 1) * 7.5).clamp(0, 15).to(torch.uint8)
+        parts = CodebookTensor(tuple(w.shape), levels, idx.reshape(-1).cpu().numpy(), scale.cpu().numpy(), None,
+                               "float32")
+        make_compact(m, parts, dtype, device)
+    sync()
+    held, dense = compact_bytes(cunet)
+    out = {"compact_weight_bytes": held, "dense_weight_bytes": dense}
+    rows = []
+    with torch.inference_mode():
+        for b in (1,) if smoke else (1, 4):
+            x = torch.randn(2 * b, 4, lat, lat, device=device, dtype=dtype)
+            ehs = torch.randn(2 * b, 77, ctx_dim, device=device, dtype=dtype)
+            row = {"batch": b, "dense_full_s": timed(lambda: unet(x, 500, ehs)),
+                   "compact_full_s": timed(lambda: cunet(x, 500, ehs))}
+            plan = branch_plan(cunet, 0)
+            got = {}
+            h = cunet.get_submodule(plan.consumer_name).register_forward_pre_hook(
+                lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
+            cunet(x, 500, ehs)
+            h.remove()
+            row["compact_cached_b0_s"] = timed(lambda: shallow_forward(cunet, plan, got["f"], x, 500, ehs))
+            rows.append(row)
+            print({"compact": row}, flush=True)
+    out["rows"] = rows
+    del cunet
+    if torch.cuda.is_available() and device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="gpu_check_out")
@@ -82,6 +133,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batches", type=int, nargs="*", default=[1, 4])
     p.add_argument("--model", default=None, help="optional .acqe to time load + generate from the file")
+    p.add_argument("--no-compact", action="store_true", help="skip the compact-weights timing")
     a = p.parse_args(argv)
 
     import torch
@@ -168,6 +220,10 @@ def main(argv=None):
             report.setdefault("unet", []).append(row)
             print(row, flush=True)
 
+    if not a.no_compact:
+        report["compact"] = _compact_timing(pipe, unet, lat, ctx_dim, device, dtype, timed, sync, steps, uniform_interval,
+                                            a.smoke)
+
     prompts = "a photograph of an astronaut riding a horse"
     configs = [("none", None),
                (f"uniform N={uniform_interval}", RecatCacheConfig.interval(steps, uniform_interval)),
@@ -237,6 +293,16 @@ def main(argv=None):
     for r in report["runs"]:
         md.append(f"| {r['batch']} | {r['label']} | {r['full_steps']} | {r['loop_s']:.2f} | {r['pipeline_s']:.2f} | "
                   f"{100 * r['decode_s'] / r['pipeline_s']:.0f}% | {r['loop_speedup']:.2f}× |")
+    c = report.get("compact")
+    if c:
+        md += ["", f"Compact weights (uint8 indices + codebook, rebuilt per layer): UNet weights "
+                   f"{c['compact_weight_bytes'] / 2**20:.0f} MiB vs {c['dense_weight_bytes'] / 2**20:.0f} MiB dense", "",
+               "| batch | full step dense | full step compact | cached step compact |", "|---:|---:|---:|---:|"]
+        for r in c["rows"]:
+            md.append(f"| {r['batch']} | {r['dense_full_s'] * 1e3:.1f} ms | {r['compact_full_s'] * 1e3:.1f} ms | "
+                      f"{r['compact_cached_b0_s'] * 1e3:.1f} ms |")
+        md += ["", "| batch | run | full steps | loop s | pipeline s | VAE share | loop speed-up |",
+               "|---:|---|---:|---:|---:|---:|---:|"]
     for g in report.get("acqe_generate", []):
         md.append(f"| 4 | `acqe generate` {a.model and os.path.basename(a.model)} --cache {g['cache']} | "
                   f"{len(g['full_steps'])} | {g['loop_seconds']:.2f} | {g['loop_seconds'] + g['decode_seconds']:.2f} | "

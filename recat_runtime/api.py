@@ -123,8 +123,11 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
 def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "none", full_steps: int | None = None,
              seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
-             branch: int | None = None, correction: bool = True) -> GenerateResult:
+             branch: int | None = None, correction: bool = True, compact: bool = False) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
+
+    ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
+    (identical images, about half the UNet weight memory of fp16, slower steps).
 
     Image ``j`` of prompt ``i`` uses seed ``seed + i * batch + j``. ``full_steps`` is ignored with
     ``cache="none"``.
@@ -140,7 +143,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     config = cache_config(cache, steps=steps, full_steps=full_steps, metadata=metadata, sampler=scheduler,
                           guidance=guidance, branch=branch, correction=correction)
     t0 = time.perf_counter()
-    pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler)
+    pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler, compact=compact)
     load_s = time.perf_counter() - t0
     all_prompts = [p for p in prompts for _ in range(batch)]
     seeds = [seed + k for k in range(len(all_prompts))]
@@ -150,6 +153,11 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
             "guidance": guidance,
             "branch": None if config is None else config.branch,
             "correction": bool(config is not None and config.correction is not None)}
+    if compact:
+        from recat_runtime.compact import compact_bytes
+
+        held, dense = compact_bytes(pipe.unet)
+        info.update(compact_weight_bytes=held, dense_weight_bytes=dense)
     return GenerateResult(images, latents, full, loop_s, dec_s, load_s, info)
 
 

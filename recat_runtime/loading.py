@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from acqe_format import AcqeReader
+from acqe_format.constants import CodecId
 from recat_runtime.errors import RuntimeLoadError
 
 __all__ = [
@@ -135,7 +136,8 @@ def _iter_selected(r: AcqeReader, names: list[str], threads: int, dtype: str | N
 
 
 def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_dtype=None, device=None,
-                         strip_prefix: bool = False, threads: int | None = None) -> dict[str, torch.Tensor]:
+                         strip_prefix: bool = False, threads: int | None = None,
+                         compact_parts: dict | None = None) -> dict[str, torch.Tensor]:
     """Decoded tensors of a `.acqe` file, keyed by their stored (source) names.
 
     Args:
@@ -144,12 +146,24 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         device: put each tensor there as soon as it is decoded.
         strip_prefix: drop the component prefix from the names.
         threads: decoder threads (default: all cores).
+        compact_parts: when a dict, codebook matrices/kernels with uint8 indices are not decoded: their
+            codebook parts go into it (by key) and the state holds a ``meta`` placeholder of the shape.
     """
     threads = threads or os.cpu_count() or 1
     with _reader(path_or_reader) as r:
         prefix = _prefix(r.metadata, component) if component else ""
         infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)}
         out: dict[str, torch.Tensor] = {}
+        if compact_parts is not None:
+            from recat_runtime.compact import eligible
+
+            for name in [n for n, i in infos.items() if i.codec != CodecId.RAW and len(i.shape) >= 2]:
+                parts = r.read_codebook(name, threads)
+                if eligible(parts):
+                    key = name[len(prefix):] if strip_prefix else name
+                    compact_parts[key] = parts
+                    out[key] = torch.empty(parts.shape, dtype=torch_dtype or torch.float32, device="meta")
+                    del infos[name]
         # the reader rounds floats to the target dtype inside the decode kernel (same values as .to())
         want = _READER_DTYPE.get(torch_dtype)
         for name, arr in _iter_selected(r, list(infos), threads, want):
@@ -163,8 +177,9 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         return out
 
 
-def _fill(model, state: dict, what: str):
-    """Makes the given tensors the model's parameters (``assign=True``), checking names and shapes."""
+def _fill(model, state: dict, what: str, compact_keys=frozenset()):
+    """Makes the given tensors the model's parameters (``assign=True``), checking names and shapes.
+    ``compact_keys`` are placeholders (``meta``) that compact weights replace afterwards."""
     expected = model.state_dict()
     # transformers >= 5 drops the `text_model.` level from CLIPTextModel state dicts; LDM keeps it
     for k in [k for k in state if k not in expected and k.startswith("text_model.")]:
@@ -186,7 +201,7 @@ def _fill(model, state: dict, what: str):
         if tuple(v.shape) != tuple(expected[k].shape):
             raise RuntimeLoadError(f"{what}: {k} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
     model.load_state_dict(state, strict=True, assign=True)
-    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    leftover = [n for n, p in model.named_parameters() if p.is_meta and n not in compact_keys]
     if leftover:
         raise RuntimeLoadError(f"{what}: parameters left unfilled: {leftover[:3]}")
     return model.eval().requires_grad_(False)
@@ -199,14 +214,18 @@ def _empty(build):
         return build()
 
 
-def _load_component(path_or_reader, component: str, torch_dtype, device, threads):
+def _load_component(path_or_reader, component: str, torch_dtype, device, threads, compact: bool = False):
     with _reader(path_or_reader) as r:
         meta = r.metadata
         naming = _naming(meta)
         cfg = _config(meta, component)
         device = torch.device(device) if device is not None else default_device()
+        parts = {} if compact else None
         state = load_acqe_state_dict(r, component=component, torch_dtype=torch_dtype, device=device,
-                                     threads=threads, strip_prefix=(naming == "diffusers" or component == "text_encoder"))
+                                     threads=threads, strip_prefix=(naming == "diffusers" or component == "text_encoder"),
+                                     compact_parts=parts)
+    # placeholders are followed through the key conversion by identity (the converters move tensors)
+    placeholder_of = {id(state[k]): k for k in (parts or {})}
     if component == "unet":
         from diffusers import UNet2DConditionModel
         from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
@@ -230,7 +249,20 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
         model = _empty(lambda: CLIPTextModel(text_cfg))
     else:
         raise ValueError(f"unknown component {component!r}")
-    model = _fill(model, state, component)
+    compact_map = {k: placeholder_of[id(v)] for k, v in state.items() if id(v) in placeholder_of}
+    if parts and len(compact_map) != len(parts):
+        raise RuntimeLoadError(f"{component}: {len(parts) - len(compact_map)} compact weights were changed by the "
+                               "key conversion; load without compact weights")
+    model = _fill(model, state, component, frozenset(compact_map))
+    if compact_map:
+        from recat_runtime.compact import make_compact
+
+        for key, src in compact_map.items():
+            owner, _, leaf = key.rpartition(".")
+            module = model.get_submodule(owner)
+            if leaf != "weight":
+                raise RuntimeLoadError(f"{component}: cannot keep {key} compact (not a layer weight)")
+            make_compact(module, parts[src], torch_dtype or torch.float32, device)
     # buffers that are not stored (e.g. position_ids) were created on the CPU: move them along
     for mod in model.modules():
         for name, buf in list(mod.named_buffers(recurse=False)):
@@ -242,9 +274,13 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
     return model
 
 
-def load_unet(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
-    """The ``UNet2DConditionModel`` of a `.acqe` file (exactly its decoded weights, cast to ``torch_dtype``)."""
-    return _load_component(path_or_reader, "unet", torch_dtype, device, threads)
+def load_unet(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None, compact: bool = False):
+    """The ``UNet2DConditionModel`` of a `.acqe` file (exactly its decoded weights, cast to ``torch_dtype``).
+
+    ``compact=True`` keeps codebook-coded layer weights as uint8 indices + codebook on the device and
+    rebuilds each one just before its layer runs (`recat_runtime.compact`): same outputs, less memory,
+    some rebuild work per forward."""
+    return _load_component(path_or_reader, "unet", torch_dtype, device, threads, compact)
 
 
 def load_vae(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
@@ -301,7 +337,8 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
     return cls.from_config(cfg)
 
 
-def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None):
+def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None,
+                  compact: bool = False):
     """A ready ``StableDiffusionPipeline`` (no safety checker) from a `.acqe` file, entirely offline.
 
     Args:
@@ -309,6 +346,7 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
         device: ``"cuda"``, ``"cpu"``, ... (default: cuda when available, else cpu).
         torch_dtype: ``torch.float32``, ``torch.float16`` or ``torch.bfloat16``.
         scheduler: one of ``ddim``, ``pndm``, ``euler``, ``euler-a``, ``dpm++``, ``lms``.
+        compact: keep the UNet's codebook-coded weights compact on the device (see `load_unet`).
 
     Raises:
         RuntimeLoadError: a component, config or tensor is missing or does not fit its config.
@@ -317,7 +355,7 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
 
     device = torch.device(device) if device is not None else default_device()
     with _reader(path) as r:
-        unet = load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads)
+        unet = load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact)
         vae = load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)
         text_encoder = load_text_encoder(r, torch_dtype=torch_dtype, device=device, threads=threads)
         tokenizer = load_tokenizer(r)

@@ -90,3 +90,21 @@ def test_integer_tensors_ignore_dtype_and_bad_dtype_is_refused(tmp_path):
             r.read("f", dtype="int8")
         names = [n for n, _ in r.iter_tensors(threads=2, dtype="float16")]
         assert names == ["i", "f"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(ct=codebook_tensors(), rans=st.booleans())
+def test_read_codebook_returns_the_stored_parts(tmp_path_factory, ct, rans):
+    from acqe_format import reconstruct
+
+    path = tmp_path_factory.mktemp("rc") / "t.acqe"
+    with AcqeWriter(path) as w:
+        w.add_codebook("t", ct, codec="rans" if rans else "packed")
+        w.add_raw("r", np.ones(2, np.float32))
+    with AcqeReader(path) as r:
+        got = r.read_codebook("t")
+        assert r.read_codebook("r") is None
+        assert got.shape == ct.shape and got.decoded_dtype == ct.decoded_dtype
+        assert np.array_equal(got.codebook, ct.codebook) and np.array_equal(got.indices, ct.indices)
+        assert (got.row_scales is None) == (ct.row_scales is None)
+        assert np.array_equal(reconstruct(got).view(np.uint8), r.read("t").view(np.uint8))

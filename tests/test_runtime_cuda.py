@@ -67,3 +67,16 @@ def test_cli_generate_on_cuda(tiny, tmp_path):
                    "--full-steps", "2", "--device", "cuda", "--dtype", "fp16", "--height", "16", "--width", "16",
                    "--out", str(out)])
         assert rc == 0 and Image.open(out).size == (16, 16)
+
+
+def test_compact_weights_on_cuda_equal_dense(tiny):
+    from recat_runtime.compact import CompactWeight
+
+    dense = load_unet(tiny, device="cuda", torch_dtype=torch.float16)
+    compact = load_unet(tiny, device="cuda", torch_dtype=torch.float16, compact=True)
+    cws = [m.acqe_weight for m in compact.modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
+    assert cws and all(c.indices.device.type == "cuda" for c in cws)
+    x = torch.randn(2, 4, 8, 8, device="cuda", dtype=torch.float16)
+    ehs = torch.randn(2, 77, 32, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        assert torch.equal(compact(x, 500, ehs).sample, dense(x, 500, ehs).sample)

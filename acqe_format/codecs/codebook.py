@@ -142,6 +142,15 @@ def _run(fn, ranges) -> list:
         return list(ex.map(lambda ab: fn(*ab), ranges))
 
 
+def _parts(info, codebook, scales, contexts, idx) -> CodebookTensor:
+    """The stored parts as a CodebookTensor (copies: independent of the file's memory map)."""
+    k = int(codebook.size)
+    idx = idx.astype(np.uint8) if k <= 256 else idx.astype(np.uint16, copy=True)
+    return CodebookTensor(info.shape, np.array(codebook, np.float32), idx,
+                          None if scales is None else np.array(scales, np.float32),
+                          None if contexts is None else np.array(contexts, np.uint16), info.decoded_dtype)
+
+
 def _values(codebook, indices, scales, shape, decoded: str, threads: int | None = 1) -> np.ndarray:
     """The reconstruction formula (numba kernel, fused with the dtype conversion)."""
     from acqe_format.codecs import _kernels as K
@@ -295,6 +304,11 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
         codebook, scales, idx = cls.parse(payload, info, threads)
         return _values(codebook, idx, scales, info.shape, out_dtype or info.decoded_dtype, threads)
 
+    @classmethod
+    def decode_parts(cls, payload, info, threads=None) -> CodebookTensor:
+        codebook, scales, idx = cls.parse(payload, info, threads)
+        return _parts(info, codebook, scales, None, idx)
+
 
 # --- codec 2: rANS-coded indices ---------------------------------------------------------------------
 
@@ -391,6 +405,12 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
         head = cls.parse_head(payload, info)
         idx = cls.decode_indices(payload, info, head, threads)
         return _values(head["codebook"], idx, head["scales"], info.shape, out_dtype or info.decoded_dtype, threads)
+
+    @classmethod
+    def decode_parts(cls, payload, info, threads=None) -> CodebookTensor:
+        head = cls.parse_head(payload, info)
+        idx = cls.decode_indices(payload, info, head, threads)
+        return _parts(info, head["codebook"], head["scales"], head["contexts"], idx)
 
 
 def _rans_decode(words, counts, head, info, threads):

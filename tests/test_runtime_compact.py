@@ -1,0 +1,78 @@
+"""Compact weights: uint8 indices + codebook on the device, rebuilt per layer, identical outputs."""
+import numpy as np
+import pytest
+import torch
+
+from recat_runtime.cache import RecatCacheConfig, recat_cache
+from recat_runtime.compact import CompactWeight, compact_bytes
+from recat_runtime.loading import load_pipeline, load_unet
+from recat_runtime.testing import tiny_pipeline
+from runtime_fixtures import write_tiny_acqe
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("acqe") / "tiny.acqe"
+    write_tiny_acqe(path, tiny_pipeline(seed=3), codebook=True)
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_compact_unet_rebuilds_exactly_the_loaded_weights(tiny, dtype):
+    dense = load_unet(tiny, device="cpu", torch_dtype=dtype)
+    compact = load_unet(tiny, device="cpu", torch_dtype=dtype, compact=True)
+    layers = [(n, m) for n, m in compact.named_modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
+    assert len(layers) > 10                        # most layer weights really are compact
+    dense_mods = dict(dense.named_modules())
+    for name, m in layers:
+        assert m.weight is None and "weight" not in dict(m.named_parameters(recurse=False))
+        assert m.acqe_weight.indices.dtype == torch.uint8
+        rebuilt = m.acqe_weight()
+        want = dense_mods[name].weight
+        assert rebuilt.dtype == want.dtype and torch.equal(rebuilt, want), name
+    x, ehs = torch.randn(2, 4, 8, 8).to(dtype), torch.randn(2, 77, 32).to(dtype)
+    with torch.no_grad():
+        assert torch.equal(compact(x, 500, ehs).sample, dense(x, 500, ehs).sample)
+    assert all(m.weight is None for _, m in layers)   # released after the forward
+    held, full = compact_bytes(compact)
+    assert 0 < held < full
+
+
+def test_compact_survives_dtype_casts_of_the_model(tiny):
+    """model.half() must not round the stored codebook (it is kept as int32 bit patterns)."""
+    compact = load_unet(tiny, device="cpu", torch_dtype=torch.float16, compact=True)
+    before = [m.acqe_weight() for m in compact.modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
+    compact.half()
+    after = [m.acqe_weight() for m in compact.modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_compact_pipeline_with_caching_equals_dense(tiny):
+    dense = load_pipeline(tiny, device="cpu")
+    compact = load_pipeline(tiny, device="cpu", compact=True)
+    outs = []
+    for pipe in (dense, compact):
+        pipe.set_progress_bar_config(disable=True)
+        with recat_cache(pipe, RecatCacheConfig(num_inference_steps=6, full_steps=(0, 3))):
+            g = torch.Generator().manual_seed(0)
+            outs.append(pipe("a red circle", num_inference_steps=6, generator=g, output_type="np", height=16,
+                             width=16).images)
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_cli_generate_compact(tiny, tmp_path):
+    from acqe_cli.main import main
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for out, extra in ((a, []), (b, ["--compact"])):
+        assert main(["generate", str(tiny), "--prompt", "a red circle", "--steps", "3", "--device", "cpu",
+                     "--height", "16", "--width", "16", "--out", str(out), *extra]) == 0
+    assert a.read_bytes() == b.read_bytes()
