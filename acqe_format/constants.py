@@ -12,7 +12,8 @@ import numpy as np
 MAGIC = b"\x89ACQE\r\n\x1a"          # non-ASCII first byte + CR LF + ^Z, as PNG does
 FOOTER_MAGIC = b"ACQE_END"
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1                     # the newest minor this code implements (1.1: compressed sections)
+FORMAT_MINOR_BASE = 0                # what a writer writes when it uses no 1.1 feature
 READER_SUPPORTED_MAJORS = (1,)
 
 HEADER_SIZE = 64
@@ -25,17 +26,23 @@ MIN_ALIGNMENT = 16
 MAX_ALIGNMENT = 65536
 
 SECTION_FLAG_REQUIRED = 1
-KNOWN_SECTION_FLAGS = SECTION_FLAG_REQUIRED
+SECTION_FLAG_COMPRESSED = 2          # 1.1: the section is u64 raw_length + one zlib stream (spec §4.1)
+KNOWN_SECTION_FLAGS = SECTION_FLAG_REQUIRED | SECTION_FLAG_COMPRESSED
 
-# Feature bits. Version 1.0 defines none: a 1.0 writer writes 0 in both masks; a reader refuses any
-# required bit it does not know and ignores unknown optional bits.
-KNOWN_REQUIRED_FEATURES = 0
+# Feature bits. A reader refuses any required bit it does not know and ignores unknown optional bits.
+# 1.0 defines none; 1.1 defines required bit 0: DIRECTORY and METADATA may be zlib-compressed. A writer
+# that compresses nothing writes 0 in both masks (and minor 0).
+FEATURE_COMPRESSED_SECTIONS = 1
+KNOWN_REQUIRED_FEATURES = FEATURE_COMPRESSED_SECTIONS
 KNOWN_OPTIONAL_FEATURES = 0
-FEATURE_NAMES: dict[int, str] = {}
+FEATURE_NAMES: dict[int, str] = {FEATURE_COMPRESSED_SECTIONS: "COMPRESSED_SECTIONS"}
+COMPRESSED_PREFIX_SIZE = 8           # u64 raw_length before the zlib stream
+ZLIB_LEVEL = 9                       # what the reference writer uses
 
 # --- reader limits (a file beyond any of them is invalid) ------------------------------------------
 MAX_SECTIONS = 64
-MAX_DIRECTORY_PLUS_METADATA = 16 * 1024 * 1024    # bytes of DIRECTORY + METADATA together
+MAX_DIRECTORY_PLUS_METADATA = 16 * 1024 * 1024    # bytes of DIRECTORY + METADATA together (stored, and
+                                                   # raw: after decompression)
 MAX_TENSORS = 65536
 MAX_RANK = 8
 MAX_NAME_BYTES = 1024                              # tensor and asset names, UTF-8 bytes, >= 1

@@ -2,7 +2,7 @@
 
 Used to store things learnt after conversion (e.g. a ReCaT cache schedule) without re-encoding: the
 file is verified, then rewritten atomically with the new metadata and the same tensors, assets and
-alignment; payload bytes (and so their CRCs and chunk CRCs) are copied unchanged.
+alignment (and DIRECTORY/METADATA compression, if the file uses it); payload bytes (and so their CRCs and chunk CRCs) are copied unchanged.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def replace_metadata(path, metadata: dict, *, verify: bool = True) -> None:
     with AcqeReader(path) as reader:
         if verify:
             reader.verify()
-        writer = AcqeWriter(path, alignment=reader.header.alignment)
+        # keep the file's choice: a file with compressed sections (1.1) is rewritten with compression on
+        writer = AcqeWriter(path, alignment=reader.header.alignment, compress_sections=reader.compressed)
         try:
             writer.set_metadata(metadata)
             for name, data in reader.assets.items():

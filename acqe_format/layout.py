@@ -85,6 +85,11 @@ class SectionEntry:
     def end(self) -> int:
         return self.offset + self.length
 
+    @property
+    def compressed(self) -> bool:
+        """True if the stored bytes are u64 raw_length + a zlib stream (format 1.1, spec §4.1)."""
+        return bool(self.flags & C.SECTION_FLAG_COMPRESSED)
+
 
 @dataclass(frozen=True)
 class DirEntry:

@@ -11,6 +11,7 @@ import hashlib
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -47,6 +48,10 @@ def _nonzero(view) -> bool:
     """True if any byte of `view` is not zero (in C, not a Python loop)."""
     b = bytes(view)
     return b.count(0) != len(b)
+
+
+def _kind_name(kind: int) -> str:
+    return C.SectionKind(kind).name if kind in C.SectionKind._value2member_map_ else f"kind {kind}"
 
 
 def _is_pow2(x: int) -> bool:
@@ -194,13 +199,20 @@ class AcqeReader:
         # 5. sections: sorted, aligned, no holes or overlaps, zero padding
         sections: list[SectionEntry] = []
         by_kind: dict[int, SectionEntry] = {}
+        compression = bool(h.required_features & C.FEATURE_COMPRESSED_SECTIONS)
         prev_end = table_end
         for i in range(h.section_count):
             s = SectionEntry.unpack_from(tb, i * C.SECTION_ENTRY_SIZE)
             if s.reserved:
                 raise LayoutError(f"section {i}: reserved field is {s.reserved}, must be 0")
-            if s.flags & ~C.KNOWN_SECTION_FLAGS:
-                raise LayoutError(f"section {i}: unknown flag bits 0x{s.flags & ~C.KNOWN_SECTION_FLAGS:08x}")
+            known_flags = C.SECTION_FLAG_REQUIRED | (C.SECTION_FLAG_COMPRESSED if compression else 0)
+            if s.flags & ~known_flags:
+                extra = (" (COMPRESSED needs the header's COMPRESSED_SECTIONS feature bit)"
+                         if s.flags & ~known_flags == C.SECTION_FLAG_COMPRESSED else "")
+                raise LayoutError(f"section {i}: unknown flag bits 0x{s.flags & ~known_flags:08x}{extra}")
+            if s.compressed and s.kind not in (C.SectionKind.DIRECTORY, C.SectionKind.METADATA):
+                raise LayoutError(f"section {i} ({_kind_name(s.kind)}): the COMPRESSED flag is allowed only on "
+                                  f"DIRECTORY and METADATA")
             want = C.align_up(prev_end, h.alignment)
             if s.offset != want:
                 what = "overlaps the previous structure" if s.offset < prev_end else "leaves a gap"
@@ -208,7 +220,7 @@ class AcqeReader:
             if s.length > footer_at - s.offset:
                 raise LayoutError(f"section {i} ends at {s.offset + s.length}, footer starts at {footer_at}")
             if s.kind in C.SectionKind._value2member_map_:
-                if s.flags != C.SECTION_FLAG_REQUIRED:
+                if s.flags & ~C.SECTION_FLAG_COMPRESSED != C.SECTION_FLAG_REQUIRED:
                     raise LayoutError(f"section {i} ({C.SectionKind(s.kind).name}) must have flags 1, has {s.flags}")
                 if s.kind in by_kind:
                     raise LayoutError(f"second {C.SectionKind(s.kind).name} section (section {i})")
@@ -235,23 +247,94 @@ class AcqeReader:
         if d.length + m.length > C.MAX_DIRECTORY_PLUS_METADATA:
             raise LimitExceededError(f"directory + metadata are {d.length + m.length} bytes "
                                      f"(limit {C.MAX_DIRECTORY_PLUS_METADATA})")
+        # compressed sections (1.1): the limit also holds for the declared raw lengths, checked before
+        # anything is inflated
+        self._raw_lengths: dict[int, int] = {}
+        for s, what in ((d, "DIRECTORY"), (m, "METADATA")):
+            if s.compressed:
+                if s.length < C.COMPRESSED_PREFIX_SIZE:
+                    raise LayoutError(f"compressed {what} section is {s.length} bytes, too short for its "
+                                      f"{C.COMPRESSED_PREFIX_SIZE}-byte raw_length")
+                (self._raw_lengths[s.offset],) = U64.unpack_from(self._buf, s.offset)
+        raw_total = self.raw_length(d) + self.raw_length(m)
+        if raw_total > C.MAX_DIRECTORY_PLUS_METADATA:
+            raise LimitExceededError(f"directory + metadata are {raw_total} bytes after decompression "
+                                     f"(limit {C.MAX_DIRECTORY_PLUS_METADATA})")
         # 6. directory
-        db = self._section_bytes(d, "DIRECTORY")
+        db = self._section_contents(d, "DIRECTORY")
         self._tensors = self._parse_directory(db, by_kind[C.SectionKind.DATA], h.alignment)
         self._by_name = {t.name: t for t in self._tensors}
         data_end = by_kind[C.SectionKind.DATA].end
         self._next_offset = {a.name: (data_end if b is None else b.payload_offset)
                              for a, b in zip(self._tensors, self._tensors[1:] + [None])}
         # 7. metadata
-        self.metadata = parse_metadata(self._section_bytes(m, "METADATA"))
+        self.metadata = parse_metadata(self._section_contents(m, "METADATA"))
         self._assets = None
 
     def _section_bytes(self, s: SectionEntry, what: str) -> bytes:
-        b = bytes(self._buf[s.offset:s.end])
-        got = crc32(b)
+        """The stored bytes of a section, CRC-checked."""
+        if s.compressed:       # CRC straight from the buffer: no copy of a (possibly long) stream
+            got = crc32(self._buf[s.offset:s.end])
+            b = b""
+        else:
+            b = bytes(self._buf[s.offset:s.end])
+            got = crc32(b)
         if got != s.crc32:
             raise ChecksumMismatchError(f"{what} section CRC-32 is {got:08x}, section table says {s.crc32:08x}")
         return b
+
+    def _section_contents(self, s: SectionEntry, what: str) -> bytes:
+        """The contents of a section: its stored bytes, or for a compressed section (spec §4.1) the
+        inflated bytes. CRC of the stored bytes first, then the zlib stream."""
+        b = self._section_bytes(s, what)
+        return self._inflate(s, what) if s.compressed else b
+
+    def _inflate(self, s: SectionEntry, what: str) -> bytes:
+        """Inflate a compressed section: exactly one zlib stream that ends at the end of the section and
+        inflates to exactly raw_length bytes. At most raw_length + 1 output bytes are ever produced, and
+        the input is fed in 64 KiB pieces, so neither a bomb nor a long stream can make this allocate
+        more than about raw_length + 64 KiB."""
+        raw_len = self.raw_length(s)
+        stored = self._buf[s.offset + C.COMPRESSED_PREFIX_SIZE:s.end]
+        n = len(stored)
+        d = zlib.decompressobj()
+        out = bytearray()
+        pos = 0
+        step = 1 << 16
+        try:
+            while pos < n and not d.eof:
+                data = stored[pos:pos + step]
+                pos += len(data)
+                while True:
+                    out += d.decompress(data, raw_len - len(out) + 1)    # max_length >= 1: never unbounded
+                    if len(out) > raw_len:
+                        raise LayoutError(f"compressed {what} section inflates to more than its raw_length "
+                                          f"{raw_len}")
+                    data = d.unconsumed_tail
+                    if d.eof or not data:
+                        break
+        except zlib.error as e:
+            raise LayoutError(f"compressed {what} section: invalid zlib stream ({e})") from None
+        if not d.eof:
+            raise LayoutError(f"compressed {what} section: the zlib stream does not end inside the section")
+        trailing = len(d.unused_data) + (n - pos)
+        if trailing:
+            raise LayoutError(f"compressed {what} section: {trailing} trailing bytes after the end of the zlib stream")
+        if len(out) != raw_len:
+            raise LayoutError(f"compressed {what} section inflates to {len(out)} bytes, its raw_length says {raw_len}")
+        return bytes(out)
+
+    def raw_length(self, section: SectionEntry) -> int:
+        """Length of a section's contents: its stored `length`, or for a compressed DIRECTORY or METADATA
+        section (format 1.1) the `raw_length` it declares (the size after inflating)."""
+        if section.compressed and section.offset in getattr(self, "_raw_lengths", {}):
+            return self._raw_lengths[section.offset]
+        return section.length
+
+    @property
+    def compressed(self) -> bool:
+        """True if any section of the file is stored zlib-compressed (format 1.1)."""
+        return any(s.compressed for s in self.sections)
 
     def _parse_directory(self, b: bytes, data: SectionEntry, alignment: int) -> list[TensorInfo]:
         n = len(b)

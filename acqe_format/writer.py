@@ -4,6 +4,10 @@ Payloads are spooled to an anonymous temporary file as they are added; `close()`
 table, directory, metadata, assets and the spooled payloads to a temporary file next to the target,
 fsyncs it, renames it over the target and fsyncs the folder. An exception (or `abort()`) before that
 leaves nothing under the target name. Same inputs in the same order give the same bytes.
+
+With `compress_sections=True` the DIRECTORY and METADATA sections are stored zlib-compressed (format 1.1,
+spec §4.1), each only when that is smaller; the file is then version 1.1 with the COMPRESSED_SECTIONS
+feature bit. Without it (the default), or when nothing got smaller, the file is a plain 1.0 file.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import enum
 import hashlib
 import os
 import tempfile
+import zlib
 
 import numpy as np
 
@@ -18,7 +23,7 @@ from acqe_format import constants as C
 from acqe_format.codecs import codebook as cbk
 from acqe_format.codecs.raw import RawCodec, to_stored
 from acqe_format.errors import WriteOrderError
-from acqe_format.layout import DirEntry, Header, SectionEntry, checked_numel, crc32, pack_assets, pack_footer
+from acqe_format.layout import U64, DirEntry, Header, SectionEntry, checked_numel, crc32, pack_assets, pack_footer
 from acqe_format.metadata import dump_metadata
 from acqe_format.reader import check_asset_name
 
@@ -56,13 +61,14 @@ class AcqeWriter:
     """
 
     def __init__(self, path, alignment: int = C.DEFAULT_ALIGNMENT, *, precision: int | None = None,
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, compress_sections: bool = False):
         if not (alignment & (alignment - 1) == 0 and C.MIN_ALIGNMENT <= alignment <= C.MAX_ALIGNMENT):
             raise ValueError(f"alignment must be a power of two in {C.MIN_ALIGNMENT}..{C.MAX_ALIGNMENT}")
         self.path = os.path.abspath(os.fspath(path))
         self.alignment = alignment
         self.precision = precision
         self.chunk_size = chunk_size
+        self.compress_sections = bool(compress_sections)
         self._folder = os.path.dirname(self.path)
         self._spool = tempfile.TemporaryFile(dir=self._folder, prefix=".acqe-spool-")
         self._spool_len = 0
@@ -207,22 +213,51 @@ class AcqeWriter:
             out.append(DirEntry(nb, shape, sd, dd, codec, data_offset + rel, length, checked, pcrc).pack())
         return b"".join(out)
 
+    def _stored(self, raw: bytes) -> tuple[bytes, int]:
+        """(stored bytes, section flags) of a DIRECTORY or METADATA section: u64 raw_length + zlib level 9
+        when compression is on and that is smaller than the raw bytes, else the raw bytes."""
+        if self.compress_sections:
+            z = zlib.compress(raw, C.ZLIB_LEVEL)
+            if C.COMPRESSED_PREFIX_SIZE + len(z) < len(raw):
+                return U64.pack(len(raw)) + z, C.SECTION_FLAG_REQUIRED | C.SECTION_FLAG_COMPRESSED
+        return raw, C.SECTION_FLAG_REQUIRED
+
     def _layout(self, metadata: bytes):
-        """(directory_len, [(kind, body or None)], [(offset, length)], data_offset, file_length)."""
+        """The whole layout: (raw directory length, [(kind, stored body, flags)], [(offset, length)],
+        data_offset, file_length).
+
+        The directory holds absolute payload offsets, so a compressed directory's length depends on where
+        DATA starts, which depends on that length: the writer iterates from the uncompressed layout until
+        the data offset is stable (it usually is after one or two rounds, since sections are aligned), and
+        stores the directory uncompressed if 16 rounds do not settle it. Deterministic either way."""
         a = self.alignment
-        directory_len = len(self._directory(0))
-        bodies = [(C.SectionKind.DIRECTORY, None), (C.SectionKind.METADATA, metadata)]
+        raw_dir_len = len(self._directory(0))
+        tail = [(C.SectionKind.METADATA, *self._stored(metadata))]
         if self._assets:
-            bodies.append((C.SectionKind.ASSETS, pack_assets(list(self._assets.items()))))
-        pos = C.HEADER_SIZE + C.SECTION_ENTRY_SIZE * (len(bodies) + 1)
-        offsets = []
-        for _kind, body in bodies:
-            pos = C.align_up(pos, a)
-            length = directory_len if body is None else len(body)
-            offsets.append((pos, length))
-            pos += length
-        data_offset = C.align_up(pos, a)
-        return directory_len, bodies, offsets, data_offset, data_offset + self._spool_len + C.FOOTER_SIZE
+            tail.append((C.SectionKind.ASSETS, pack_assets(list(self._assets.items())), C.SECTION_FLAG_REQUIRED))
+        table_end = C.HEADER_SIZE + C.SECTION_ENTRY_SIZE * (len(tail) + 2)
+
+        def place(dir_len: int):
+            pos, offsets = table_end, []
+            for length in [dir_len] + [len(body) for _k, body, _f in tail]:
+                pos = C.align_up(pos, a)
+                offsets.append((pos, length))
+                pos += length
+            return offsets, C.align_up(pos, a)
+
+        offsets, data_offset = place(raw_dir_len)
+        directory, dflags = self._directory(data_offset), C.SECTION_FLAG_REQUIRED
+        if self.compress_sections:
+            at = data_offset
+            for _round in range(16):
+                stored, flags = self._stored(self._directory(at))
+                offs, nxt = place(len(stored))
+                if nxt == at:
+                    directory, dflags, offsets, data_offset = stored, flags, offs, at
+                    break
+                at = nxt
+        bodies = [(C.SectionKind.DIRECTORY, directory, dflags)] + tail
+        return raw_dir_len, bodies, offsets, data_offset, data_offset + self._spool_len + C.FOOTER_SIZE
 
     @property
     def data_bytes(self) -> int:
@@ -247,17 +282,18 @@ class AcqeWriter:
                 raise ValueError(f"directory + metadata are {directory_len + len(self._metadata)} bytes, "
                                  f"above the {C.MAX_DIRECTORY_PLUS_METADATA}-byte limit")
             n_sections = len(bodies) + 1
-            directory = self._directory(data_offset)
-            assert len(directory) == directory_len
             entries, blobs = [], []
-            for (kind, body), (off, length) in zip(bodies, offsets):
-                body = directory if body is None else body
-                entries.append(SectionEntry(int(kind), C.SECTION_FLAG_REQUIRED, off, length, crc32(body)))
+            for (kind, body, flags), (off, length) in zip(bodies, offsets):
+                assert len(body) == length
+                entries.append(SectionEntry(int(kind), flags, off, length, crc32(body)))
                 blobs.append((off, body))
             entries.append(SectionEntry(int(C.SectionKind.DATA), C.SECTION_FLAG_REQUIRED, data_offset,
                                         self._spool_len, 0))
+            compressed = any(e.compressed for e in entries)
             table = b"".join(e.pack() for e in entries)
-            header = Header(C.FORMAT_MAJOR, C.FORMAT_MINOR, C.HEADER_SIZE, 0, 0, file_length, a,
+            # 1.1 only when a 1.1 feature is used: every file without compression stays a 1.0 file
+            header = Header(C.FORMAT_MAJOR, C.FORMAT_MINOR if compressed else C.FORMAT_MINOR_BASE, C.HEADER_SIZE,
+                            C.FEATURE_COMPRESSED_SECTIONS if compressed else 0, 0, file_length, a,
                             n_sections, C.HEADER_SIZE, crc32(table), 0).pack()
 
             fd, tmp_path = tempfile.mkstemp(dir=self._folder, prefix="." + os.path.basename(self.path) + ".",

@@ -87,7 +87,8 @@ def summarize(r) -> dict:
         "required_features": feat(h.required_features), "optional_features": feat(h.optional_features),
         "sections": [{"kind": C.SectionKind(s.kind).name if s.kind in C.SectionKind._value2member_map_
                       else f"unknown({s.kind})", "offset": s.offset, "length": s.length,
-                      "required": bool(s.flags & 1)} for s in r.sections],
+                      "required": bool(s.flags & 1), "compressed": s.compressed,
+                      "raw_length": r.raw_length(s)} for s in r.sections],
         "metadata": r.metadata,
         "tensors": rows,
         "codecs": codecs,
@@ -151,8 +152,9 @@ def command(file, as_json, tensors):
                    f"alignment {info['alignment']}"))
     con.print(Text(f"features: required {', '.join(info['required_features']) or 'none'}; "
                    f"optional {', '.join(info['optional_features']) or 'none'}"))
-    con.print(Text("sections: " + ", ".join(f"{s['kind']} @{s['offset']} ({s['length']:,} B)"
-                                           for s in info["sections"])))
+    con.print(Text("sections: " + ", ".join(
+        f"{s['kind']} @{s['offset']} ({s['length']:,} B" + (f", zlib of {s['raw_length']:,} B)" if s["compressed"] else ")")
+        for s in info["sections"])))
     if info["metadata"]:
         mt = Table(title="metadata", show_header=False, box=None, pad_edge=False)
         for k, v in _meta_lines(info["metadata"]):
