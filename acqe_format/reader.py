@@ -301,6 +301,8 @@ class AcqeReader:
         out = bytearray()
         pos = 0
         step = 1 << 16
+        if n >= 2 and stored[1] & 0x20:
+            raise LayoutError(f"compressed {what} section: the zlib stream asks for a preset dictionary (FDICT)")
         try:
             while pos < n and not d.eof:
                 data = stored[pos:pos + step]
