@@ -11,6 +11,10 @@ produce (an unknown optional section, a future minor version), come from `Builde
 independent implementation of the layout in spec/ACQE.md that seals whatever it is told to write with
 correct checksums, so each invalid file breaks exactly one rule. Test data comes from splitmix64, not
 numpy's generators, so it never changes with the numpy version.
+
+Vectors 001-023 (valid) and 001-100 (invalid) are format 1.0; the vectors after them exercise 1.1's
+compressed sections (spec §4.1). Those hold zlib level-9 streams, so they are reproduced byte for byte
+with the same zlib library version (zlib.ZLIB_RUNTIME_VERSION); a reader must accept them whatever made them.
 """
 from __future__ import annotations
 
@@ -88,6 +92,11 @@ class T:
     pad_after: bytes | None = None   # override of the padding after the payload
 
 
+def zwrap(raw: bytes) -> bytes:
+    """Compressed form of a section (spec §4.1): u64 raw_length, then one zlib stream."""
+    return struct.pack("<Q", len(raw)) + zlib.compress(raw, 9)
+
+
 @dataclass
 class S:
     kind: int
@@ -98,6 +107,12 @@ class S:
     crc: int | None = None
     reserved: int = 0
     pad_before: bytes | None = None
+    store: object = None             # raw contents -> stored bytes (e.g. zwrap); None: stored as they are
+
+
+def zsec(kind: int, body: bytes | None = None, store=zwrap, flags: int = 3) -> S:
+    """A compressed DIRECTORY / METADATA section (flags REQUIRED | COMPRESSED)."""
+    return S(kind, body, flags=flags, store=store)
 
 
 @dataclass
@@ -146,25 +161,35 @@ class Builder:
             data += t.payload
             pos = start + len(t.payload)
             prev = t
-        dir_len = len(self._dir(0, rels))
         n = len(self.sections)
-        at = self.table_offset + 32 * n
-        placed = []
-        for s in self.sections:
-            body_len = dir_len if s.kind == 1 and s.body is None else (len(data) if s.kind == 4 and s.body is None
-                                                                       else len(s.body))
-            off = align(at, a) if s.offset is None else s.offset
-            placed.append(off)
-            at = off + body_len
-        bodies = []
-        for s, off in zip(self.sections, placed):
-            if s.body is not None:
-                bodies.append(s.body)
-            elif s.kind == 1:
-                data_off = next((o for s2, o in zip(self.sections, placed) if s2.kind == 4), 0)
-                bodies.append(self._dir(data_off, rels))
-            else:
-                bodies.append(bytes(data))
+
+        def stored(s, raw: bytes) -> bytes:
+            return raw if s.store is None else s.store(raw)
+
+        def bodies_at(data_off: int) -> list:
+            return [stored(s, s.body) if s.body is not None else
+                    stored(s, self._dir(data_off, rels)) if s.kind == 1 else bytes(data) for s in self.sections]
+
+        def place(bodies) -> list:
+            at, placed = self.table_offset + 32 * n, []
+            for s, b in zip(self.sections, bodies):
+                off = align(at, a) if s.offset is None else s.offset
+                placed.append(off)
+                at = off + len(b)
+            return placed
+
+        # an uncompressed directory's length does not depend on where DATA starts: one round settles it;
+        # a compressed one's does, so repeat until DATA's offset is stable
+        data_off = 0
+        for _round in range(32):
+            bodies = bodies_at(data_off)
+            placed = place(bodies)
+            new_off = next((o for s2, o in zip(self.sections, placed) if s2.kind == 4), 0)
+            if new_off == data_off:
+                break
+            data_off = new_off
+        else:
+            raise AssertionError("compressed directory layout does not settle")
         table = b"".join(struct.pack("<IIQQII", s.kind, s.flags, off, len(b) if s.length is None else s.length,
                                      (0 if s.kind == 4 else crc(b)) if s.crc is None else s.crc, s.reserved)
                          for s, off, b in zip(self.sections, placed, bodies))
@@ -338,6 +363,49 @@ def valid_cases():
         with AcqeWriter(path):
             pass
     cases.append(("empty-no-tensors", "no tensors, metadata {} (the 368-byte file annotated in spec/ACQE.md)", empty))
+
+    # --- format 1.1: compressed DIRECTORY / METADATA (spec §4.1) ---
+    def sd_names():
+        out = []
+        for blk in (1, 2, 4, 5):
+            pre = f"model.diffusion_model.input_blocks.{blk}.1.transformer_blocks.0."
+            out += [pre + p for p in ("attn1.to_q.weight", "attn1.to_k.weight", "attn1.to_v.weight",
+                                      "attn1.to_out.0.weight", "attn1.to_out.0.bias", "norm1.weight", "norm1.bias",
+                                      "ff.net.0.proj.weight", "ff.net.2.weight")]
+        return out
+
+    sd_meta = {"vector": "compressed-directory-metadata", "architecture": "acqe-vector", "naming": "ldm",
+               "components": {"unet": "model.diffusion_model."},
+               "configs": {"unet": {"attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+                                    "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                                    "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+                                    "cross_attention_dim": 768, "layers_per_block": 2}}}
+
+    def compressed_both(path):
+        with AcqeWriter(path, compress_sections=True) as w:
+            w.set_metadata(sd_meta)
+            for i, n in enumerate(sd_names()):
+                if n.endswith(".bias") or ".norm1." in n:
+                    w.add_raw(n, f32[i % 3].astype(np.float16))
+                else:
+                    w.add_codebook(n, CodebookTensor((6, 40), cb, idx, scales), "float16",
+                                   codec="rans" if i % 2 else "packed", precision=12)
+        with AcqeReader(path) as rd:
+            assert rd.version == (1, 1) and [s.compressed for s in rd.sections] == [True, True, False], path
+    cases.append(("compressed-directory-metadata", "format 1.1: DIRECTORY and METADATA zlib-compressed "
+                  "(COMPRESSED_SECTIONS); 36 tensors with long shared-prefix SD names, RAW f16, packed and rANS",
+                  compressed_both))
+
+    def compressed_meta(path):
+        # the reference writer would compress this 59-byte directory too (to 54 bytes): Builder writes it
+        meta = {"vector": "compressed-metadata-only", "note": "metadata " * 40, "list": list(range(0, 400, 4))}
+        b = Builder([S(1), zsec(2, meta_bytes(meta)), S(4)], [raw_t("x", f32, 1)], minor=1, required=1)
+        with open(path, "wb") as f:
+            f.write(b.build())
+        with AcqeReader(path) as rd:
+            assert rd.version == (1, 1) and [s.compressed for s in rd.sections] == [False, True, False], path
+    cases.append(("compressed-metadata-only", "format 1.1: only METADATA compressed, one RAW f32 tensor "
+                  "(written by the generator's own layout code)", compressed_meta))
     return cases
 
 
@@ -661,7 +729,100 @@ def invalid_cases(valid_dir: str):
     struct.pack_into(f"<{K}I", p, freqs_at, *f0)
     assert sum(f0) == 256 + (1 << 32)
     add("rans-freq-sum-wraps", "CodecError", "sums to", "table 0 sums to 2^8 only modulo 2^32", rb(p))
+
+    # --- format 1.1: compressed sections (spec §4.1) ---
+    def zfile(dir_store=zwrap, meta_store=zwrap, meta=None, required=1, data_flags=1, dir_extra=b"",
+              tensors=None) -> bytes:
+        secs = [S(1) if dir_store is None else zsec(1, store=dir_store),
+                S(2, meta_bytes(meta or {"vector": "invalid-compressed"})) if meta_store is None
+                else zsec(2, meta_bytes(meta or {"vector": "invalid-compressed"}), meta_store),
+                S(4, flags=data_flags)]
+        return Builder(secs, copy.deepcopy(good.tensors if tensors is None else tensors), minor=1,
+                       required=required, dir_extra=dir_extra).build()
+    zgood = zfile()
+    AcqeReader(zgood).verify()
+
+    def zraw(delta):                                   # raw_length off by delta
+        return lambda raw: struct.pack("<Q", len(raw) + delta) + zlib.compress(raw, 9)
+    add("compressed-flag-on-data", "LayoutError", "COMPRESSED flag is allowed only on DIRECTORY and METADATA",
+        "1.1 file with flags 3 (REQUIRED | COMPRESSED) on DATA", zfile(data_flags=3))
+    add("compressed-without-feature-bit", "LayoutError", "COMPRESSED needs the header's COMPRESSED_SECTIONS",
+        "a well-formed compressed METADATA (flags 3) but required_features 0", zfile(dir_store=None, required=0))
+    add("compressed-section-too-short", "LayoutError", "too short for its 8-byte raw_length",
+        "compressed METADATA of 5 bytes", zfile(meta_store=lambda raw: b"\x05\0\0\0\0"))
+    add("compressed-raw-length-huge", "LimitExceededError", "after decompression (limit",
+        "a zlib bomb: a 10-byte stream whose raw_length is 2^40 (refused before inflating anything)",
+        zfile(meta_store=lambda raw: struct.pack("<Q", 1 << 40) + zlib.compress(b"", 9)))
+    add("compressed-raw-length-too-big", "LayoutError", "its raw_length says",
+        "METADATA raw_length one more than the inflated size", zfile(meta_store=zraw(1)))
+    add("compressed-raw-length-too-small", "LayoutError", "inflates to more than its raw_length",
+        "DIRECTORY raw_length one less than the inflated size", zfile(dir_store=zraw(-1)))
+    bomb = b'{"a":"' + b" " * (8 << 20) + b'"}'
+    add("compressed-bomb-past-raw-length", "LayoutError", "inflates to more than its raw_length",
+        "an 8 KB stream of 8 MiB of JSON whose raw_length says 64: a reader stops after 65 bytes of output",
+        zfile(meta_store=lambda raw: struct.pack("<Q", 64) + zlib.compress(bomb, 9)))
+    add("compressed-trailing-bytes", "LayoutError", "trailing bytes after the end of the zlib stream",
+        "one zero byte after the METADATA zlib stream (CRC updated)",
+        zfile(meta_store=lambda raw: zwrap(raw) + b"\0"))
+    add("compressed-stream-truncated", "LayoutError", "does not end inside the section",
+        "DIRECTORY zlib stream missing its last 6 bytes (CRC updated)", zfile(dir_store=lambda raw: zwrap(raw)[:-6]))
+
+    def flip_first_zlib_error(raw: bytes) -> bytes:
+        """zwrap(raw) with the first single-bit change inside the DEFLATE data that zlib itself rejects."""
+        z = zwrap(raw)
+        for bit in range(8 * 10, 8 * (len(z) - 4)):
+            b = bytearray(z)
+            b[bit // 8] ^= 1 << (bit % 8)
+            try:
+                d = zlib.decompressobj()
+                d.decompress(bytes(b[8:]))
+                if d.eof:
+                    continue
+            except zlib.error:
+                return bytes(b)
+        raise AssertionError("no flip rejected by zlib")
+    add("compressed-corrupt-deflate", "LayoutError", "invalid zlib stream",
+        "a bit of the DIRECTORY's DEFLATE data flipped, section CRC updated: zlib (data or Adler-32) must "
+        "reject it", zfile(dir_store=flip_first_zlib_error))
+
+    def bad_adler(raw: bytes) -> bytes:
+        z = bytearray(zwrap(raw))
+        z[-1] ^= 0x01
+        return bytes(z)
+    add("compressed-bad-adler32", "LayoutError", "incorrect data check",
+        "METADATA zlib stream with its Adler-32 off by one (section CRC updated)", zfile(meta_store=bad_adler))
+
+    def with_header(cmf_flg: bytes):
+        def f(raw):
+            z = bytearray(zwrap(raw))
+            z[8:10] = cmf_flg
+            return bytes(z)
+        return f
+    add("compressed-bad-zlib-header", "LayoutError", "invalid zlib stream",
+        "METADATA zlib header 88 1b: compression method 8 but a 2^16-byte window (CINFO 8)",
+        zfile(meta_store=with_header(b"\x88\x1b")))
+    add("compressed-preset-dictionary", "LayoutError", "preset dictionary",
+        "METADATA zlib header 78 bb: FDICT set (a valid FCHECK), no dictionary exists",
+        zfile(meta_store=with_header(b"\x78\xbb")))
+    add("compressed-stale-crc", "ChecksumMismatchError", "DIRECTORY section CRC",
+        "a bit of the compressed DIRECTORY flipped, section CRC not updated: the CRC fails before inflating",
+        _flip_unsealed(zgood, AcqeReader(zgood).sections[0].offset + 12))
+    add("compressed-directory-trailing", "LayoutError", "trailing bytes after the last directory entry",
+        "a valid zlib stream whose inflated directory has 4 extra bytes after the last entry",
+        zfile(dir_extra=b"\0\0\0\0"))
+    add("compressed-metadata-bad-json", "MetadataError", "not valid JSON",
+        "a valid zlib stream whose inflated metadata is {\"a\": }",
+        Builder([zsec(1), zsec(2, b'{"a": }'), S(4)],
+                copy.deepcopy(good.tensors), minor=1, required=1).build())
     return out
+
+
+def _flip_unsealed(data: bytes, at: int) -> bytes:
+    """`data` with one bit flipped at `at`, the section CRC left as it was (header and footer resealed)."""
+    b = bytearray(data)
+    b[at] ^= 0x04
+    b[-48:-16] = hashlib.sha256(bytes(b[:-48])).digest()
+    return bytes(b)
 
 
 def main(out_dir: str | None = None) -> None:
