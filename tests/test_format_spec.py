@@ -95,22 +95,41 @@ def _rans_chunk(words, syms, table_of, freqs, cums, P):
     return out
 
 
-def spec_decode(path: str) -> dict:
+def _inflate_section(stored: bytes) -> bytes:
+    """spec §4.1: u64 raw_length, then one zlib stream that inflates to exactly raw_length bytes and ends
+    at the end of the section; output limited to raw_length + 1 bytes."""
+    assert len(stored) >= 8
+    (raw_length,) = struct.unpack_from("<Q", stored, 0)
+    assert raw_length <= 16 * 1024 * 1024
+    z = zlib.decompressobj()
+    raw = z.decompress(stored[8:], raw_length + 1)
+    assert z.eof and z.unused_data == b"" and z.unconsumed_tail == b"" and len(raw) == raw_length
+    return raw
+
+
+def spec_decode(path: str, want_metadata: bool = False):
     d = open(path, "rb").read()
     assert d[:8] == b"\x89ACQE\r\n\x1a"
     major, minor, hlen, req, opt, flen, align, nsec, sto, stcrc, hcrc = struct.unpack_from("<HHIQQQIIQII", d, 8)
-    assert major == 1 and hlen == 64 and flen == len(d) and zlib.crc32(d[:60]) == hcrc and req == 0
+    assert major == 1 and hlen == 64 and flen == len(d) and zlib.crc32(d[:60]) == hcrc and req & ~1 == 0
     assert zlib.crc32(d[64:64 + 32 * nsec]) == stcrc
     secs = {}
     for i in range(nsec):
         kind, flags, off, length, crc, _r = struct.unpack_from("<IIQQII", d, 64 + 32 * i)
+        # flags: 1, or 3 = REQUIRED | COMPRESSED on DIRECTORY / METADATA of a COMPRESSED_SECTIONS file
+        assert flags in ((1, 3) if req & 1 and kind in (1, 2) else (1,)) or (kind > 4 and flags == 0)
         if kind in (1, 2, 3, 4):
-            secs[kind] = (off, length)
+            secs[kind] = (off, length, flags)
         if kind != 4:
-            assert zlib.crc32(d[off:off + length]) == crc
+            assert zlib.crc32(d[off:off + length]) == crc          # over the stored bytes
     assert hashlib.sha256(d[:flen - 48]).digest() == d[flen - 48:flen - 16] and d[-8:] == b"ACQE_END"
-    off, length = secs[1]
-    dirb = d[off:off + length]
+
+    def contents(kind):
+        off, length, flags = secs[kind]
+        stored = d[off:off + length]
+        return _inflate_section(stored) if flags & 2 else stored
+    dirb = contents(1)
+    metadata = json.loads(contents(2).decode("utf-8"))
     (count,), pos = struct.unpack_from("<I", dirb, 0), 4
     out = {}
     for _ in range(count):
@@ -171,12 +190,26 @@ def spec_decode(path: str) -> dict:
         if sc is not None and numel:
             v = (v.reshape(rows, rl) * sc[:, None]).reshape(-1)      # float32 * float32: one rounding
         out[name] = hashlib.sha256(_convert(np.ascontiguousarray(v, np.float32), dd)).hexdigest()
-    return out
+    assert pos == len(dirb)
+    return (out, metadata) if want_metadata else out
 
 
 @pytest.mark.parametrize("stem", sorted(f[:-5] for f in os.listdir(VALID) if f.endswith(".acqe")))
 def test_spec_only_decoder_matches_vectors(stem):
     doc = json.load(open(os.path.join(VALID, stem + ".json"), encoding="utf-8"))
     with np.errstate(over="ignore"):
-        got = spec_decode(os.path.join(VALID, stem + ".acqe"))
+        got, metadata = spec_decode(os.path.join(VALID, stem + ".acqe"), want_metadata=True)
     assert got == {t["name"]: t["sha256"] for t in doc["tensors"]}
+    assert metadata == doc["metadata"]
+    assert doc["version"] == [1, 1 if "compressed" in stem else (7 if "future" in stem else 0)]
+
+
+def test_spec_only_decoder_sees_compressed_sections():
+    """The 1.1 vectors really use compression (so the test above exercises §4.1)."""
+    stems = [f[:-5] for f in os.listdir(VALID) if f.endswith(".acqe") and "compressed" in f]
+    assert len(stems) >= 2
+    for stem in stems:
+        d = open(os.path.join(VALID, stem + ".acqe"), "rb").read()
+        (req,) = struct.unpack_from("<Q", d, 16)
+        flags = [struct.unpack_from("<I", d, 64 + 32 * i + 4)[0] for i in range(struct.unpack_from("<I", d, 44)[0])]
+        assert req == 1 and 3 in flags, stem
