@@ -1,7 +1,8 @@
 """`AcqeReader`: validates a `.acqe` file in one linear pipeline, then decodes tensors lazily.
 
 Opening a file reads the header, section table, footer trailer, directory and metadata (all bounded by
-the 16 MiB cap) and checks everything about them; nothing proportional to a declared size is allocated
+the 16 MiB cap, which for zlib-compressed sections of format 1.1 also bounds the inflated size, checked
+before inflating) and checks everything about them; nothing proportional to a declared size is allocated
 before the declared size has been checked against the file size. Payloads are memory-mapped and decoded
 on demand; every decode checks the payload CRC and, for chunked codecs, every chunk CRC.
 """
