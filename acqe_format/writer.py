@@ -50,6 +50,10 @@ def _codec_choice(codec) -> C.CodecId | None:
 class AcqeWriter:
     """Write an `.acqe` file.
 
+    ``compress_sections=True`` stores DIRECTORY and METADATA zlib-compressed (level 9) where that is smaller:
+    the file is then format 1.1 with the COMPRESSED_SECTIONS feature (readers of 1.0 refuse it cleanly).
+    Off by default; a file that compresses nothing is written as a 1.0 file.
+
     Example:
         >>> import numpy as np
         >>> from acqe_format import AcqeReader, AcqeWriter

@@ -306,3 +306,29 @@ def test_inspect_shows_stored_and_raw_sizes(tmp_path):
     s0 = info["sections"][0]
     assert s0["compressed"] is True and s0["length"] == d.length and s0["raw_length"] == r.raw_length(d)
     assert info["sections"][2]["compressed"] is False and info["sections"][2]["raw_length"] == r.sections[2].length
+
+
+def test_directory_layout_that_never_settles_is_stored_uncompressed(tmp_path):
+    """The compressed directory's length moves DATA, which changes the directory: if the rounds never
+    settle (forced here: every other round's stored form is 256 bytes longer), the writer stores the
+    directory uncompressed, still compressing METADATA; the file is valid and deterministic."""
+    class Oscillating(AcqeWriter):
+        rounds = 0
+
+        def _stored(self, raw):
+            stored, flags = super()._stored(raw)
+            if raw[:1] != b"{" and flags & C.SECTION_FLAG_COMPRESSED:     # the directory, compressed
+                Oscillating.rounds += 1
+                stored += b"\0" * (256 * (Oscillating.rounds % 2))         # never chosen: it never settles
+            return stored, flags
+
+    outs = []
+    for i in range(2):
+        p = tmp_path / f"o{i}.acqe"
+        with Oscillating(p, compress_sections=True) as w:
+            _fill(w, 60, meta={"note": "x" * 300})
+        r = AcqeReader(p)
+        r.verify()
+        assert [s.compressed for s in r.sections] == [False, True, False] and r.version == (1, 1)
+        outs.append(p.read_bytes())
+    assert outs[0] == outs[1] and Oscillating.rounds >= 32
