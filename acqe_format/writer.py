@@ -15,6 +15,7 @@ import enum
 import hashlib
 import os
 import tempfile
+import struct
 import zlib
 
 import numpy as np
@@ -226,6 +227,16 @@ class AcqeWriter:
                 return U64.pack(len(raw)) + z, C.SECTION_FLAG_REQUIRED | C.SECTION_FLAG_COMPRESSED
         return raw, C.SECTION_FLAG_REQUIRED
 
+    @staticmethod
+    def _padded(raw: bytes, empty_blocks: int) -> bytes:
+        """u64 raw_length + a zlib stream of `raw` whose DEFLATE data ends with `empty_blocks` empty stored
+        blocks (5 bytes each: 00 00 00 FF FF) and an empty final stored block (01 00 00 FF FF), after a
+        sync flush: a valid stream exactly 5 bytes longer per block, to fill a layout exactly."""
+        co = zlib.compressobj(C.ZLIB_LEVEL)
+        z = co.compress(raw) + co.flush(zlib.Z_SYNC_FLUSH)
+        z += b"\x00\x00\x00\xff\xff" * empty_blocks + b"\x01\x00\x00\xff\xff" + struct.pack(">I", zlib.adler32(raw))
+        return U64.pack(len(raw)) + z
+
     def _layout(self, metadata: bytes):
         """The whole layout: (raw directory length, [(kind, stored body, flags)], [(offset, length)],
         data_offset, file_length).
@@ -252,14 +263,27 @@ class AcqeWriter:
         offsets, data_offset = place(raw_dir_len)
         directory, dflags = self._directory(data_offset), C.SECTION_FLAG_REQUIRED
         if self.compress_sections:
-            at = data_offset
-            for _round in range(16):
-                stored, flags = self._stored(self._directory(at))
+            # Monotone search: the data offset `at` only grows, so the rounds end (usually after one or
+            # two). A compressed directory shorter than the space before `at` is lengthened with empty
+            # stored blocks (5 bytes each, less than the alignment) so that DATA starts exactly at `at`.
+            at = place(len(self._stored(self._directory(data_offset))[0]))[1]
+            for _round in range(64):
+                if at >= data_offset:
+                    break                          # no gain over the uncompressed directory
+                raw = self._directory(at)
+                stored, flags = self._stored(raw)
+                if not flags & C.SECTION_FLAG_COMPRESSED:
+                    break
                 offs, nxt = place(len(stored))
+                k = 0
+                while nxt < at and k <= a:
+                    stored = self._padded(raw, k)
+                    offs, nxt = place(len(stored))
+                    k += 1
                 if nxt == at:
                     directory, dflags, offsets, data_offset = stored, flags, offs, at
                     break
-                at = nxt
+                at = max(nxt, at + a)
         bodies = [(C.SectionKind.DIRECTORY, directory, dflags)] + tail
         return raw_dir_len, bodies, offsets, data_offset, data_offset + self._spool_len + C.FOOTER_SIZE
 
