@@ -170,21 +170,38 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
                   write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30,
-                  weighting: str = "none") -> dict:
+                  weighting: str = "auto", validation_samples: int = 16) -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
     unless ``reprofile``. The per-channel correction is fitted from pair moments gathered during the
     profiling pass when one minibatch's features of all steps fit in ``moments_max_bytes``, else by a
-    second pass over ``correction_samples`` samples. ``weighting="none"`` (default) is plain
-    within-segment similarity; ``"sigma"`` weighs each cached step's ``1 - CKA`` by its sigma decrement
-    (how much an error in that step's noise prediction moves the final sample, to first order). Sigma
-    weighting won on a weak proxy model but lost by 1.8-2.4 dB on the shipped demo model at 7-8 full
-    steps of 50 (bench/RESULTS.md), so it is opt-in. Returns a summary dict (schedules, costs, timings,
-    correction fit).
+    second pass over ``correction_samples`` samples (per distinct schedule).
+
+    ``weighting`` chooses the per-step weights of the DP's within-segment ``1 - CKA``:
+
+    - ``"auto"`` (default): validated selection (:mod:`recat_runtime.cache.select`): per budget, the DP
+      schedules of the weightings ``none, sigma, late1, late2, late4``, the residual-distance DP (when
+      pair moments were collected) and the uniform schedule are each run on ``validation_samples``
+      samples (prompt/seed pairs disjoint from the profiling ones: seeds ``seed + 1e6 + k``) with their
+      correction, and the one whose decoded images have the highest mean per-sample PSNR against the
+      full computation is stored, with the selection record (every candidate's schedule and PSNR).
+      ``validation_samples=0`` disables validation: plain CKA (``"none"``).
+    - ``"none"``: plain within-segment similarity (no validation); ``"sigma"``: weighed by each step's
+      sigma decrement (lost by 1.8-2.4 dB on the shipped demo model at 7-8 full steps of 50);
+      ``"late1"``/``"late2"``/``"late4"``: ``((t + 1) / S)^q``.
+
+    The prompts are a stream: profiling uses the first ``samples`` (cycled), validation continues it.
+    Returns a summary dict (schedules with their selection records, costs, timings, correction fit).
     """
     from acqe_format import AcqeReader
+    from recat_runtime.cache import select as SEL
+    from recat_runtime.cache.profile import residual_distance
 
+    if weighting not in ("auto",) + SEL.WEIGHTINGS:
+        raise ValueError(f"weighting must be one of auto, {', '.join(SEL.WEIGHTINGS)}; got {weighting!r}")
+    if validation_samples < 0:
+        raise ValueError(f"validation_samples must be >= 0, got {validation_samples}")
     with AcqeReader(path) as r:
         metadata = r.metadata
     guidance = default_guidance(metadata) if guidance is None else float(guidance)
@@ -218,29 +235,63 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                 "similarity": similarity}
         reused = False
     profile_s = time.perf_counter() - t0
-    schedules = []
-    fits = {}
-    if weighting not in ("sigma", "none"):
-        raise ValueError(f"weighting must be 'sigma' or 'none', got {weighting!r}")
-    weights = None
-    if weighting == "sigma":
-        weights = sigma_weights(type(pipe.scheduler).from_config(pipe.scheduler.config), steps)
-    for b in budgets:
-        full, cost = recat_schedule(similarity, b, weights)
-        entry = {"budget": int(b), "full_steps": list(full), "weighting": weighting, "cost": round(float(cost), 6),
-                 "uniform_cost": round(S.schedule_cost(1 - similarity, S.uniform_schedule(steps, b), weights), 6),
-                 "correction": None, "correction_fit": None}
-        if correction and len(full) < steps:
-            if progress:
-                settings.progress = lambda i, n: progress(f"correction B={b}", i, n)
+
+    fresh_scheduler = lambda: type(pipe.scheduler).from_config(pipe.scheduler.config)  # noqa: E731
+    validate = weighting == "auto" and validation_samples > 0
+    names = SEL.WEIGHTINGS if validate else ("none" if weighting == "auto" else weighting,)
+    weights = {n: SEL.step_weights(n, steps, fresh_scheduler() if n == "sigma" else None) for n in names}
+    residual = residual_distance(moments) if (validate and moments is not None) else None
+
+    corrections: dict[tuple[int, ...], tuple] = {}
+
+    def correction_for(full: tuple[int, ...]):
+        full = tuple(full)
+        if full not in corrections:
             if moments is not None:
-                corr, fit = correction_from_moments(moments, full)
+                corrections[full] = correction_from_moments(moments, full)
             else:
+                if progress:
+                    settings.progress = lambda i, n: progress(f"correction {list(full)}", i, n)
                 settings.samples = min(samples, correction_samples)
-                corr, fit = fit_correction(pipe, prompts, settings, full)
+                corrections[full] = fit_correction(pipe, prompts, settings, full)
+        return corrections[full][0]
+
+    scorer = None
+    val_s = 0.0
+    if validate:
+        vplan = SEL.validation_plan(prompts, samples, validation_samples, seed)
+        scorer = SEL.ValidationScorer(pipe, vplan, steps=steps, guidance=guidance, branch=branch, height=height,
+                                      width=width, batch_size=batch_size,
+                                      correction_for=correction_for if correction else None)
+    scores: dict = {}
+    schedules = []
+    d_plain = 1 - similarity
+    for bi, b in enumerate(budgets):
+        if validate:
+            t1 = time.perf_counter()
+            cands = SEL.candidate_schedules(similarity, b, weights, residual)
+            chosen, scored = SEL.select_schedule(cands, scorer, scores)
+            val_s += time.perf_counter() - t1
+            full, name, cost = tuple(chosen["full_steps"]), chosen["weighting"], chosen["cost"]
+            uni = next(c for c in scored if c["weighting"] == "uniform")
+            selection = {"metric": SEL.METRIC, "validation_samples": int(validation_samples),
+                         "validation_seeds": f"{seed + SEL.VALIDATION_SEED_OFFSET}+k",
+                         "correction": bool(correction), "chosen": name, "psnr": chosen["psnr"],
+                         "uniform_psnr": uni["psnr"], "candidates": scored}
+            if progress:
+                progress("validate", bi + 1, len(budgets))
+        else:
+            name = names[0]
+            full, cost = recat_schedule(similarity, b, weights[name])
+            selection = None
+        entry = {"budget": int(b), "full_steps": list(full), "weighting": name, "cost": round(float(cost), 6),
+                 "uniform_cost": round(S.schedule_cost(d_plain, S.uniform_schedule(steps, b), weights.get(name)), 6),
+                 "correction": None, "correction_fit": None, "selection": selection}
+        if correction and len(full) < steps:
+            corr = correction_for(full)
+            fit = corrections[tuple(full)][1]
             entry["correction"] = corr.to_json()
             entry["correction_fit"] = {k: round(v, 6) for k, v in fit.items()}
-            fits[int(b)] = fit
         schedules.append(entry)
     new_meta = with_profile(metadata, prof, schedules)
     if write:
@@ -250,7 +301,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     return {
         "sampler": sampler, "steps": steps, "guidance": guidance, "branch": branch,
         "reused_similarity": reused, "samples": prof.get("samples"), "estimator": prof.get("estimator", ESTIMATOR),
-        "profile_seconds": profile_s, "total_seconds": time.perf_counter() - t0,
+        "weighting": weighting, "validation_samples": int(validation_samples) if validate else 0,
+        "profile_seconds": profile_s, "validation_seconds": val_s, "total_seconds": time.perf_counter() - t0,
         "schedules": [{k: v for k, v in s.items() if k != "correction"} for s in schedules],
         "similarity": similarity, "metadata": new_meta, "moments": moments,
     }

@@ -58,15 +58,21 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
               help="samples per minibatch (each CFG half is its own CKA minibatch)")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-correction", is_flag=True, help="do not fit the per-channel affine correction")
-@click.option("--weighting", type=click.Choice(["sigma", "none"]), default="none", show_default=True,
-              help="weigh each step's 1 - CKA by its sigma decrement (sigma) or not (none)")
+@click.option("--weighting", type=click.Choice(["auto", "none", "sigma"]), default="auto", show_default=True,
+              help="auto: per budget, run the DP under several step weightings (plain, sigma decrement, late "
+                   "emphasis), the residual-distance DP and the uniform schedule on validation samples and keep "
+                   "the one closest (PSNR) to the full computation; none: plain 1 - CKA; sigma: 1 - CKA weighed "
+                   "by each step's sigma decrement (no validation)")
+@click.option("--validation-samples", type=click.IntRange(0, None), default=16, show_default=True,
+              help="auto weighting: prompt x seed samples (disjoint from the profiling ones) to validate on; "
+                   "0 disables validation (plain CKA)")
 @click.option("--reprofile", is_flag=True, help="recompute the CKA matrix even if the file has one")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True)
 def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
-            batch_size, seed, no_correction, weighting, reprofile, threads, as_json, quiet):
+            batch_size, seed, no_correction, weighting, validation_samples, reprofile, threads, as_json, quiet):
     """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
     ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
     from acqe_format import AcqeReader
@@ -82,13 +88,16 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
             raise click.UsageError(f"--full-steps {b} is more than --steps {steps}")
     with AcqeReader(model) as r:
         metadata = r.metadata
-    prompts = _read_prompts(prompts_file) if prompts_file else default_prompts(metadata, samples)
+    # one prompt stream: profiling takes the first `samples`, validation continues it
+    extra = validation_samples if weighting == "auto" else 0
+    prompts = _read_prompts(prompts_file) if prompts_file else default_prompts(metadata, samples + extra)
     log = (lambda *a: None) if (quiet or as_json) else (
         lambda phase, i, n: click.echo(f"{phase}: batch {i}/{n}", err=True) if sys.stderr.isatty() or i == n else None)
     rep = profile_cache(model, steps=steps, budgets=list(budgets), prompts=prompts, samples=samples, branch=branch,
                         guidance=guidance, scheduler=sampler, height=height, width=width, device=device,
                         dtype=dtype, batch_size=batch_size, seed=seed, correction=not no_correction,
-                        reprofile=reprofile, progress=log, weighting=weighting)
+                        reprofile=reprofile, progress=log, weighting=weighting,
+                        validation_samples=validation_samples)
     if as_json:
         click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity", "moments")}, indent=1))
         return
@@ -97,7 +106,13 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
         fit = s.get("correction_fit")
         fit_s = (f"; correction rel. MSE {fit['relative_mse_before']:.4f} -> {fit['relative_mse_after']:.4f}"
                  if fit else "")
-        click.echo(f"B={s['budget']}: full steps {s['full_steps']} (cost {s['cost']:.4f}, uniform "
-                   f"{s['uniform_cost']:.4f}){fit_s}", err=True)
+        sel = s.get("selection")
+        if sel:
+            click.echo(f"B={s['budget']}: full steps {s['full_steps']} (weighting {s['weighting']}; validation PSNR "
+                       f"{sel['psnr']:.2f} dB, uniform {sel['uniform_psnr']:.2f} dB, {sel['validation_samples']} "
+                       f"samples){fit_s}", err=True)
+        else:
+            click.echo(f"B={s['budget']}: full steps {s['full_steps']} (weighting {s['weighting']}; cost "
+                       f"{s['cost']:.4f}, uniform {s['uniform_cost']:.4f}){fit_s}", err=True)
     click.echo(f"stored ReCaT schedules in {model} ({rep['sampler']}, {steps} steps, guidance {rep['guidance']:g}, "
                f"branch {branch}; {src}; {rep['total_seconds']:.1f} s)", err=True)

@@ -11,13 +11,20 @@ Layout (strict JSON; every number finite)::
         "prompts_sha256": "...", "seed": 0,
         "similarity": [[1.0, 0.98, ...], ...],                           # [steps][steps] CKA
         "schedules": [{"budget": 10, "full_steps": [0, ...], "cost": 1.23,
+                       "weighting": "late2",                                     # optional (newer files)
                        "correction": {"scale": [[...]], "shift": [[...]]} | null,
-                       "correction_fit": {"relative_mse_before": .., "relative_mse_after": ..} | null}]
+                       "correction_fit": {"relative_mse_before": .., "relative_mse_after": ..} | null,
+                       "selection": {"chosen": "late2", "psnr": 41.2, "uniform_psnr": 39.8,   # optional
+                                     "validation_samples": 16, "metric": "...", "candidates": [
+                                       {"weighting": "none", "full_steps": [...], "cost": .., "plain_cost": ..,
+                                        "psnr": ..}, ...]} | null}]
       }]
     }
 
 A schedule is looked up by (sampler, steps, guidance, branch) and the budget B; anything else is an
-error that says what *was* profiled.
+error that says what *was* profiled. ``weighting`` and ``selection`` (the validated choice among
+candidate schedules, :mod:`recat_runtime.cache.select`) are informative: the lookup reads only
+``full_steps`` and ``correction``, so profiles stored without them are read as before.
 """
 from __future__ import annotations
 
