@@ -91,17 +91,25 @@ def cmd_quality(a):
         scenes = eval_scenes(a.n, seed=12345)
         captions = [make_caption(s) for s in scenes]
         ds = ShapesDataset(seed=7919)  # profiling prompts: a stream neither training nor evaluation uses
-        prof_prompts = [make_caption(ds[i]) for i in range(a.samples)]
+        # one prompt stream: profiling takes the first a.samples, schedule validation the next ones
+        prof_prompts = [make_caption(ds[i]) for i in range(a.samples + a.validation_samples)]
 
     steps, g = a.steps, a.guidance
     budgets = sorted(set(a.recat_budgets))
     t0 = time.perf_counter()
     prof = profile_cache(model, steps=steps, budgets=budgets, prompts=prof_prompts, samples=a.samples,
-                         guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch, weighting="none",
-                         progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
+                         guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch, weighting=a.weighting,
+                         validation_samples=a.validation_samples, progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
     profile_s = time.perf_counter() - t0
     meta = prof["metadata"]
     print(f"profiled in {profile_s:.0f} s: " + "; ".join(f"B={s['budget']}: {s['full_steps']}" for s in prof["schedules"]))
+    for s in prof["schedules"]:
+        sel = s.get("selection")
+        if sel:
+            print(f"  B={s['budget']}: chose {sel['chosen']} (validation PSNR {sel['psnr']:.2f}, uniform "
+                  f"{sel['uniform_psnr']:.2f}); " + ", ".join(f"{c['weighting']} {c['full_steps']} {c['psnr']:.2f}"
+                                                              for c in sel["candidates"]), flush=True)
+    chosen = {s["budget"]: s for s in prof["schedules"]}
 
     pipe = load_pipeline(model, device="cpu")
     seeds = [1000 + i for i in range(len(captions))]
@@ -164,6 +172,10 @@ def cmd_quality(a):
         full = S.no_cache_schedule(steps) if cfg is None else cfg.full_steps
         row = {"kind": kind, "label": label, "budget": len(full), "full_steps": list(full),
                "loop_s": loop_s, "decode_s": dec_s}
+        if kind in ("recat", "recat+dec"):
+            b_req = int(label.rsplit("=", 1)[1])
+            row["requested_budget"] = b_req
+            row["weighting"] = chosen[b_req].get("weighting")
         row["psnr"], row["psnr_pooled"] = _psnr(imgs, ref)
         if classifier is not None:
             ev = evaluate_images(classifier, scenes, imgs)
@@ -577,6 +589,10 @@ def main(argv=None):
     q.add_argument("--peer-interval", type=int, default=5)
     q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
     q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--weighting", choices=["auto", "none", "sigma"], default="auto",
+                   help="ReCaT schedule choice passed to profile_cache (auto: validated selection)")
+    q.add_argument("--validation-samples", type=int, default=16,
+                   help="samples for the validated selection (disjoint seeds from profiling and evaluation)")
     q.add_argument("--classifier", default=None, help="classifier weights (default: acqe_demo/weights/classifier.pt)")
     q.add_argument("--smoke", action="store_true", help="tiny run without the demo classifier")
     q.set_defaults(fn=cmd_quality)
