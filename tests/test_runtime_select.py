@@ -199,3 +199,16 @@ def test_profiles_stored_before_selection_are_still_read():
     assert [s["budget"] for s in got] == [2, 3] and "selection" not in got[0]
     assert find_schedule(new, sampler="ddim", steps=6, budget=2, guidance=4.0)[0] == (0, 3)
     assert find_schedule(new, sampler="ddim", steps=6, budget=3, guidance=4.0)[0] == (0, 2, 4)
+
+
+def test_inspect_shows_stored_schedules_old_and_new():
+    from acqe_cli.commands.inspect_cmd import _recat_lines
+
+    block = {"format": 1, "profiles": [{"sampler": "ddim", "steps": 6, "guidance": 4.0, "branch": 0, "schedules": [
+        {"budget": 2, "full_steps": [0, 3]},
+        {"budget": 3, "full_steps": [0, 2, 4], "weighting": "late2",
+         "selection": {"psnr": 31.234, "uniform_psnr": 30.5, "validation_samples": 16}}]}]}
+    lines = [v for _, v in _recat_lines(block)]
+    assert lines == ["ddim 6 steps guidance 4.0 branch 0: B=2 [0, 3]",
+                     "ddim 6 steps guidance 4.0 branch 0: B=3 [0, 2, 4] (late2; validation PSNR 31.23 dB, "
+                     "uniform 30.50 dB, 16 samples)"]

@@ -111,12 +111,38 @@ def _meta_lines(meta: dict) -> list[tuple[str, str]]:
 
     out = []
     for k, v in meta.items():
-        if isinstance(v, dict) and len(json.dumps(v)) > 72:
+        if k == "recat" and isinstance(v, dict) and isinstance(v.get("profiles"), list):
+            out += _recat_lines(v)
+        elif isinstance(v, dict) and len(json.dumps(v)) > 72:
             out.append((escape(k), "{" + ", ".join(escape(str(x)) for x in list(v)[:12])
                         + (", …" if len(v) > 12 else "") + "}"))
         else:
             out.append((escape(k), short(v)))
     return out
+
+
+def _recat_lines(block: dict) -> list[tuple[str, str]]:
+    """One line per stored ReCaT schedule: its full steps and, when it was chosen by validation, the
+    winning weighting with its validation PSNR and uniform's."""
+    out = []
+    for p in block["profiles"]:
+        if not isinstance(p, dict):
+            continue
+        head = f"{p.get('sampler')} {p.get('steps')} steps guidance {p.get('guidance')} branch {p.get('branch')}"
+        for s in p.get("schedules") or []:
+            if not isinstance(s, dict):
+                continue
+            line = f"{head}: B={s.get('budget')} {s.get('full_steps')}"
+            if s.get("weighting"):
+                line += f" ({s['weighting']}"
+                sel = s.get("selection")
+                if isinstance(sel, dict) and isinstance(sel.get("psnr"), (int, float)) \
+                        and isinstance(sel.get("uniform_psnr"), (int, float)):
+                    line += (f"; validation PSNR {sel['psnr']:.2f} dB, uniform {sel['uniform_psnr']:.2f} dB, "
+                             f"{sel.get('validation_samples')} samples")
+                line += ")"
+            out.append(("recat", escape(line)))
+    return out or [("recat", "no profiles")]
 
 
 @click.command("inspect")
