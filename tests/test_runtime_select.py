@@ -212,3 +212,30 @@ def test_inspect_shows_stored_schedules_old_and_new():
     assert lines == ["ddim 6 steps guidance 4.0 branch 0: B=2 [0, 3]",
                      "ddim 6 steps guidance 4.0 branch 0: B=3 [0, 2, 4] (late2; validation PSNR 31.23 dB, "
                      "uniform 30.50 dB, 16 samples)"]
+
+
+def test_profile_cache_cli_prints_one_line_per_budget(acqe_path, tmp_path):
+    import shutil
+
+    import acqe_format
+    from test_runtime_profile import _run_main_cli
+
+    if not hasattr(acqe_format, "replace_metadata"):
+        pytest.skip("acqe_format.replace_metadata not available yet")
+    path = tmp_path / "c.acqe"
+    shutil.copyfile(acqe_path, path)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    rc, _, stderr = _run_main_cli(["profile-cache", str(path), "--steps", "6", "--full-steps", "2", "--full-steps",
+                                   "3", "--prompts", str(prompts), "--samples", "8", "--validation-samples", "4",
+                                   "--device", "cpu", "-q"])
+    assert rc == 0, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("B=")]
+    assert len(lines) == 2
+    for ln, b in zip(lines, (2, 3)):
+        assert ln.startswith(f"B={b}: full steps [0") and "weighting " in ln
+        assert "validation PSNR" in ln and "uniform" in ln and "4 samples" in ln
+    rc, _, stderr = _run_main_cli(["profile-cache", str(path), "--steps", "6", "--full-steps", "2", "--prompts",
+                                   str(prompts), "--samples", "8", "--weighting", "none", "--device", "cpu", "-q"])
+    assert rc == 0, stderr
+    assert "(weighting none; cost" in stderr
