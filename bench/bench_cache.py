@@ -156,6 +156,13 @@ def cmd_quality(a):
                             RecatCacheConfig(steps, full, branch=a.branch, correction=corr)))
     for b in a.uniform_budgets:  # uniform at the ReCaT budgets (not a DeepCache interval)
         configs.append(("uniform-b", f"uniform B={b}", RecatCacheConfig.uniform(steps, b, branch=a.branch)))
+        if moments is not None:  # the same correction ReCaT gets, fitted for the uniform schedule (fair pair)
+            from recat_runtime.cache.profile import correction_from_moments
+
+            uni = S.uniform_schedule(steps, b)
+            corr, _ = correction_from_moments(moments, uni)
+            configs.append(("uniform-b+dec", f"uniform+dec B={b}",
+                            RecatCacheConfig(steps, uni, branch=a.branch, correction=corr)))
 
     classifier = None
     if scenes is not None:
@@ -546,6 +553,7 @@ def _plot(q, path):
     fig, axes = plt.subplots(1, 3 if has_cls else 1, figsize=(15 if has_cls else 6, 4.5))
     axes = np.atleast_1d(axes)
     style = {"uniform": ("o-", "DeepCache uniform (every N)"), "uniform-b": ("o:", "uniform at ReCaT budgets"),
+             "uniform-b+dec": ("h:", "uniform + correction"),
              "quadratic": ("s--", "DeepCache non-uniform"), "recat": ("^-", "ReCaT (CKA + DP)"),
              "recat+dec": ("v-", "ReCaT + correction"), "recat-res+dec": ("D-", "ReCaT, residual distance + corr."),
              "recat-sigma+dec": ("P-", "ReCaT, σ-weighted CKA + corr."), "deepcache-pip": ("x", "deepcache pip helper")}
