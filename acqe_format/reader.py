@@ -67,6 +67,7 @@ def check_asset_name(name: str) -> None:
         raise LayoutError(f"asset name {name!r} is not a safe relative path")
 
 
+_LARGE_TENSOR = 1 << 20     # elements from which one tensor is decoded by all threads (16+ rANS chunks)
 _FLOAT_NAMES = frozenset({"float16", "bfloat16", "float32", "float64"})
 _CAST_TARGETS = frozenset({"float16", "bfloat16", "float32"})
 
@@ -522,22 +523,33 @@ class AcqeReader:
             return None
         return codec.decode_parts(self._payload(info), info, threads)
 
-    def iter_tensors(self, threads: int | None = None, dtype: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
-        """(name, array) for every tensor in file order. Tensors decode concurrently on `threads` threads
-        (None: every available CPU) in a bounded window, so memory stays about `2 * threads` tensors
-        ahead of the consumer. ``dtype``: as in :meth:`read`."""
+    def iter_tensors(self, threads: int | None = None, dtype: str | None = None,
+                     names: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        """(name, array) for every tensor (or the given ``names``) in order, on `threads` threads (None:
+        every available CPU). A large tensor is decoded with all threads at once (its chunks are
+        independent); small ones decode several at a time in a bounded window, so memory stays about
+        `2 * threads` small tensors ahead of the consumer. ``dtype``: as in :meth:`read`.
+
+        (One tensor per thread for everything left threads idle behind a large tensor at the head of the
+        window: the SD v1.4-size stand-in decoded to fp16 in 4.5-5.0 s that way, 3.5-4.0 s this way.)"""
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        infos = self._tensors if names is None else [self.info(n) for n in names]
         if threads <= 1:
-            for t in self._tensors:
+            for t in infos:
                 yield t.name, self.read(t.name, threads=1, dtype=dtype)
             return
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(threads) as ex:
             window: deque = deque()
-            it = iter(self._tensors)
-            for t in it:
+            for t in infos:
+                if t.numel >= _LARGE_TENSOR:
+                    while window:                      # keep the order: drain the small ones first
+                        n, f = window.popleft()
+                        yield n, f.result()
+                    yield t.name, self.read(t.name, threads=threads, dtype=dtype)
+                    continue
                 window.append((t.name, ex.submit(self.read, t.name, 1, dtype)))
                 if len(window) >= 2 * threads:
                     n, f = window.popleft()

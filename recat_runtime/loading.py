@@ -115,24 +115,9 @@ def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
 
 
 def _iter_selected(r: AcqeReader, names: list[str], threads: int, dtype: str | None = None):
-    """``(name, array)`` for the given tensors in order, decoded ``threads`` at a time (bounded window)."""
-    if threads <= 1:
-        for n in names:
-            yield n, r.read(n, dtype=dtype)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads) as ex:
-        window: deque = deque()
-        for n in names:
-            window.append((n, ex.submit(r.read, n, 1, dtype)))
-            if len(window) >= 2 * threads:
-                k, f = window.popleft()
-                yield k, f.result()
-        while window:
-            k, f = window.popleft()
-            yield k, f.result()
+    """``(name, array)`` for the given tensors in order (the reader's scheduling: large tensors use every
+    thread, small ones decode a few at a time)."""
+    return r.iter_tensors(threads=threads, dtype=dtype, names=names)
 
 
 def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_dtype=None, device=None,
