@@ -10,18 +10,12 @@ from recat_runtime.cache import (
     get_recat_hook,
     recat_cache,
 )
-from recat_runtime.cache.branch import branch_plan, num_branches, shallow_forward
+from recat_runtime.cache.branch import branch_plan, capture_feature, num_branches, shallow_forward
 from recat_runtime.testing import tiny_pipeline, tiny_unet
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run 10x faster on one thread when the 2 cores are shared (no OpenMP barrier spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def pipe():
@@ -43,13 +37,7 @@ def test_shallow_forward_with_same_step_feature_is_bit_exact(shape):
         ref = unet(x, t, ehs).sample
         for m in range(num_branches(unet)):
             plan = branch_plan(unet, m)
-            got = {}
-            consumer = unet.get_submodule(plan.consumer_name)
-            h = consumer.register_forward_pre_hook(
-                lambda mod, a: got.__setitem__("f", a[0][:, : plan.feature_channels].clone()))
-            unet(x, t, ehs)
-            h.remove()
-            out = shallow_forward(unet, plan, got["f"], x, t, ehs)
+            out = shallow_forward(unet, plan, capture_feature(unet, plan, x, t, ehs), x, t, ehs)
             assert torch.equal(out, ref), f"branch {m}"
 
 

@@ -14,12 +14,7 @@ from recat_runtime.testing import tiny_pipeline
 from runtime_fixtures import write_tiny_acqe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 PROMPTS = ["a red circle", "a blue square", "a green triangle on white", "a yellow cross", "two pink circles"]
