@@ -263,7 +263,7 @@ def cmd_speed(a):
 
     from recat_runtime.api import denoise_and_decode
     from recat_runtime.cache import RecatCacheConfig
-    from recat_runtime.cache.branch import branch_plan, shallow_forward
+    from recat_runtime.cache.branch import branch_plan, capture_feature, shallow_forward
 
     torch.set_num_threads(a.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
@@ -287,12 +287,8 @@ def cmd_speed(a):
         res["unet_full_s"] = _median_time(lambda: unet(x, 500, ehs), a.reps)
         for m in a.branches:
             plan = branch_plan(unet, m)
-            got = {}
-            h = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(
-                lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
-            unet(x, 500, ehs)
-            h.remove()
-            res[f"unet_cached_b{m}_s"] = _median_time(lambda: shallow_forward(unet, plan, got["f"], x, 500, ehs),
+            f = capture_feature(unet, plan, x, 500, ehs)
+            res[f"unet_cached_b{m}_s"] = _median_time(lambda: shallow_forward(unet, plan, f, x, 500, ehs),
                                                       a.reps)
         z = torch.randn(a.batch, 4, lat, lat, dtype=dtype)
         res["vae_decode_s"] = _median_time(lambda: pipe.vae.decode(z), max(1, a.reps - 1))

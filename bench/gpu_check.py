@@ -85,7 +85,7 @@ def _compact_timing(pipe, unet, lat, ctx_dim, device, dtype, timed, sync, steps,
     import torch
 
     from acqe_format import CodebookTensor
-    from recat_runtime.cache.branch import branch_plan, shallow_forward
+    from recat_runtime.cache.branch import branch_plan, capture_feature, shallow_forward
     from recat_runtime.compact import compact_bytes, make_compact
 
     cunet = copy.deepcopy(unet)
@@ -111,12 +111,8 @@ def _compact_timing(pipe, unet, lat, ctx_dim, device, dtype, timed, sync, steps,
             row = {"batch": b, "dense_full_s": timed(lambda: unet(x, 500, ehs)),
                    "compact_full_s": timed(lambda: cunet(x, 500, ehs))}
             plan = branch_plan(cunet, 0)
-            got = {}
-            h = cunet.get_submodule(plan.consumer_name).register_forward_pre_hook(
-                lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
-            cunet(x, 500, ehs)
-            h.remove()
-            row["compact_cached_b0_s"] = timed(lambda: shallow_forward(cunet, plan, got["f"], x, 500, ehs))
+            f = capture_feature(cunet, plan, x, 500, ehs)
+            row["compact_cached_b0_s"] = timed(lambda: shallow_forward(cunet, plan, f, x, 500, ehs))
             rows.append(row)
             print({"compact": row}, flush=True)
     out["rows"] = rows
@@ -140,7 +136,7 @@ def main(argv=None):
 
     from recat_runtime.api import denoise_and_decode
     from recat_runtime.cache import RecatCacheConfig
-    from recat_runtime.cache.branch import branch_plan, shallow_forward
+    from recat_runtime.cache.branch import branch_plan, capture_feature, shallow_forward
 
     os.makedirs(a.out, exist_ok=True)
     if a.smoke:
@@ -205,12 +201,8 @@ def main(argv=None):
             row = {"batch": b, "unet_full_s": timed(lambda: unet(x, 500, ehs))}
             for m in (0, 2):
                 plan = branch_plan(unet, m)
-                got = {}
-                h = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(
-                    lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
-                unet(x, 500, ehs)
-                h.remove()
-                row[f"unet_cached_b{m}_s"] = timed(lambda: shallow_forward(unet, plan, got["f"], x, 500, ehs))
+                f = capture_feature(unet, plan, x, 500, ehs)
+                row[f"unet_cached_b{m}_s"] = timed(lambda: shallow_forward(unet, plan, f, x, 500, ehs))
             z = torch.randn(b, 4, lat, lat, device=device, dtype=dtype)
             row["vae_decode_s"] = timed(lambda: pipe.vae.decode(z), reps=5)
             # one candidate speed-up of the VAE decode that needs no new weights: channels-last convolutions

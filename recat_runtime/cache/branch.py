@@ -165,6 +165,24 @@ def _prepare(unet, sample, timestep, encoder_hidden_states, class_labels, timest
     return sample, emb, common
 
 
+def capture_feature(unet, plan: BranchPlan, sample: torch.Tensor, timestep,
+                    encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    """Runs the whole UNet once and returns the deep feature that a cached step of ``plan`` reuses (the
+    first ``plan.feature_channels`` channels entering the consumer block), e.g. to time or test
+    :func:`shallow_forward` outside a sampling loop."""
+    got = {}
+
+    def grab(mod, args):
+        got["f"] = args[0][:, : plan.feature_channels].clone()
+
+    handle = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(grab)
+    try:
+        unet(sample, timestep, encoder_hidden_states)
+    finally:
+        handle.remove()
+    return got["f"]
+
+
 def shallow_forward(unet, plan: BranchPlan, feature: torch.Tensor, sample: torch.Tensor, timestep,
                     encoder_hidden_states: torch.Tensor, class_labels=None, timestep_cond=None,
                     attention_mask=None, cross_attention_kwargs=None, added_cond_kwargs=None,
