@@ -150,8 +150,9 @@ def _cells(rep, P0, P1, P2, thr, K):
 
 @nb.njit(**_JIT)
 def _grid_levels(blo, bhi, delta):
-    """Integer grid positions j (level j*delta) whose cells can hold data: those of every occupied bin."""
-    out = np.empty(blo.size * 2 + 2, np.int64)
+    """Integer grid positions j (level j*delta) whose cells can hold data: those of every occupied bin
+    (`_n_levels` of them; [0] when there are none)."""
+    out = np.zeros(_n_levels(blo, bhi, delta), np.int64)
     n = 0
     last = -(1 << 62)
     for b in range(blo.size):
@@ -160,21 +161,15 @@ def _grid_levels(blo, bhi, delta):
         if j0 <= last:
             j0 = last + 1
         for j in range(j0, j1 + 1):
-            if n >= out.size:
-                grown = np.empty(out.size * 2, np.int64)
-                grown[:n] = out[:n]
-                out = grown
             out[n] = j
             n += 1
             last = j
-    if n == 0:
-        out[0] = 0
-        n = 1
-    return out[:n]
+    return out
 
 
 @nb.njit(**_JIT)
 def _n_levels(blo, bhi, delta):
+    """How many levels `_grid_levels` returns (counted without building them: the sweeps need only this)."""
     n = 0
     last = -(1 << 62)
     for b in range(blo.size):
