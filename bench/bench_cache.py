@@ -164,6 +164,18 @@ def cmd_quality(a):
             configs.append(("uniform-b+dec", f"uniform+dec B={b}",
                             RecatCacheConfig(steps, uni, branch=a.branch, correction=corr)))
 
+    if a.forecast:  # the same schedules with first-order forecasting of the cached feature (no correction)
+        for n_int in a.intervals:
+            configs.append(("uniform+fc", f"uniform N={n_int} +forecast",
+                            RecatCacheConfig.interval(steps, n_int, branch=a.branch, forecast=True)))
+        for b in budgets:
+            full, _, _ = find_schedule(meta, sampler="ddim", steps=steps, budget=b, guidance=g, branch=a.branch)
+            configs.append(("recat+fc", f"recat B={b} +forecast", RecatCacheConfig(steps, full, branch=a.branch,
+                                                                                   forecast=True)))
+        for b in a.uniform_budgets:
+            configs.append(("uniform-b+fc", f"uniform B={b} +forecast",
+                            RecatCacheConfig.uniform(steps, b, branch=a.branch, forecast=True)))
+
     classifier = None
     if scenes is not None:
         from acqe_demo.metrics import evaluate_images, load_classifier
@@ -590,6 +602,8 @@ def main(argv=None):
     q.add_argument("--recat-budgets", type=int, nargs="*", default=[5, 6, 7, 8, 10])
     q.add_argument("--uniform-budgets", type=int, nargs="*", default=[6, 7, 8])
     q.add_argument("--variant-budgets", type=int, nargs="*", default=[5, 7])
+    q.add_argument("--forecast", action="store_true",
+                   help="also the uniform / ReCaT schedules with first-order forecasting of the cached feature")
     q.add_argument("--peer-interval", type=int, default=5)
     q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
     q.add_argument("--threads", type=int, default=1)

@@ -50,7 +50,7 @@ def _sampler_name(pipe) -> str:
 
 def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dict | None = None,
                  sampler: str = "ddim", guidance: float = 7.5, branch: int | None = None,
-                 correction: bool = True) -> RecatCacheConfig | None:
+                 correction: bool = True, forecast: bool = False) -> RecatCacheConfig | None:
     """The cache config for a CLI-style request.
 
     ``none`` → None; ``uniform`` → B full steps spread evenly; ``quadratic`` → DeepCache's non-uniform
@@ -68,12 +68,13 @@ def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dic
     if full_steps is None:
         raise ValueError(f"--cache {mode} needs --full-steps B")
     if mode == "uniform":
-        return RecatCacheConfig.uniform(steps, full_steps, branch=branch or 0)
+        return RecatCacheConfig.uniform(steps, full_steps, branch=branch or 0, forecast=forecast)
     if mode == "quadratic":
-        return RecatCacheConfig.quadratic(steps, full_steps, branch=branch or 0)
+        return RecatCacheConfig.quadratic(steps, full_steps, branch=branch or 0, forecast=forecast)
     full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=full_steps,
                                         guidance=guidance, branch=branch)
-    return RecatCacheConfig(steps, full, branch=int(profile["branch"]), correction=corr if correction else None)
+    return RecatCacheConfig(steps, full, branch=int(profile["branch"]), correction=corr if correction else None,
+                            forecast=forecast)
 
 
 @dataclass
@@ -123,7 +124,8 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
 def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "none", full_steps: int | None = None,
              seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
-             branch: int | None = None, correction: bool = True, compact: bool = False) -> GenerateResult:
+             branch: int | None = None, correction: bool = True, compact: bool = False,
+             forecast: bool = False) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
 
     ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
@@ -141,7 +143,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     guidance = default_guidance(metadata) if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
     config = cache_config(cache, steps=steps, full_steps=full_steps, metadata=metadata, sampler=scheduler,
-                          guidance=guidance, branch=branch, correction=correction)
+                          guidance=guidance, branch=branch, correction=correction, forecast=forecast)
     t0 = time.perf_counter()
     pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler, compact=compact)
     load_s = time.perf_counter() - t0
@@ -152,7 +154,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
             "guidance": guidance,
             "branch": None if config is None else config.branch,
-            "correction": bool(config is not None and config.correction is not None)}
+            "correction": bool(config is not None and config.correction is not None),
+            "forecast": bool(config is not None and config.forecast)}
     if compact:
         from recat_runtime.compact import compact_bytes
 

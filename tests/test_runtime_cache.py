@@ -77,6 +77,50 @@ def test_cached_run_uses_budget_and_differs(pipe):
     assert np.abs(a - ref).max() < 0.5
 
 
+def test_forecast_extrapolates_only_between_two_full_steps(pipe):
+    """With one full step there is nothing to extrapolate from: forecast equals plain reuse exactly.
+    With two or more it changes the cached steps; full budgets stay exactly uncached."""
+    runs = {}
+    for full in ((0,), (0, 3, 6)):
+        for fc in (False, True):
+            with recat_cache(pipe, RecatCacheConfig(num_inference_steps=8, full_steps=full, forecast=fc)):
+                runs[full, fc] = _run(pipe)
+    assert np.array_equal(runs[(0,), False], runs[(0,), True])
+    assert not np.array_equal(runs[(0, 3, 6), False], runs[(0, 3, 6), True])
+    assert np.isfinite(runs[(0, 3, 6), True]).all()
+    ref = _run(pipe)
+    with recat_cache(pipe, RecatCacheConfig.uniform(8, 8, forecast=True)):
+        assert np.array_equal(_run(pipe), ref)
+
+
+def test_forecast_is_the_linear_extrapolation(pipe):
+    """The feature a cached step uses is f(a) + (t - a) / (a - a') (f(a) - f(a')) of the last two full steps."""
+    from recat_runtime.cache import branch as B
+
+    seen = []
+    orig = B.shallow_forward
+
+    def spy(unet, plan, feature, *args, **kw):
+        seen.append(feature.clone())
+        return orig(unet, plan, feature, *args, **kw)
+
+    full = []
+    cfg = RecatCacheConfig(num_inference_steps=8, full_steps=(0, 2, 5), forecast=True,
+                           observer=lambda step, f: full.append((step, f.clone())))
+    import recat_runtime.cache.hook as H
+    H.shallow_forward, saved = spy, H.shallow_forward
+    try:
+        with recat_cache(pipe, cfg):
+            _run(pipe)
+    finally:
+        H.shallow_forward = saved
+    (s0, f0), (s1, f1), (s2, f2) = full
+    # cached steps 1 (plain reuse of step 0), 3, 4 (from steps 0 and 2), 6, 7 (from steps 2 and 5)
+    assert torch.equal(seen[0], f0)
+    assert torch.allclose(seen[1], f1 + (f1 - f0) * (1 / 2)) and torch.allclose(seen[2], f1 + (f1 - f0) * (2 / 2))
+    assert torch.allclose(seen[3], f2 + (f2 - f1) * (1 / 3)) and torch.allclose(seen[4], f2 + (f2 - f1) * (2 / 3))
+
+
 def test_hook_life_cycle(pipe):
     apply_recat_cache(pipe, RecatCacheConfig.uniform(8, 2))
     try:

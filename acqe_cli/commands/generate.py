@@ -53,6 +53,9 @@ def _grid(images, cols: int):
 @click.option("--branch", type=click.IntRange(0, None), default=None,
               help="cache branch m (default 0 for uniform/quadratic, the profiled one for recat)")
 @click.option("--no-correction", is_flag=True, help="recat: skip the stored per-channel correction")
+@click.option("--forecast", is_flag=True,
+              help="cached steps extrapolate the deep feature from the last two full steps instead of reusing "
+                   "it (much better for dense schedules such as uniform every-5; worse on long gaps)")
 @click.option("--compact", is_flag=True,
               help="keep the UNet's codebook weights as uint8 indices on the device, rebuilt per layer "
                    "(same images, less memory, slower steps)")
@@ -60,7 +63,7 @@ def _grid(images, cols: int):
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 def command(model, prompts, steps, cache, full_steps, seed, out, height, width, guidance, device, dtype, sampler,
-            batch, branch, no_correction, compact, threads, as_json):
+            batch, branch, no_correction, forecast, compact, threads, as_json):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from recat_runtime.api import generate
 
@@ -77,7 +80,7 @@ def command(model, prompts, steps, cache, full_steps, seed, out, height, width, 
         raise click.UsageError(f"--full-steps {full_steps} is more than --steps {steps}")
     res = generate(model, list(prompts), steps=steps, cache=cache, full_steps=full_steps, seed=seed, batch=batch,
                    height=height, width=width, guidance=guidance, device=device, dtype=dtype, scheduler=sampler,
-                   branch=branch, correction=not no_correction, compact=compact)
+                   branch=branch, correction=not no_correction, compact=compact, forecast=forecast)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))
     img.save(out, format="PNG")
     report = {"out": out, "images": len(res.images), "steps": steps, "cache": cache,

@@ -76,12 +76,16 @@ class RecatCacheConfig:
         correction: optional per-step affine correction of the cached feature.
         observer: optional ``callable(step, feature)`` called after every full step with the deep
             feature it cached (used by the profiler).
+        forecast: on a cached step use the first-order forecast of the deep feature from the last two
+            full steps, ``f(a) + (t - a) / (a - a') * (f(a) - f(a'))``, instead of ``f(a)`` itself (plain
+            reuse until two full steps exist). The correction, if any, applies on top.
     """
 
     num_inference_steps: int
     full_steps: tuple[int, ...] | None = None
     branch: int = 0
     correction: CacheCorrection | None = None
+    forecast: bool = False
     observer: Callable[[int, torch.Tensor], None] | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -163,6 +167,8 @@ class RecatCacheHook(ModelHook):
         self.step = None
         self._prev_t = None
         self.feature = None
+        self._older = None          # (step, feature) of the full step before the last one (forecast)
+        self._feature_step = None
         return module
 
     # -- internals
@@ -194,7 +200,7 @@ class RecatCacheHook(ModelHook):
         went_back = self._prev_t is not None and key[0] == self._prev_t[0] and key[1] < self._prev_t[1]
         new_run = self.step is None or self.step + 1 >= n or went_back
         if new_run:
-            self.step, self.feature = 0, None
+            self.step, self.feature, self._older, self._feature_step = 0, None, None, None
             if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
                 calls = len(self.scheduler.timesteps)
                 if calls != n:
@@ -230,6 +236,9 @@ class RecatCacheHook(ModelHook):
                 raise ValueError(f"ReCaT caching does not support `{unsupported}` (ControlNet/adapters)")
         step = self._advance(a["timestep"])
         if step in self._full or self.feature is None:
+            if self.config.forecast and self.feature is not None:
+                self._older = (self._feature_step, self.feature)
+            self._feature_step = step
             self._capturing = True
             try:
                 out = self.fn_ref.original_forward(*args, **kwargs)
@@ -239,7 +248,12 @@ class RecatCacheHook(ModelHook):
             if self.config.observer is not None:
                 self.config.observer(step, self.feature)
             return out
-        feature = self._corrected(step, self.feature)
+        feature = self.feature
+        if self.config.forecast and self._older is not None:
+            s0, f0 = self._older
+            s1 = self._feature_step
+            feature = feature + (feature - f0) * ((step - s1) / (s1 - s0))
+        feature = self._corrected(step, feature)
         sample = shallow_forward(
             module, self.plan, feature, a["sample"], a["timestep"], a["encoder_hidden_states"],
             class_labels=a["class_labels"], timestep_cond=a["timestep_cond"],
