@@ -185,3 +185,12 @@ def test_config_validation():
         RecatCacheConfig(10, (0, 10))
     assert RecatCacheConfig(10).full_steps == tuple(range(10))
     assert RecatCacheConfig.interval(10, 3).full_steps == (0, 3, 6, 9)
+
+
+def test_cache_config_passes_forecast_through():
+    from recat_runtime.api import cache_config
+
+    assert cache_config("uniform", steps=8, full_steps=2, forecast=True).forecast
+    assert cache_config("quadratic", steps=8, full_steps=3, forecast=True).forecast
+    assert not cache_config("uniform", steps=8, full_steps=2).forecast
+    assert cache_config("none", steps=8, full_steps=None, forecast=True) is None
