@@ -114,12 +114,6 @@ def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
     return t.to(device) if device is not None else t
 
 
-def _iter_selected(r: AcqeReader, names: list[str], threads: int, dtype: str | None = None):
-    """``(name, array)`` for the given tensors in order (the reader's scheduling: large tensors use every
-    thread, small ones decode a few at a time)."""
-    return r.iter_tensors(threads=threads, dtype=dtype, names=names)
-
-
 def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_dtype=None, device=None,
                          strip_prefix: bool = False, threads: int | None = None,
                          compact_parts: dict | None = None) -> dict[str, torch.Tensor]:
@@ -151,7 +145,7 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
                     del infos[name]
         # the reader rounds floats to the target dtype inside the decode kernel (same values as .to())
         want = _READER_DTYPE.get(torch_dtype)
-        for name, arr in _iter_selected(r, list(infos), threads, want):
+        for name, arr in r.iter_tensors(threads=threads, dtype=want, names=list(infos)):
             key = name[len(prefix):] if strip_prefix else name
             decoded = infos[name].decoded_dtype
             now = want if want is not None and decoded in _FLOATS else decoded
