@@ -149,6 +149,14 @@ def _cells(rep, P0, P1, P2, thr, K):
 
 
 @nb.njit(**_JIT)
+def _bin_span(lo, hi, delta, last):
+    """Grid positions j0..j1 (level j*delta) whose cells a bin [lo, hi] reaches, after position `last`."""
+    j0 = int(np.floor(lo / delta + 0.5))
+    j1 = int(np.floor(hi / delta + 0.5))
+    return max(j0, last + 1), j1
+
+
+@nb.njit(**_JIT)
 def _grid_levels(blo, bhi, delta):
     """Integer grid positions j (level j*delta) whose cells can hold data: those of every occupied bin
     (`_n_levels` of them; [0] when there are none)."""
@@ -156,10 +164,7 @@ def _grid_levels(blo, bhi, delta):
     n = 0
     last = -(1 << 62)
     for b in range(blo.size):
-        j0 = int(np.floor(blo[b] / delta + 0.5))
-        j1 = int(np.floor(bhi[b] / delta + 0.5))
-        if j0 <= last:
-            j0 = last + 1
+        j0, j1 = _bin_span(blo[b], bhi[b], delta, last)
         for j in range(j0, j1 + 1):
             out[n] = j
             n += 1
@@ -173,10 +178,7 @@ def _n_levels(blo, bhi, delta):
     n = 0
     last = -(1 << 62)
     for b in range(blo.size):
-        j0 = int(np.floor(blo[b] / delta + 0.5))
-        j1 = int(np.floor(bhi[b] / delta + 0.5))
-        if j0 <= last:
-            j0 = last + 1
+        j0, j1 = _bin_span(blo[b], bhi[b], delta, last)
         if j1 >= j0:
             n += j1 - j0 + 1
             last = j1
