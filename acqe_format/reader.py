@@ -74,15 +74,13 @@ _CAST_TARGETS = frozenset({"float16", "bfloat16", "float32"})
 
 def _cast_float(a: np.ndarray, decoded: str, dtype: str) -> np.ndarray:
     """Round decoded floats (BF16 as uint16 bits) to ``dtype``, to nearest, ties to even."""
-    from acqe_format.codecs.raw import _bf16_bits_from_f32
+    from acqe_format.codecs.codebook import _convert
     if decoded == "bfloat16":
         a = (a.astype(np.uint32) << 16).view(np.float32)      # exact
     with np.errstate(over="ignore"):   # overflow to +-inf is the rounding rule, not an error
-        # float64 is rounded to float32 first, as torch's Tensor.to(float16 / bfloat16) does
-        a = np.ascontiguousarray(a, dtype=np.float32)
-        if dtype == "bfloat16":
-            return _bf16_bits_from_f32(a)
-        return a.astype(np.float16) if dtype == "float16" else a
+        # float64 is rounded to float32 first, as torch's Tensor.to(float16 / bfloat16) does; from
+        # float32 on it is the codebook codecs' own conversion to a decoded dtype
+        return _convert(np.ascontiguousarray(a, dtype=np.float32), dtype)
 
 
 class AcqeReader:
