@@ -382,12 +382,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     dummy.update(file_bytes=10 ** 12, bits_per_value=1.23456)
     meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64, assets=assets)
     from acqe_format.metadata import dump_metadata
-    meta_raw = dump_metadata(meta)
-    if st.compress_sections:
-        import zlib
-        meta_bytes = min(len(meta_raw), C.COMPRESSED_PREFIX_SIZE + len(zlib.compress(meta_raw, C.ZLIB_LEVEL))) + 64
-    else:
-        meta_bytes = len(meta_raw) + 64
+    from acqe_format.writer import stored_section
+    meta_bytes = len(stored_section(dump_metadata(meta), st.compress_sections)[0]) + 64
 
     timings["analyse"] = time.time() - t1
     t1 = time.time()

@@ -48,6 +48,16 @@ def _codec_choice(codec) -> C.CodecId | None:
     return C.CodecId(codec)
 
 
+def stored_section(raw: bytes, compress: bool) -> tuple[bytes, int]:
+    """(stored bytes, section flags) of a DIRECTORY or METADATA section: u64 raw_length + zlib level 9
+    when `compress` and that is smaller than the raw bytes, else the raw bytes."""
+    if compress:
+        z = zlib.compress(raw, C.ZLIB_LEVEL)
+        if C.COMPRESSED_PREFIX_SIZE + len(z) < len(raw):
+            return U64.pack(len(raw)) + z, C.SECTION_FLAG_REQUIRED | C.SECTION_FLAG_COMPRESSED
+    return raw, C.SECTION_FLAG_REQUIRED
+
+
 class AcqeWriter:
     """Write an `.acqe` file.
 
@@ -219,13 +229,7 @@ class AcqeWriter:
         return b"".join(out)
 
     def _stored(self, raw: bytes) -> tuple[bytes, int]:
-        """(stored bytes, section flags) of a DIRECTORY or METADATA section: u64 raw_length + zlib level 9
-        when compression is on and that is smaller than the raw bytes, else the raw bytes."""
-        if self.compress_sections:
-            z = zlib.compress(raw, C.ZLIB_LEVEL)
-            if C.COMPRESSED_PREFIX_SIZE + len(z) < len(raw):
-                return U64.pack(len(raw)) + z, C.SECTION_FLAG_REQUIRED | C.SECTION_FLAG_COMPRESSED
-        return raw, C.SECTION_FLAG_REQUIRED
+        return stored_section(raw, self.compress_sections)
 
     @staticmethod
     def _padded(raw: bytes, empty_blocks: int) -> bytes:
