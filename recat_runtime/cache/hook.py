@@ -43,26 +43,46 @@ RECAT_CACHE_HOOK = "recat_cache"
 
 @dataclass(frozen=True)
 class CacheCorrection:
-    """Per-step, per-channel affine correction of the cached feature: ``h <- scale[t] * h + shift[t]``.
+    """Per-step, per-channel correction of the cached feature.
 
-    ``scale`` and ``shift`` are ``[S, C]`` float32 arrays (identity rows at full steps). Fitted by least
-    squares on profiling data (CacheQuant's DEC for the cache error); see ``recat_runtime.cache.profile``.
+    Affine (``trend is None``): ``h <- scale[t] * f(a) + shift[t]``, with ``f(a)`` the feature of the
+    latest full step a. With a ``trend``: ``h <- scale[t] * f(a) + trend[t] * c(f(a) - f(a')) + shift[t]``,
+    where a' is the full step before a and ``c`` subtracts each sample's spatial mean per channel: a
+    fitted first-order forecast of the spatial detail. The spatial means are not extrapolated: on the
+    demo model extrapolating them turned a few images' backgrounds to another colour (PSNR 7-8 dB),
+    while forecasting only the detail kept the gain without those flips. Steps with no a' (the first
+    segment) have ``trend[t] = 0``.
+
+    ``scale``, ``shift`` and ``trend`` are ``[S, C]`` float32 arrays (identity rows at full steps).
+    Fitted by least squares on profiling data (CacheQuant's DEC for the cache error, extended by the
+    trend regressor); see ``recat_runtime.cache.profile``.
     """
 
     scale: np.ndarray
     shift: np.ndarray
+    trend: np.ndarray | None = None
 
     def __post_init__(self):
         if self.scale.shape != self.shift.shape or self.scale.ndim != 2:
             raise ValueError(f"scale {self.scale.shape} and shift {self.shift.shape} must both be [steps, channels]")
+        if self.trend is not None and self.trend.shape != self.scale.shape:
+            raise ValueError(f"trend {self.trend.shape} must have the shape of scale {self.scale.shape}")
+        arrays = (self.scale, self.shift) + (() if self.trend is None else (self.trend,))
+        if not all(np.all(np.isfinite(a)) for a in arrays):
+            raise ValueError("correction coefficients must be finite")
 
     def to_json(self) -> dict:
-        return {"scale": np.round(self.scale.astype(np.float64), 6).tolist(),
-                "shift": np.round(self.shift.astype(np.float64), 6).tolist()}
+        out = {"scale": np.round(self.scale.astype(np.float64), 6).tolist(),
+               "shift": np.round(self.shift.astype(np.float64), 6).tolist()}
+        if self.trend is not None:
+            out["trend"] = np.round(self.trend.astype(np.float64), 6).tolist()
+        return out
 
     @classmethod
     def from_json(cls, obj: dict) -> "CacheCorrection":
-        return cls(np.asarray(obj["scale"], dtype=np.float32), np.asarray(obj["shift"], dtype=np.float32))
+        trend = obj.get("trend")
+        return cls(np.asarray(obj["scale"], dtype=np.float32), np.asarray(obj["shift"], dtype=np.float32),
+                   None if trend is None else np.asarray(trend, dtype=np.float32))
 
 
 @dataclass
@@ -76,6 +96,12 @@ class RecatCacheConfig:
         correction: optional per-step affine correction of the cached feature.
         observer: optional ``callable(step, feature)`` called after every full step with the deep
             feature it cached (used by the profiler).
+        cached_observer: optional ``callable(step, latest, older, true)`` called on every cached step with
+            the feature of the latest full step, the one of the full step before it (None in the first
+            segment) and the *true* deep feature at the current latent, computed by an extra full
+            forward for the purpose (profiling only: it makes a cached step cost a full one). The step
+            still returns the cached output, so the run follows the cached trajectory; used to fit the
+            correction on-policy (:func:`recat_runtime.cache.profile.fit_correction_on_policy`).
         forecast: on a cached step use the first-order forecast of the deep feature from the last two
             full steps, ``f(a) + (t - a) / (a - a') * (f(a) - f(a'))``, instead of ``f(a)`` itself (plain
             reuse until two full steps exist). The correction, if any, applies on top.
@@ -87,11 +113,16 @@ class RecatCacheConfig:
     correction: CacheCorrection | None = None
     forecast: bool = False
     observer: Callable[[int, torch.Tensor], None] | None = field(default=None, repr=False)
+    cached_observer: Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None] | None = field(
+        default=None, repr=False)
 
     def __post_init__(self):
         if self.full_steps is None:
             self.full_steps = S.no_cache_schedule(self.num_inference_steps)
         self.full_steps = S.check_schedule(self.full_steps, self.num_inference_steps)
+        if self.forecast and self.correction is not None and self.correction.trend is not None:
+            raise ValueError("forecast=True and a correction with a fitted trend both forecast the feature; "
+                             "use one of them")
         if self.correction is not None and self.correction.scale.shape[0] != self.num_inference_steps:
             raise ValueError(
                 f"correction has {self.correction.scale.shape[0]} steps, the schedule {self.num_inference_steps}"
@@ -167,7 +198,7 @@ class RecatCacheHook(ModelHook):
         self.step = None
         self._prev_t = None
         self.feature = None
-        self._older = None          # (step, feature) of the full step before the last one (forecast)
+        self._older = None          # (step, feature) of the full step before the last one (forecast, trend)
         self._feature_step = None
         return module
 
@@ -213,18 +244,49 @@ class RecatCacheHook(ModelHook):
         self._prev_t = key
         return self.step
 
-    def _corrected(self, step: int, feature: torch.Tensor) -> torch.Tensor:
+    @property
+    def _needs_older(self) -> bool:
+        """Whether cached steps use the full step before the latest one (forecast, fitted trend, observer)."""
+        corr = self.config.correction
+        return (self.config.forecast or self.config.cached_observer is not None
+                or (corr is not None and corr.trend is not None))
+
+    def _observe_cached(self, step: int, args, kwargs) -> None:
+        """Runs the full UNet at this cached step only to capture the true deep feature for the observer."""
+        latest = self.feature
+        self._capturing = True
+        try:
+            self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self._capturing = False
+        true, self.feature = self.feature, latest
+        self.config.cached_observer(step, latest, None if self._older is None else self._older[1], true)
+
+    def _coefficients(self, step: int, like: torch.Tensor) -> list[torch.Tensor | None]:
+        """``[scale, shift, trend]`` rows of ``step`` as ``[1, C, 1, 1]`` tensors on ``like``'s device."""
+        corr = self.config.correction
+        if self._correction is None or self._correction[0].device != like.device:
+            self._correction = [None if m is None else torch.as_tensor(m, device=like.device)
+                                for m in (corr.scale, corr.shift, corr.trend)]
+        return [None if m is None else m[step].to(like.dtype).view(1, -1, 1, 1) for m in self._correction]
+
+    def _cached_feature(self, step: int) -> torch.Tensor:
+        """The deep feature a cached step feeds to the shallow branch."""
+        feature = self.feature
+        older = self._older
+        if self.config.forecast and older is not None:
+            s0, f0 = older
+            s1 = self._feature_step
+            feature = feature + (feature - f0) * ((step - s1) / (s1 - s0))
         corr = self.config.correction
         if corr is None:
             return feature
-        if self._correction is None or self._correction[0].device != feature.device:
-            self._correction = (
-                torch.as_tensor(corr.scale, device=feature.device),
-                torch.as_tensor(corr.shift, device=feature.device),
-            )
-        a = self._correction[0][step].to(feature.dtype).view(1, -1, 1, 1)
-        b = self._correction[1][step].to(feature.dtype).view(1, -1, 1, 1)
-        return feature * a + b
+        scale, shift, trend = self._coefficients(step, feature)
+        out = feature * scale + shift
+        if trend is not None and older is not None:
+            delta = self.feature - older[1]
+            out = out + (delta - delta.mean(dim=(2, 3), keepdim=True)) * trend
+        return out
 
     def new_forward(self, module, *args, **kwargs):
         bound = self._signature.bind(module, *args, **kwargs)
@@ -236,7 +298,7 @@ class RecatCacheHook(ModelHook):
                 raise ValueError(f"ReCaT caching does not support `{unsupported}` (ControlNet/adapters)")
         step = self._advance(a["timestep"])
         if step in self._full or self.feature is None:
-            if self.config.forecast and self.feature is not None:
+            if self._needs_older and self.feature is not None:
                 self._older = (self._feature_step, self.feature)
             self._feature_step = step
             self._capturing = True
@@ -248,12 +310,9 @@ class RecatCacheHook(ModelHook):
             if self.config.observer is not None:
                 self.config.observer(step, self.feature)
             return out
-        feature = self.feature
-        if self.config.forecast and self._older is not None:
-            s0, f0 = self._older
-            s1 = self._feature_step
-            feature = feature + (feature - f0) * ((step - s1) / (s1 - s0))
-        feature = self._corrected(step, feature)
+        if self.config.cached_observer is not None:
+            self._observe_cached(step, args, kwargs)
+        feature = self._cached_feature(step)
         sample = shallow_forward(
             module, self.plan, feature, a["sample"], a["timestep"], a["encoder_hidden_states"],
             class_labels=a["class_labels"], timestep_cond=a["timestep_cond"],

@@ -23,7 +23,8 @@ from recat_runtime.cache.hook import CacheCorrection, RecatCacheConfig, recat_ca
 from recat_runtime.cache.schedules import optimal_schedule
 
 __all__ = ["ProfileSettings", "profile_similarity", "recat_schedule", "fit_correction", "correction_from_moments",
-           "PairMoments", "sample_plan", "residual_distance", "sigma_weights"]
+           "PairMoments", "sample_plan", "residual_distance", "sigma_weights", "trend_correction_from_moments",
+           "trend_residual_distance", "fit_correction_on_policy"]
 
 ESTIMATOR = "minibatch-debiased-linear-cka"
 
@@ -137,25 +138,31 @@ def recat_schedule(similarity: np.ndarray, budget: int, weights=None) -> tuple[t
 
 class PairMoments:
     """Per-channel sums over (sample, pixel) for every step pair: ``S1[t, c] = sum x_t``,
-    ``S2[s, t, c] = sum x_s x_t``, and the count per channel. Enough to fit ``y_t ~ a x_s + b`` for any
-    anchor s and step t."""
+    ``S2[s, t, c] = sum x_s x_t``, ``Q[s, t, c] = sum m_s m_t`` (m: a sample's spatial mean of the
+    channel, summed over pixels too) and the count per channel. Enough to fit ``y_t ~ a x_s + b`` for any
+    anchor s and step t, and the trend correction on spatially centred differences for any p < s < t."""
 
     def __init__(self, num_steps: int):
         self.num_steps = num_steps
         self.count = 0.0
         self.s1 = None
         self.s2 = None
+        self.q = None
 
     def add(self, features: list) -> None:
         x = torch.stack([f.to(torch.float64) for f in features])  # [T, B, C, H, W]
         t, b, c = x.shape[:3]
+        pixels = x.shape[3] * x.shape[4]
+        means = x.mean(dim=(3, 4)).permute(2, 0, 1)                  # [C, T, B]
+        q = torch.bmm(means, means.transpose(1, 2)).permute(1, 2, 0) * pixels  # [T, T, C]
         x = x.permute(2, 0, 1, 3, 4).reshape(c, t, -1)               # [C, T, B*H*W]
         s2 = torch.bmm(x, x.transpose(1, 2)).permute(1, 2, 0)        # [T, T, C]
         s1 = x.sum(-1).T                                              # [T, C]
         if self.s1 is None:
-            self.s1, self.s2 = np.zeros((t, c)), np.zeros((t, t, c))
+            self.s1, self.s2, self.q = np.zeros((t, c)), np.zeros((t, t, c)), np.zeros((t, t, c))
         self.s1 += s1.cpu().numpy()
         self.s2 += s2.cpu().numpy()
+        self.q += q.cpu().numpy()
         self.count += x.shape[-1]
 
     def stats(self, s: int, t: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -206,6 +213,158 @@ def _solve_correction(num_steps: int, full_steps, stats_for) -> tuple[CacheCorre
 def correction_from_moments(moments: PairMoments, full_steps) -> tuple[CacheCorrection, dict]:
     """The least-squares correction for ``full_steps`` from moments collected while profiling."""
     return _solve_correction(moments.num_steps, full_steps, moments.stats)
+
+
+def _solve_trend(c_uu, c_vv, c_uv, c_uy, c_vy, v_yy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel least squares ``y ~ alpha u + beta v + b`` from the (co)variances of the two regressors
+    and the target (numpy arrays that broadcast). Returns ``(alpha, beta, residual variance)``.
+
+    The 2x2 normal equations get a ridge of 1e-6 of their trace, so a regressor that barely varies
+    (features that did not move between two full steps) gives a stable, small coefficient."""
+    ridge = 1e-6 * (c_uu + c_vv) + 1e-30
+    a11, a22 = c_uu + ridge, c_vv + ridge
+    det = a11 * a22 - c_uv * c_uv
+    alpha = (a22 * c_uy - c_uv * c_vy) / det
+    beta = (a11 * c_vy - c_uv * c_uy) / det
+    return alpha, beta, np.maximum(v_yy - alpha * c_uy - beta * c_vy, 0.0)
+
+
+def _trend_fit(moments: PairMoments, p: int, s: int, t) -> tuple[np.ndarray, ...]:
+    """The trend fit ``y_t ~ alpha x_s + beta v + b`` with ``v = c(x_s) - c(x_p)``, ``c`` the spatial
+    centring of each sample's channel (so ``E[v] = 0``), for full steps p < s and cached step(s) t (an int
+    or an index array), from the profiling moments. Returns ``(alpha, beta, shift, residual, E[y^2])``.
+
+    With ``D[a, b] = E[x_a x_b] - E[m_a m_b]`` (m: spatial means), ``E[x_a c(x_b)] = E[c(x_a) c(x_b)] =
+    D[a, b]``, which gives every moment of ``v``."""
+    n = moments.count
+    m1, m2 = moments.s1 / n, moments.s2 / n
+    dd = m2 - moments.q / n
+    ms, my = m1[s], m1[t]
+    c_uu = m2[s, s] - ms * ms
+    c_vv = dd[s, s] - 2 * dd[s, p] + dd[p, p]
+    c_uv = dd[s, s] - dd[s, p]
+    c_uy = m2[s, t] - ms * my
+    c_vy = dd[s, t] - dd[p, t]
+    alpha, beta, resid = _solve_trend(c_uu, c_vv, c_uv, c_uy, c_vy, m2[t, t] - my * my)
+    return alpha, beta, my - alpha * ms, resid, m2[t, t]
+
+
+def trend_correction_from_moments(moments: PairMoments, full_steps) -> tuple[CacheCorrection, dict]:
+    """The least-squares *trend* correction for ``full_steps``: per cached step t with latest full step a
+    and the one before it a', ``y_t ~ scale f(a) + trend c(f(a) - f(a')) + shift`` per channel, ``c`` the
+    spatial centring (a fitted first-order forecast of the spatial detail, :class:`CacheCorrection`);
+    steps before the second full step get the affine fit (``trend = 0``)."""
+    t_count = moments.num_steps
+    full = sorted(set(int(x) for x in full_steps))
+    affine, info = correction_from_moments(moments, full)
+    if affine is None:
+        return None, info
+    scale, shift = affine.scale.copy(), affine.shift.copy()
+    trend = np.zeros_like(scale)
+    before, after = [], []
+    for i in range(1, len(full)):
+        p, s = full[i - 1], full[i]
+        end = full[i + 1] if i + 1 < len(full) else t_count
+        for t in range(s + 1, end):
+            alpha, beta, b, resid, energy = _trend_fit(moments, p, s, t)
+            scale[t], trend[t], shift[t] = alpha, beta, b
+            after.append(float(resid.mean()) / max(float(energy.mean()), 1e-30))
+    if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(trend)) and np.all(np.isfinite(shift))):
+        raise ValueError("trend correction fit produced non-finite coefficients")
+    info = {**info, "trend_steps": len(after),
+            "relative_mse_after_trend": float(np.mean(after)) if after else info["relative_mse_after"]}
+    return CacheCorrection(scale, shift, trend), info
+
+
+class _CachedStepMoments:
+    """Per-step, per-channel sums of ``u, v, y, u^2, v^2, u v, u y, v y, y^2`` over (sample, pixel) of
+    cached steps: ``u`` the latest full-step feature, ``v`` the spatially centred difference between it and
+    the one before (0 in the first segment), ``y`` the true feature."""
+
+    def __init__(self):
+        self.sums: dict[int, np.ndarray] = {}
+        self.count: dict[int, float] = {}
+
+    def __call__(self, step: int, latest, older, true) -> None:
+        u = latest.to(torch.float64)
+        if older is None:
+            v = torch.zeros_like(u)
+        else:
+            v = u - older.to(torch.float64)
+            v = v - v.mean(dim=(2, 3), keepdim=True)
+        y = true.to(torch.float64)
+        dims = (0, 2, 3)
+        sums = torch.stack([u.sum(dims), v.sum(dims), y.sum(dims), (u * u).sum(dims), (v * v).sum(dims),
+                            (u * v).sum(dims), (u * y).sum(dims), (v * y).sum(dims), (y * y).sum(dims)])
+        self.sums[step] = self.sums.get(step, 0.0) + sums.cpu().numpy()
+        self.count[step] = self.count.get(step, 0.0) + u.numel() / u.shape[1]
+
+    def means(self, step: int) -> np.ndarray:
+        return self.sums[step] / self.count[step]
+
+
+def fit_correction_on_policy(pipe, prompts: Sequence[str], settings: ProfileSettings, full_steps: Sequence[int],
+                             correction: CacheCorrection | None, trend: bool) -> tuple[CacheCorrection, dict]:
+    """Refits the correction on the trajectory the cached schedule actually follows.
+
+    The fits from the profiling pass regress the true feature on anchor features *of the full
+    trajectory*; at inference the anchors come from a trajectory that the cache has already moved, and
+    a fitted forecast (``trend``) extrapolates those errors too. This pass runs ``settings.samples``
+    samples *with* the schedule and ``correction`` (the off-policy fit, or None), and at every cached
+    step also computes the true deep feature at the current latent
+    (:attr:`RecatCacheConfig.cached_observer`); the per-channel least squares of that feature on what the
+    cached step was given (the latest full-step feature, and with ``trend`` the centred difference to the
+    one before) is the new correction. Costs one full-model pass over the samples.
+
+    Returns:
+        ``(correction, info)``; info has the mean relative MSE of the cached feature after the fit.
+    """
+    full = tuple(int(x) for x in full_steps)
+    acc = _CachedStepMoments()
+    config = RecatCacheConfig(settings.steps, full, branch=settings.branch, correction=correction,
+                              cached_observer=acc)
+    _run_batches(pipe, prompts, settings, config, lambda n: None)
+    steps = settings.steps
+    scale = shift = trend_coef = None
+    rel = []
+    for t in sorted(acc.sums):
+        mu, mv, my, uu, vv, uv, uy, vy, yy = acc.means(t)
+        c_uu, c_uy, v_yy = uu - mu * mu, uy - mu * my, yy - my * my
+        if trend and np.any(vv > 0):
+            alpha, beta, resid = _solve_trend(c_uu, vv - mv * mv, uv - mu * mv, c_uy, vy - mv * my, v_yy)
+            b = my - alpha * mu - beta * mv
+        else:  # affine on u alone (the first segment has no earlier full step; or no trend wanted)
+            ok = c_uu > 1e-12 * np.maximum(1.0, uu)
+            alpha = np.where(ok, c_uy / np.where(ok, c_uu, 1.0), 1.0)
+            beta, b = np.zeros_like(alpha), my - alpha * mu
+            resid = np.maximum(v_yy - alpha * c_uy, 0.0)
+        if scale is None:
+            scale = np.ones((steps, len(mu)), np.float32)
+            shift = np.zeros((steps, len(mu)), np.float32)
+            trend_coef = np.zeros((steps, len(mu)), np.float32)
+        scale[t], trend_coef[t], shift[t] = alpha, beta, b
+        rel.append(float(resid.mean()) / max(float(yy.mean()), 1e-30))
+    if scale is None:
+        return correction, {"on_policy_samples": 0}
+    if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(shift)) and np.all(np.isfinite(trend_coef))):
+        raise ValueError("on-policy correction fit produced non-finite coefficients")
+    info = {"on_policy_samples": int(settings.samples), "relative_mse_on_policy": float(np.mean(rel))}
+    return CacheCorrection(scale, shift, trend_coef if trend else None), info
+
+
+def trend_residual_distance(moments: PairMoments) -> np.ndarray:
+    """``d3[p, s, t]`` for ``p < s < t``: the part of step t's feature that the trend correction from the
+    full steps p (earlier) and s (latest) cannot explain (:func:`_trend_fit`), relative to ``sum_c E[y_c^2]``; the segment
+    cost of :func:`recat_runtime.cache.schedules.optimal_schedule_trend`. Other entries are 0."""
+    t_count = moments.num_steps
+    d = np.zeros((t_count, t_count, t_count))
+    ts = np.arange(t_count)
+    for s in range(1, t_count - 1):
+        tt = ts[s + 1 :]
+        for p in range(s):
+            _, _, _, resid, energy = _trend_fit(moments, p, s, tt)
+            d[p, s, s + 1 :] = resid.sum(-1) / np.maximum(energy.sum(-1), 1e-30)
+    return d
 
 
 def fit_correction(pipe, prompts: Sequence[str], settings: ProfileSettings,

@@ -25,7 +25,9 @@ __all__ = [
     "interval_schedule",
     "quadratic_schedule",
     "optimal_schedule",
+    "optimal_schedule_trend",
     "schedule_cost",
+    "schedule_cost_trend",
     "brute_force_schedule",
     "check_schedule",
 ]
@@ -186,6 +188,94 @@ def optimal_schedule(distance, budget: int, weights=None) -> tuple[tuple[int, ..
         anchors.append(s)
         e, k = s, k - 1
     return tuple(sorted(anchors)), float(best[k_best, t_count])
+
+
+def optimal_schedule_trend(first, pair, budget: int, weights=None) -> tuple[tuple[int, ...], float]:
+    """The exact optimal schedule when a cached step's cost depends on the last *two* full steps.
+
+    With a fitted trend correction a cached step t after full steps a' < a pays ``pair[a', a, t]``;
+    in the first segment (anchor 0, nothing before it) it pays ``first[0, t]``. The DP runs over the
+    last two anchors: ``G[k][e, s] = min_p G[k-1][s, p] + sum_{s<t<e} w_t pair[p, s, t]``, O(B T^3)
+    time, O(B T^2) memory; exact over all schedules with at most B full steps.
+
+    Args:
+        first: ``[T, T]``; row 0 is used.
+        pair: ``[T, T, T]``; ``pair[p, s, t]`` with ``p < s < t`` is used.
+        budget: B, the largest number of full steps (step 0 included).
+        weights: optional ``[T]`` per-step weights.
+
+    Returns:
+        ``(full_steps, cost)``; ties go to fewer full steps.
+    """
+    d1 = np.asarray(first, dtype=np.float64)
+    d3 = np.asarray(pair, dtype=np.float64)
+    t_count = d1.shape[0]
+    if d1.shape != (t_count, t_count) or d3.shape != (t_count,) * 3:
+        raise ValueError(f"first must be [T, T] and pair [T, T, T]; got {d1.shape} and {d3.shape}")
+    w = np.ones(t_count) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (t_count,):
+        raise ValueError(f"weights must have shape ({t_count},), got {w.shape}")
+    b = _check_budget(t_count, budget)
+    iu = np.triu_indices(t_count, 1)
+    if not (np.all(np.isfinite(d1[0, 1:])) and np.all(np.isfinite(d3[iu[0], iu[1], :])) and np.all(np.isfinite(w))):
+        raise ValueError("costs and weights must be finite")
+    seg0 = _segment_costs(d1, w)[0]                       # seg0[e]: steps 1..e-1 anchored at 0, no trend
+    # seg[p, s, e] = sum_{t=s+1}^{e-1} w_t pair[p, s, t]   (p < s < e <= T)
+    seg = np.full((t_count, t_count, t_count + 1), np.inf)
+    for s in range(1, t_count):
+        run = np.cumsum(d3[:s, s, s + 1 :] * w[s + 1 :], axis=1)  # [p, t]
+        seg[:s, s, s + 1] = 0.0
+        seg[:s, s, s + 2 :] = run
+    # G[e, s]: best cost of steps [0, e) whose last two anchors are s < e (e itself an anchor, not paid)
+    best_cost, best = seg0[t_count], (1, None)
+    g = np.full((t_count + 1, t_count), np.inf)
+    g[1:t_count, 0] = seg0[1:t_count]
+    history = []
+    for k in range(2, b + 1):
+        # close with k anchors: the last segment runs from anchor e to the end
+        ends = g[:t_count, :] + np.where(np.isfinite(g[:t_count, :]), seg[np.arange(t_count)[None, :],
+                                          np.arange(t_count)[:, None], t_count], np.inf)
+        idx = np.unravel_index(int(np.argmin(ends)), ends.shape)
+        if ends[idx] < best_cost - 1e-12:
+            best_cost, best = float(ends[idx]), (k, idx)
+        if k == b:
+            break
+        nxt = np.full_like(g, np.inf)
+        arg = np.full(g.shape, -1, dtype=np.int64)
+        for s in range(1, t_count):
+            tot = g[s, :s, None] + seg[:s, s, s + 1 :]        # [p, e] for e in (s, T]
+            j = np.argmin(tot, axis=0)
+            nxt[s + 1 :, s] = tot[j, np.arange(tot.shape[1])]
+            arg[s + 1 :, s] = j
+        nxt[t_count] = np.inf                                 # T is not a step
+        history.append(arg)
+        g = nxt
+    k, idx = best
+    if idx is None:
+        return (0,), float(best_cost)
+    e, s = int(idx[0]), int(idx[1])
+    anchors = [e, s]
+    for arg in reversed(history[: k - 2]):
+        p = int(arg[e, s])
+        anchors.append(p)
+        e, s = s, p
+    return tuple(sorted(set(anchors))), float(best_cost)
+
+
+def schedule_cost_trend(first, pair, full_steps, weights=None) -> float:
+    """Total cost of a given schedule under :func:`optimal_schedule_trend`'s model."""
+    d1 = np.asarray(first, dtype=np.float64)
+    d3 = np.asarray(pair, dtype=np.float64)
+    t_count = d1.shape[0]
+    steps = check_schedule(full_steps, t_count)
+    w = np.ones(t_count) if weights is None else np.asarray(weights, dtype=np.float64)
+    total, prev, anchor, full = 0.0, None, 0, set(steps)
+    for t in range(t_count):
+        if t in full:
+            prev, anchor = (anchor if t else None), t
+        else:
+            total += w[t] * (d1[anchor, t] if prev is None else d3[prev, anchor, t])
+    return float(total)
 
 
 def schedule_cost(distance, full_steps, weights=None) -> float:

@@ -3,7 +3,7 @@
 Layout (strict JSON; every number finite)::
 
     "recat": {
-      "format": 1,
+      "format": 1,                       # 2 when any correction has a "trend" (older readers must refuse it)
       "profiles": [{
         "sampler": "ddim", "steps": 50, "guidance": 7.5, "branch": 0,   # what it is valid for (checked)
         "height": 64, "width": 64,                                       # what it was profiled at (informative)
@@ -12,7 +12,8 @@ Layout (strict JSON; every number finite)::
         "similarity": [[1.0, 0.98, ...], ...],                           # [steps][steps] CKA
         "schedules": [{"budget": 10, "full_steps": [0, ...], "cost": 1.23,
                        "weighting": "late2",                                     # optional (newer files)
-                       "correction": {"scale": [[...]], "shift": [[...]]} | null,
+                       "correction": {"scale": [[...]], "shift": [[...]],
+                                      "trend": [[...]]} | null,      # "trend": optional, format 2
                        "correction_fit": {"relative_mse_before": .., "relative_mse_after": ..} | null,
                        "selection": {"chosen": "late2", "psnr": 41.2, "uniform_psnr": 39.8,   # optional
                                      "validation_samples": 16, "metric": "...", "candidates": [
@@ -22,7 +23,10 @@ Layout (strict JSON; every number finite)::
     }
 
 A schedule is looked up by (sampler, steps, guidance, branch) and the budget B; anything else is an
-error that says what *was* profiled. ``weighting`` and ``selection`` (the validated choice among
+error that says what *was* profiled. A correction with a ``trend`` (the fitted forecast of
+:class:`recat_runtime.cache.hook.CacheCorrection`) changes what ``scale`` and ``shift`` mean, so a block
+holding one is written as format 2: a runtime that reads only format 1 refuses it instead of applying
+half of the correction. ``weighting`` and ``selection`` (the validated choice among
 candidate schedules, :mod:`recat_runtime.cache.select`) are informative: the lookup reads only
 ``full_steps`` and ``correction``, so profiles stored without them are read as before.
 """
@@ -36,7 +40,9 @@ from recat_runtime.cache.hook import CacheCorrection
 from recat_runtime.errors import NoScheduleError
 
 RECAT_KEY = "recat"
-STORE_FORMAT = 1
+STORE_FORMAT = 1          # written when no correction has a trend
+TREND_STORE_FORMAT = 2    # written when one does
+READ_FORMATS = (STORE_FORMAT, TREND_STORE_FORMAT)
 
 __all__ = ["RECAT_KEY", "find_profile", "find_schedule", "with_profile", "describe_profiles"]
 
@@ -52,8 +58,9 @@ def _matches(p: dict, sampler: str, steps: int, guidance: float, branch: int) ->
 
 def _profiles(metadata: dict) -> list[dict]:
     block = metadata.get(RECAT_KEY) or {}
-    if block and block.get("format") != STORE_FORMAT:
-        raise NoScheduleError(f"the file's ReCaT block has format {block.get('format')!r}; this runtime reads {STORE_FORMAT}")
+    if block and block.get("format") not in READ_FORMATS:
+        raise NoScheduleError(f"the file's ReCaT block has format {block.get('format')!r}; this runtime reads "
+                              f"{' and '.join(map(str, READ_FORMATS))}")
     return list(block.get("profiles", []))
 
 
@@ -110,7 +117,6 @@ def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:
     """
     meta = copy.deepcopy(metadata)
     block = meta.setdefault(RECAT_KEY, {"format": STORE_FORMAT, "profiles": []})
-    block["format"] = STORE_FORMAT
     profiles = block.setdefault("profiles", [])
     entry = copy.deepcopy(profile)
     entry["similarity"] = np.round(np.asarray(entry["similarity"], dtype=np.float64), 6).tolist()
@@ -125,4 +131,7 @@ def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:
     entry["schedules"] = sorted([s for s in keep if int(s["budget"]) not in new_budgets] + list(schedules),
                                 key=lambda s: int(s["budget"]))
     profiles.append(entry)
+    has_trend = any((s.get("correction") or {}).get("trend") is not None
+                    for p in profiles for s in p.get("schedules", []))
+    block["format"] = TREND_STORE_FORMAT if has_trend else STORE_FORMAT
     return meta
