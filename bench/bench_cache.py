@@ -99,7 +99,8 @@ def cmd_quality(a):
     t0 = time.perf_counter()
     prof = profile_cache(model, steps=steps, budgets=budgets, prompts=prof_prompts, samples=a.samples,
                          guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch, weighting=a.weighting,
-                         validation_samples=a.validation_samples, progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
+                         validation_samples=a.validation_samples, trend=not a.no_trend,
+                         on_policy_samples=a.on_policy_samples, progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
     profile_s = time.perf_counter() - t0
     meta = prof["metadata"]
     print(f"profiled in {profile_s:.0f} s: " + "; ".join(f"B={s['budget']}: {s['full_steps']}" for s in prof["schedules"]))
@@ -162,6 +163,21 @@ def cmd_quality(a):
             uni = S.uniform_schedule(steps, b)
             corr, _ = correction_from_moments(moments, uni)
             configs.append(("uniform-b+dec", f"uniform+dec B={b}",
+                            RecatCacheConfig(steps, uni, branch=a.branch, correction=corr)))
+
+    if moments is not None and a.trend_budgets:
+        # the fitted-trend correction (as profile-cache fits it) on uniform schedules: the
+        # fair peer of a ReCaT schedule that was stored with a trend correction
+        from recat_runtime.cache.profile import ProfileSettings, fit_correction_on_policy, trend_correction_from_moments
+
+        settings = ProfileSettings(steps=steps, guidance=g, branch=a.branch, samples=a.on_policy_samples,
+                                   batch_size=a.profile_batch)
+        for b in a.trend_budgets:
+            uni = S.uniform_schedule(steps, b)
+            corr, _ = trend_correction_from_moments(moments, uni)
+            if a.on_policy_samples > 0:
+                corr, _ = fit_correction_on_policy(pipe, prof_prompts, settings, uni, corr, trend=True)
+            configs.append(("uniform-b+trend", f"uniform+trend B={b}",
                             RecatCacheConfig(steps, uni, branch=a.branch, correction=corr)))
 
     if a.forecast:  # the same schedules with first-order forecasting of the cached feature (no correction)
@@ -604,6 +620,10 @@ def main(argv=None):
     q.add_argument("--variant-budgets", type=int, nargs="*", default=[5, 7])
     q.add_argument("--forecast", action="store_true",
                    help="also the uniform / ReCaT schedules with first-order forecasting of the cached feature")
+    q.add_argument("--trend-budgets", type=int, nargs="*", default=[],
+                   help="uniform schedules with B full steps and the on-policy fitted-trend correction")
+    q.add_argument("--on-policy-samples", type=int, default=0)
+    q.add_argument("--no-trend", action="store_true", help="profile-cache without the trend candidates")
     q.add_argument("--peer-interval", type=int, default=5)
     q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
     q.add_argument("--threads", type=int, default=1)

@@ -173,7 +173,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
                   write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30,
-                  weighting: str = "auto", validation_samples: int = 16) -> dict:
+                  weighting: str = "auto", validation_samples: int = 16, trend: bool = True,
+                  on_policy_samples: int = 0) -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
@@ -189,7 +190,11 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
       samples (prompt/seed pairs disjoint from the profiling ones: seeds ``seed + 1e6 + k``) with their
       correction, and the one whose decoded images have the highest mean per-sample PSNR against the
       full computation is stored, with the selection record (every candidate's schedule and PSNR).
-      ``validation_samples=0`` disables validation: plain CKA (``"none"``).
+      ``validation_samples=0`` disables validation: plain CKA (``"none"``). With ``trend`` (and pair
+      moments), the candidates also include the schedules scored with the fitted-trend correction (a
+      least-squares first-order forecast of the cached feature's spatial detail); ``on_policy_samples > 0``
+      refits it on the cached trajectory over that many profiling samples
+      (:func:`recat_runtime.cache.profile.fit_correction_on_policy`; one extra full pass per candidate).
     - ``"none"``: plain within-segment similarity (no validation); ``"sigma"``: weighed by each step's
       sigma decrement (lost by 1.8-2.4 dB on the shipped demo model at 7-8 full steps of 50);
       ``"late1"``/``"late2"``/``"late4"``: ``((t + 1) / S)^q``.
@@ -199,7 +204,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     """
     from acqe_format import AcqeReader
     from recat_runtime.cache import select as SEL
-    from recat_runtime.cache.profile import residual_distance
+    from recat_runtime.cache.profile import (fit_correction_on_policy, residual_distance,
+                                             trend_correction_from_moments, trend_residual_distance)
 
     if weighting not in ("auto",) + SEL.WEIGHTINGS:
         raise ValueError(f"weighting must be one of auto, {', '.join(SEL.WEIGHTINGS)}; got {weighting!r}")
@@ -244,20 +250,32 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     names = SEL.WEIGHTINGS if validate else ("none" if weighting == "auto" else weighting,)
     weights = {n: SEL.step_weights(n, steps, fresh_scheduler() if n == "sigma" else None) for n in names}
     residual = residual_distance(moments) if (validate and moments is not None) else None
+    use_trend = bool(trend and correction and residual is not None)
+    trend_costs = (residual, trend_residual_distance(moments)) if use_trend else None
 
-    corrections: dict[tuple[int, ...], tuple] = {}
+    corrections: dict[tuple[tuple[int, ...], str], tuple] = {}
 
-    def correction_for(full: tuple[int, ...]):
-        full = tuple(full)
-        if full not in corrections:
-            if moments is not None:
-                corrections[full] = correction_from_moments(moments, full)
+    def correction_for(full: tuple[int, ...], kind: str = "affine"):
+        key = (tuple(full), kind)
+        full = key[0]
+        if key not in corrections:
+            if kind == "trend":  # fit from the profiling moments; optionally refit on the cached trajectory
+                corrections[key] = trend_correction_from_moments(moments, full)
+                if on_policy_samples > 0:
+                    if progress:
+                        settings.progress = lambda i, n: progress(f"on-policy trend fit {list(full)}", i, n)
+                    settings.samples = on_policy_samples
+                    corr, info = fit_correction_on_policy(pipe, prompts, settings, full, corrections[key][0],
+                                                          trend=True)
+                    corrections[key] = (corr, {**corrections[key][1], **info})
+            elif moments is not None:
+                corrections[key] = correction_from_moments(moments, full)
             else:
                 if progress:
                     settings.progress = lambda i, n: progress(f"correction {list(full)}", i, n)
                 settings.samples = min(samples, correction_samples)
-                corrections[full] = fit_correction(pipe, prompts, settings, full)
-        return corrections[full][0]
+                corrections[key] = fit_correction(pipe, prompts, settings, full)
+        return corrections[key][0]
 
     scorer = None
     val_s = 0.0
@@ -272,10 +290,11 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     for bi, b in enumerate(budgets):
         if validate:
             t1 = time.perf_counter()
-            cands = SEL.candidate_schedules(similarity, b, weights, residual)
+            cands = SEL.candidate_schedules(similarity, b, weights, residual, trend_costs)
             chosen, scored = SEL.select_schedule(cands, scorer, scores)
             val_s += time.perf_counter() - t1
             full, name, cost = tuple(chosen["full_steps"]), chosen["weighting"], chosen["cost"]
+            kind = chosen["correction"]
             uni = next(c for c in scored if c["weighting"] == "uniform")
             selection = {"metric": SEL.METRIC, "validation_samples": int(validation_samples),
                          "validation_seeds": f"{seed + SEL.VALIDATION_SEED_OFFSET}+k",
@@ -284,15 +303,15 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
             if progress:
                 progress("validate", bi + 1, len(budgets))
         else:
-            name = names[0]
+            name, kind = names[0], "affine"
             full, cost = recat_schedule(similarity, b, weights[name])
             selection = None
         entry = {"budget": int(b), "full_steps": list(full), "weighting": name, "cost": round(float(cost), 6),
                  "uniform_cost": round(S.schedule_cost(d_plain, S.uniform_schedule(steps, b), weights.get(name)), 6),
                  "correction": None, "correction_fit": None, "selection": selection}
         if correction and len(full) < steps:
-            corr = correction_for(full)
-            fit = corrections[tuple(full)][1]
+            corr = correction_for(full, kind)
+            fit = corrections[(tuple(full), kind)][1]
             entry["correction"] = corr.to_json()
             entry["correction_fit"] = {k: round(v, 6) for k, v in fit.items()}
         schedules.append(entry)

@@ -1,5 +1,6 @@
 """Validated ReCaT schedule selection: candidates, choice by PSNR (stub scorer and a tiny pipeline),
 the stored selection record, and profiles stored before selection existed."""
+import itertools
 import json
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from recat_runtime.cache import schedules as S
-from recat_runtime.cache.select import (CANDIDATE_ORDER, VALIDATION_SEED_OFFSET, WEIGHTINGS, ValidationScorer,
+from recat_runtime.cache.select import (CANDIDATE_ORDER, TREND_CANDIDATES, VALIDATION_SEED_OFFSET, WEIGHTINGS,
+                                        ValidationScorer,
                                         candidate_schedules, select_schedule, step_weights, validation_plan)
 from recat_runtime.cache.store import find_schedule, with_profile
 from recat_runtime.testing import tiny_pipeline
@@ -35,22 +37,37 @@ def _weights(steps):
     return {n: step_weights(n, steps, DDIMScheduler(**SCHEDULER_CONFIG) if n == "sigma" else None) for n in WEIGHTINGS}
 
 
+def _trend_costs(sim):
+    """A trend-residual-like ``d3[p, s, t]``: the plain distance, shrunk when the two anchors are close
+    (a forecast from nearby anchors is reliable) and grown when they are far apart."""
+    d = 1 - sim
+    return d, d[None, :, :] * (0.3 + d[:, :, None])
+
+
 def test_candidates_are_exact_dp_respect_budget_and_include_uniform():
     sim = _similarity()
     w = _weights(12)
+    trend = _trend_costs(sim)
     for b in (1, 2, 4, 6):
-        cands = candidate_schedules(sim, b, w, residual=1 - sim)
+        cands = candidate_schedules(sim, b, w, residual=1 - sim, trend=trend)
         assert [c["weighting"] for c in cands] == list(CANDIDATE_ORDER)
+        assert [c["correction"] for c in cands] == ["trend" if c["weighting"] in TREND_CANDIDATES else "affine"
+                                                    for c in cands]
         for c in cands:
             assert c["full_steps"][0] == 0 and len(c["full_steps"]) <= b
         for c in cands[: len(WEIGHTINGS)]:
             _, bf_cost = S.brute_force_schedule(1 - sim, b, w[c["weighting"]])
             assert c["cost"] == pytest.approx(bf_cost, abs=1e-6)
+        by = {c["weighting"]: c for c in cands}
+        brute = min(S.schedule_cost_trend(*trend, (0, *rest)) for k in range(b)
+                    for rest in itertools.combinations(range(1, 12), k))
+        assert by["trend"]["cost"] == pytest.approx(brute, abs=1e-6)
+        assert by["uniform-trend"]["full_steps"] == by["uniform"]["full_steps"]
         assert tuple(cands[-1]["full_steps"]) == S.uniform_schedule(12, b)
     # the late tilts move refreshes later than plain CKA
     cands = {c["weighting"]: c["full_steps"] for c in candidate_schedules(sim, 4, w)}
     assert sum(cands["late4"]) >= sum(cands["none"]) >= sum(cands["sigma"])
-    assert "residual" not in cands
+    assert "residual" not in cands and "trend" not in cands
 
 
 def test_weights_normalised_and_unknown_rejected():
@@ -67,7 +84,8 @@ def test_selection_picks_best_psnr_dedups_and_is_deterministic():
     target = tuple(next(c for c in cands if c["weighting"] == "late2")["full_steps"])
     calls = []
 
-    def scorer(full):  # the closer to the late2 schedule, the better
+    def scorer(full, kind):  # the closer to the late2 schedule, the better
+        assert kind == "affine"
         calls.append(full)
         return 40.0 - sum(abs(a - b) for a, b in zip(full, target)) - 3 * abs(len(full) - len(target))
 
@@ -85,16 +103,32 @@ def test_selection_picks_best_psnr_dedups_and_is_deterministic():
 def test_selection_ties_go_to_lowest_plain_cost_and_uniform_can_win():
     sim = _similarity()
     cands = candidate_schedules(sim, 3, _weights(12))
-    best, _ = select_schedule(cands, lambda full: 30.0)
+    best, _ = select_schedule(cands, lambda full, kind: 30.0)
     assert best["plain_cost"] == min(c["plain_cost"] for c in cands)
     assert best["weighting"] == "none"  # the plain DP minimises the plain cost
     uni = tuple(S.uniform_schedule(12, 3))
     if any(tuple(c["full_steps"]) == uni for c in cands[:-1]):  # a DP schedule equal to uniform keeps its name
-        best, _ = select_schedule(cands, lambda full: 50.0 if full == uni else 20.0)
+        best, _ = select_schedule(cands, lambda full, kind: 50.0 if full == uni else 20.0)
         assert best["weighting"] != "uniform" and tuple(best["full_steps"]) == uni
     cands = [c for c in cands[:-1] if tuple(c["full_steps"]) != uni] + cands[-1:]
-    best, _ = select_schedule(cands, lambda full: 50.0 if full == uni else 20.0)
+    best, _ = select_schedule(cands, lambda full, kind: 50.0 if full == uni else 20.0)
     assert best["weighting"] == "uniform" and tuple(best["full_steps"]) == uni
+
+
+def test_trend_candidate_is_scored_apart_from_the_same_schedule_with_affine_correction():
+    sim = _similarity()
+    cands = candidate_schedules(sim, 4, {"none": None}, trend=_trend_costs(sim))
+    calls = []
+
+    def scorer(full, kind):
+        calls.append((full, kind))
+        return 35.0 if kind == "trend" else 30.0
+
+    best, scored = select_schedule(cands, scorer)
+    assert len(calls) == len(set(calls)) == len({(tuple(c["full_steps"]), c["correction"]) for c in cands})
+    assert ((tuple(S.uniform_schedule(12, 4)), "trend") in calls and (tuple(S.uniform_schedule(12, 4)), "affine")
+            in calls)
+    assert best["correction"] == "trend" and best["psnr"] == 35.0
 
 
 def test_validation_plan_is_disjoint_from_profiling_and_bench_seeds():
@@ -137,7 +171,8 @@ def test_profile_cache_auto_stores_selection_record(acqe_path, tmp_path):
         pytest.skip("acqe_format.replace_metadata not available yet")
     path = tmp_path / "m.acqe"
     shutil.copyfile(acqe_path, path)
-    kw = dict(steps=6, budgets=[2, 3], prompts=PROMPTS, samples=8, guidance=5.0, device="cpu", batch_size=4)
+    kw = dict(steps=6, budgets=[2, 3], prompts=PROMPTS, samples=8, guidance=5.0, device="cpu", batch_size=4,
+              on_policy_samples=8)
     rep = profile_cache(path, validation_samples=4, **kw)
     with acqe_format.AcqeReader(path) as r:
         meta = r.metadata
@@ -154,8 +189,12 @@ def test_profile_cache_auto_stores_selection_record(acqe_path, tmp_path):
         assert s["full_steps"] == next(c for c in sel["candidates"] if c["weighting"] == sel["chosen"])["full_steps"]
         assert sel["uniform_psnr"] == sel["candidates"][-1]["psnr"] <= sel["psnr"]
         assert s["correction"] is not None
+        assert ("trend" in s["correction"]) == (s["weighting"] in TREND_CANDIDATES)
         cfg = cache_config("recat", steps=6, full_steps=b, metadata=meta, guidance=5.0)
         assert list(cfg.full_steps) == s["full_steps"] and cfg.correction is not None
+        assert (cfg.correction.trend is not None) == (s["weighting"] in TREND_CANDIDATES)
+    has_trend = any("trend" in s["correction"] for s in stored)
+    assert meta["recat"]["format"] == (2 if has_trend else 1)
     assert [s["selection"] for s in rep["schedules"]] == [s["selection"] for s in stored]
     # deterministic: the same request again gives the same schedules and validation PSNRs
     rep2 = profile_cache(path, validation_samples=4, write=False, reprofile=True, **kw)
@@ -164,7 +203,7 @@ def test_profile_cache_auto_stores_selection_record(acqe_path, tmp_path):
     rep_r = profile_cache(path, validation_samples=4, write=False, **kw)
     assert rep_r["reused_similarity"]
     for s in rep_r["schedules"]:
-        assert "residual" not in [c["weighting"] for c in s["selection"]["candidates"]]
+        assert not {"residual", "trend"} & {c["weighting"] for c in s["selection"]["candidates"]}
         assert s["selection"]["psnr"] == max(c["psnr"] for c in s["selection"]["candidates"])
     # validation off: plain CKA, no record; the old selectable weightings still work
     rep3 = profile_cache(path, validation_samples=0, write=False, **kw)

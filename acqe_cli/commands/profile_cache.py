@@ -66,13 +66,20 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
 @click.option("--validation-samples", type=click.IntRange(0, None), default=16, show_default=True,
               help="auto weighting: prompt x seed samples (disjoint from the profiling ones) to validate on; "
                    "0 disables validation (plain CKA)")
+@click.option("--no-trend", is_flag=True,
+              help="auto weighting: leave out the candidates with the fitted-trend correction (a least-squares "
+                   "forecast of the cached feature's spatial detail from the last two full steps)")
+@click.option("--on-policy-samples", type=click.IntRange(0, None), default=0, show_default=True,
+              help="refit each trend candidate's correction on the cached trajectory over this many profiling "
+                   "samples (one extra full pass each; 0: the fit from the profiling pass)")
 @click.option("--reprofile", is_flag=True, help="recompute the CKA matrix even if the file has one")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True)
 def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
-            batch_size, seed, no_correction, weighting, validation_samples, reprofile, threads, as_json, quiet):
+            batch_size, seed, no_correction, weighting, validation_samples, no_trend, on_policy_samples, reprofile,
+            threads, as_json, quiet):
     """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
     ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
     from acqe_format import AcqeReader
@@ -97,7 +104,8 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
                         guidance=guidance, scheduler=sampler, height=height, width=width, device=device,
                         dtype=dtype, batch_size=batch_size, seed=seed, correction=not no_correction,
                         reprofile=reprofile, progress=log, weighting=weighting,
-                        validation_samples=validation_samples)
+                        validation_samples=validation_samples, trend=not no_trend,
+                        on_policy_samples=on_policy_samples)
     if as_json:
         click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity", "moments")}, indent=1))
         return
@@ -106,6 +114,11 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
         fit = s.get("correction_fit")
         fit_s = (f"; correction rel. MSE {fit['relative_mse_before']:.4f} -> {fit['relative_mse_after']:.4f}"
                  if fit else "")
+        if fit and "relative_mse_after_trend" in fit:
+            fit_s += f"; with trend {fit['relative_mse_after_trend']:.4f}"
+        if fit and "relative_mse_on_policy" in fit:
+            fit_s += (f", on the cached trajectory {fit['relative_mse_on_policy']:.4f} "
+                      f"({fit['on_policy_samples']} samples)")
         sel = s.get("selection")
         if sel:
             click.echo(f"B={s['budget']}: full steps {s['full_steps']} (weighting {s['weighting']}; validation PSNR "

@@ -23,6 +23,13 @@ So the schedule is chosen in two stages, per budget B:
    plus the DP on the residual distance the correction cannot remove (``residual``, when the
    profiling pass collected pair moments), plus the uniform schedule with B full steps (``uniform``)
    as a guard. The family brackets plain CKA from both sides (early and late emphasis).
+
+   With pair moments and the trend correction on, two *trend* candidates use the fitted first-order
+   forecast of the cached feature (:class:`recat_runtime.cache.hook.CacheCorrection` with ``trend``)
+   instead of the affine correction: ``trend``, the exact DP on the residual the trend fit cannot remove
+   (:func:`recat_runtime.cache.schedules.optimal_schedule_trend`, whose cost depends on the last two full
+   steps), and ``uniform-trend``, the uniform schedule with the same kind of correction. Each
+   candidate's ``correction`` field says which kind it is scored (and stored) with.
 2. **Validation**: a few samples whose (prompt, seed) pairs are disjoint from the profiling samples
    are generated once with every step full and once per *distinct* candidate schedule (with the
    correction fitted for that schedule when correction is on); the candidate with the highest mean
@@ -30,7 +37,7 @@ So the schedule is chosen in two stages, per budget B:
    1e-4 dB) go to the lowest plain-CKA DP cost, then to the earlier member of the family.
 
 Everything here except :class:`ValidationScorer` is pure numpy; the scorer is a callable
-``full_steps -> PSNR`` so tests can replace it by a stub.
+``(full_steps, correction kind) -> PSNR`` so tests can replace it by a stub.
 """
 from __future__ import annotations
 
@@ -40,11 +47,13 @@ import numpy as np
 
 from recat_runtime.cache import schedules as S
 
-__all__ = ["WEIGHTINGS", "CANDIDATE_ORDER", "VALIDATION_SEED_OFFSET", "step_weights", "candidate_schedules",
+__all__ = ["WEIGHTINGS", "CANDIDATE_ORDER", "TREND_CANDIDATES", "VALIDATION_SEED_OFFSET", "step_weights", "candidate_schedules",
            "select_schedule", "ValidationScorer", "validation_plan", "psnr_uint8"]
 
 WEIGHTINGS = ("none", "sigma", "late1", "late2", "late4")
-CANDIDATE_ORDER = WEIGHTINGS + ("residual", "uniform")
+CANDIDATE_ORDER = WEIGHTINGS + ("residual", "trend", "uniform-trend", "uniform")
+# the correction each candidate is scored and stored with ("affine" unless listed)
+TREND_CANDIDATES = ("trend", "uniform-trend")
 LATE_POWERS = {"late1": 1.0, "late2": 2.0, "late4": 4.0}
 # validation seeds: seed + VALIDATION_SEED_OFFSET + k. Disjoint from the profiling seeds (seed + k,
 # k < samples) and from the benchmark's evaluation seeds (1000 + i) for any realistic sample count.
@@ -73,18 +82,23 @@ def step_weights(name: str, steps: int, scheduler=None) -> np.ndarray | None:
 
 
 def candidate_schedules(similarity, budget: int, weights: dict[str, np.ndarray | None],
-                        residual: np.ndarray | None = None) -> list[dict]:
+                        residual: np.ndarray | None = None,
+                        trend: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
     """The candidates for budget B, in :data:`CANDIDATE_ORDER`: one exact-DP schedule per weighting in
     ``weights`` (name -> per-step weights or None), the residual-distance DP when ``residual`` is given,
-    and the uniform schedule. Each is ``{"weighting", "full_steps", "cost", "plain_cost"}``: ``cost`` is
-    the weighted DP cost it minimises, ``plain_cost`` its unweighted ``1 - CKA`` cost (the tie-breaker)."""
+    the trend candidates when ``trend = (residual, trend residual)`` is given
+    (:func:`recat_runtime.cache.profile.trend_residual_distance`), and the uniform schedule. Each is
+    ``{"weighting", "correction", "full_steps", "cost", "plain_cost"}``: ``correction`` is ``"affine"``
+    or ``"trend"``, ``cost`` the DP cost it minimises, ``plain_cost`` its unweighted ``1 - CKA`` cost
+    (the tie-breaker)."""
     d = 1.0 - np.asarray(similarity, dtype=np.float64)
     steps = d.shape[0]
     out = []
 
     def add(name, full, cost):
         full = S.check_schedule(full, steps)
-        out.append({"weighting": name, "full_steps": list(full), "cost": round(float(cost), 6),
+        out.append({"weighting": name, "correction": "trend" if name in TREND_CANDIDATES else "affine",
+                    "full_steps": list(full), "cost": round(float(cost), 6),
                     "plain_cost": round(S.schedule_cost(d, full), 6)})
 
     for name in WEIGHTINGS:
@@ -95,21 +109,26 @@ def candidate_schedules(similarity, budget: int, weights: dict[str, np.ndarray |
         full, cost = S.optimal_schedule(residual, budget)
         add("residual", full, cost)
     uni = S.uniform_schedule(steps, budget)
+    if trend is not None:
+        full, cost = S.optimal_schedule_trend(trend[0], trend[1], budget)
+        add("trend", full, cost)
+        add("uniform-trend", uni, S.schedule_cost_trend(trend[0], trend[1], uni))
     add("uniform", uni, S.schedule_cost(d, uni))
     return out
 
 
-def select_schedule(candidates: list[dict], scorer: Callable[[tuple[int, ...]], float],
+def select_schedule(candidates: list[dict], scorer: Callable[[tuple[int, ...], str], float],
                     cache: dict | None = None) -> tuple[dict, list[dict]]:
-    """Scores each distinct schedule once (``cache`` maps schedule tuples to PSNR and may be shared
-    across budgets) and returns ``(winner, candidates with "psnr")``. Highest PSNR wins; ties (to 1e-4
-    dB) go to the lowest plain cost, then the earlier candidate."""
+    """Scores each distinct (schedule, correction kind) once (``cache`` maps them to PSNR and may be
+    shared across budgets) and returns ``(winner, candidates with "psnr")``. Highest PSNR wins; ties (to
+    1e-4 dB) go to the lowest plain cost, then the earlier candidate."""
     cache = {} if cache is None else cache
     scored = []
     for c in candidates:
-        key = tuple(int(s) for s in c["full_steps"])
+        kind = c.get("correction", "affine")
+        key = (tuple(int(s) for s in c["full_steps"]), kind)
         if key not in cache:
-            cache[key] = float(scorer(key))
+            cache[key] = float(scorer(*key))
         scored.append({**c, "psnr": round(cache[key], 4)})
     order = {n: i for i, n in enumerate(CANDIDATE_ORDER)}
     best = min(range(len(scored)), key=lambda i: (-scored[i]["psnr"], scored[i]["plain_cost"],
@@ -135,13 +154,13 @@ def validation_plan(prompts: Sequence[str], profiled_samples: int, samples: int,
 
 
 class ValidationScorer:
-    """``scorer(full_steps) -> mean per-sample PSNR`` of the pipeline's decoded images with that
-    schedule (and ``correction_for(full_steps)`` when given) against the full computation, which is
-    generated once, on first use."""
+    """``scorer(full_steps, kind="affine") -> mean per-sample PSNR`` of the pipeline's decoded images with
+    that schedule (and ``correction_for(full_steps, kind)`` when given) against the full computation,
+    which is generated once, on first use."""
 
     def __init__(self, pipe, plan: Sequence[tuple[str, int]], *, steps: int, guidance: float, branch: int = 0,
                  height=None, width=None, batch_size: int = 16,
-                 correction_for: Callable[[tuple[int, ...]], object] | None = None):
+                 correction_for: Callable[[tuple[int, ...], str], object] | None = None):
         self.pipe, self.plan = pipe, list(plan)
         self.steps, self.guidance, self.branch = steps, guidance, branch
         self.height, self.width = height, width
@@ -163,12 +182,13 @@ class ValidationScorer:
         self.runs += 1
         return np.concatenate(out)
 
-    def __call__(self, full_steps) -> float:
+    def __call__(self, full_steps, kind: str = "affine") -> float:
         from recat_runtime.cache.hook import RecatCacheConfig
 
         if self.reference is None:
             self.reference = self._images(None)
         full = tuple(int(s) for s in full_steps)
-        corr = self.correction_for(full) if self.correction_for is not None and len(full) < self.steps else None
+        corr = (self.correction_for(full, kind) if self.correction_for is not None and len(full) < self.steps
+                else None)
         imgs = self._images(RecatCacheConfig(self.steps, full, branch=self.branch, correction=corr))
         return float(psnr_uint8(imgs, self.reference).mean())
