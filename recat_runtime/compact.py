@@ -35,10 +35,15 @@ class CompactWeight(torch.nn.Module):
         self.dtype = dtype
 
     def forward(self) -> torch.Tensor:
-        w = self.codebook.view(torch.float32)[self.indices.long()]      # exact: a gather
-        if self.row_scales is not None:
-            rows = self.row_scales.numel()
-            w = w.view(rows, -1) * self.row_scales.view(torch.float32).view(rows, 1)  # one binary32 product
+        # int32 indices: half the transient of int64 ones (uint8 would index as a boolean mask)
+        idx = self.indices.int()
+        codebook = self.codebook.view(torch.float32)
+        if self.row_scales is None:
+            # rounding commutes with a gather: round the K-entry table, then gather straight into the
+            # compute dtype (no float32 copy of the whole weight)
+            return codebook.to(self.decoded).to(self.dtype)[idx].view(self.shape)
+        rows = self.row_scales.numel()
+        w = codebook[idx].view(rows, -1) * self.row_scales.view(torch.float32).view(rows, 1)  # one binary32 product
         return w.to(self.decoded).to(self.dtype).view(self.shape)
 
     def stored_bytes(self) -> int:

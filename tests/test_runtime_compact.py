@@ -71,3 +71,27 @@ def test_cli_generate_compact(tiny, tmp_path):
         assert main(["generate", str(tiny), "--prompt", "a red circle", "--steps", "3", "--device", "cpu",
                      "--height", "16", "--width", "16", "--out", str(out), *extra]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("decoded", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_rebuild_formula_is_exact_with_and_without_row_scales(decoded, dtype, scaled):
+    """The rebuild equals gather-then-round in float32, element for element (rounding a K-entry table
+    first and gathering from it is the same map); values near the fp16/bf16 rounding boundaries, tiny
+    and huge ones included."""
+    g = torch.Generator().manual_seed(0)
+    codebook = torch.cat([torch.randn(200, generator=g),
+                          torch.tensor([1 + 2**-11, 1 + 3 * 2**-11, 2**-24, 3e-8, 65504.0, 7e4, -1e-40, 0.0]),
+                          torch.randn(48, generator=g) * 1e3])
+    rows, cols = 12, 33
+    idx = torch.randint(0, 256, (rows * cols,), generator=g, dtype=torch.uint8)
+    scales = torch.rand(rows, generator=g) * 3 + 0.25 if scaled else None
+    cw = CompactWeight(codebook, idx, scales, (rows, cols), decoded, dtype)
+    want = codebook[idx.long()]
+    if scaled:
+        want = want.view(rows, -1) * scales.view(rows, 1)
+    want = want.to(getattr(torch, decoded)).to(dtype).view(rows, cols)
+    got = cw()
+    assert got.dtype == dtype and got.shape == (rows, cols)
+    assert torch.equal(got.view(-1).view(torch.int8), want.view(-1).view(torch.int8))  # bits: signed zeros count
