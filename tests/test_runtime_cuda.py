@@ -80,3 +80,22 @@ def test_compact_weights_on_cuda_equal_dense(tiny):
     ehs = torch.randn(2, 77, 32, device="cuda", dtype=torch.float16)
     with torch.no_grad():
         assert torch.equal(compact(x, 500, ehs).sample, dense(x, 500, ehs).sample)
+
+
+def test_trend_correction_on_cuda_matches_cpu(tiny):
+    """The fitted-trend correction's coefficients move to the device with the features; fp32 on CUDA
+    agrees with the CPU run (same schedule and coefficients) to float tolerance."""
+    from recat_runtime.cache import CacheCorrection
+    from recat_runtime.cache.branch import branch_plan
+
+    runs = []
+    for device in ("cpu", "cuda"):
+        pipe = load_pipeline(tiny, device=device, torch_dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        c = branch_plan(pipe.unet, 0).feature_channels
+        rng = np.random.default_rng(0)
+        corr = CacheCorrection(*(rng.normal(m, 0.1, (8, c)).astype(np.float32) for m in (1.0, 0.0, 0.5)))
+        with recat_cache(pipe, RecatCacheConfig(8, (0, 3, 6), correction=corr)) as hook:
+            runs.append(_run(pipe))
+        assert (hook.full_calls, hook.cached_calls) == (3, 5)
+    np.testing.assert_allclose(runs[0], runs[1], atol=2e-3)
