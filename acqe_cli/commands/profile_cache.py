@@ -60,9 +60,10 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
 @click.option("--no-correction", is_flag=True, help="do not fit the per-channel affine correction")
 @click.option("--weighting", type=click.Choice(["auto", "none", "sigma"]), default="auto", show_default=True,
               help="auto: per budget, run the DP under several step weightings (plain, sigma decrement, late "
-                   "emphasis), the residual-distance DP and the uniform schedule on validation samples and keep "
-                   "the one closest (PSNR) to the full computation; none: plain 1 - CKA; sigma: 1 - CKA weighed "
-                   "by each step's sigma decrement (no validation)")
+                   "emphasis), the residual-distance DP, the trend-residual DP (with the fitted-trend correction) "
+                   "and the uniform schedule on validation samples and keep the one closest (PSNR) to the full "
+                   "computation; none: plain 1 - CKA; sigma: 1 - CKA weighed by each step's sigma decrement "
+                   "(no validation)")
 @click.option("--validation-samples", type=click.IntRange(0, None), default=16, show_default=True,
               help="auto weighting: prompt x seed samples (disjoint from the profiling ones) to validate on; "
                    "0 disables validation (plain CKA)")
