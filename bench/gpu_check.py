@@ -132,6 +132,7 @@ def main(argv=None):
     p.add_argument("--no-compact", action="store_true", help="skip the compact-weights timing")
     a = p.parse_args(argv)
 
+    import numpy as np
     import torch
 
     from recat_runtime.api import denoise_and_decode
@@ -220,6 +221,14 @@ def main(argv=None):
     configs = [("none", None),
                (f"uniform N={uniform_interval}", RecatCacheConfig.interval(steps, uniform_interval)),
                (f"recat B={recat_budget}", RecatCacheConfig(steps, recat_steps))]
+    # the same schedule with a trend correction (coefficients of the right shape; the timing does not
+    # depend on their values): what the per-channel arithmetic on a cached step adds
+    from recat_runtime.cache import CacheCorrection
+
+    channels = branch_plan(unet, 0).feature_channels
+    ones = np.ones((steps, channels), np.float32)
+    trend = CacheCorrection(ones, np.zeros_like(ones), 0.5 * ones)
+    configs.append((f"recat B={recat_budget} + trend", RecatCacheConfig(steps, recat_steps, correction=trend)))
     def one_run(b, label, cfg):
         helper = None
         if cfg == "deepcache":  # the peer: DeepCache's own helper on the same pipeline, branch 0
