@@ -497,15 +497,16 @@ def cmd_report(a):
         lines.append(f"ReCaT profile: {prof.get('samples')} samples, {prof.get('estimator')}, "
                      f"{q['profile_wall_s']:.0f} s.")
         lines.append("")
-        hdr = "| schedule | full steps | PSNR vs full (dB) |"
+        hdr = "| schedule | full steps | PSNR vs full, mean / pooled (dB) |"
         sep = "|---|---:|---:|"
         if has_cls:
             hdr += " prompt acc | attribute acc | Fréchet dist |"
             sep += "---:|---:|---:|"
         lines += [hdr, sep]
         for r in q["rows"]:
-            ps = "∞ (reference)" if r["kind"] == "none" else f"{r['psnr']:.2f}"
-            line = f"| {r['label']} | {r['budget']} | {ps} |"
+            ps = "∞ (reference)" if r["kind"] == "none" else f"{r['psnr']:.2f} / {r['psnr_pooled']:.2f}"
+            label = r["label"] + (f" ({r['weighting']})" if r.get("weighting") and r["kind"] != "recat" else "")
+            line = f"| {label} | {r['budget']} | {ps} |"
             if has_cls:
                 line += f" {r['prompt_acc']:.3f} | {r['attr_acc']:.3f} | {r['fd']:.2f} |"
             lines.append(line)
@@ -574,23 +575,26 @@ def _plot(q, path):
     rows = [r for r in q["rows"] if r["kind"] != "none"]
     full = next(r for r in q["rows"] if r["kind"] == "none")
     has_cls = "prompt_acc" in full
-    fig, axes = plt.subplots(1, 3 if has_cls else 1, figsize=(15 if has_cls else 6, 4.5))
+    fig, axes = plt.subplots(1, 4 if has_cls else 2, figsize=(20 if has_cls else 11, 4.5))
     axes = np.atleast_1d(axes)
     style = {"uniform": ("o-", "DeepCache uniform (every N)"), "uniform-b": ("o:", "uniform at ReCaT budgets"),
-             "uniform-b+dec": ("h:", "uniform + correction"),
+             "uniform-b+dec": ("h:", "uniform + correction"), "uniform-b+trend": ("*:", "uniform + trend correction"),
              "quadratic": ("s--", "DeepCache non-uniform"), "recat": ("^-", "ReCaT (CKA + DP)"),
-             "recat+dec": ("v-", "ReCaT + correction"), "recat-res+dec": ("D-", "ReCaT, residual distance + corr."),
+             "recat+dec": ("v-", "ReCaT as stored (with its correction)"), "recat-res+dec": ("D-", "ReCaT, residual distance + corr."),
              "recat-sigma+dec": ("P-", "ReCaT, σ-weighted CKA + corr."), "deepcache-pip": ("x", "deepcache pip helper")}
-    metrics = [("psnr", "PSNR vs full computation (dB)")]
+    metrics = [("psnr", "mean PSNR vs full computation (dB)"), ("psnr_pooled", "pooled-MSE PSNR (dB)")]
     if has_cls:
-        metrics += [("prompt_acc", "prompt accuracy"), ("fd", "Fréchet distance (lower is better)")]
+        metrics += [("attr_acc", "attribute accuracy"), ("fd", "Fréchet distance (lower is better)")]
     for ax, (key, title) in zip(axes, metrics):
         for kind, (fmt, label) in style.items():
             rs = sorted([r for r in rows if r["kind"] == kind], key=lambda r: r["budget"])
             if rs:
                 ax.plot([r["budget"] for r in rs], [r[key] for r in rs], fmt, label=label)
-        if key != "psnr":
+        if not key.startswith("psnr"):
             ax.axhline(full[key], color="gray", lw=0.8, ls="--", label="no cache")
+        peer = next((r for r in rows if r["kind"] == "uniform" and r["label"].endswith("N=5")), None)
+        if peer is not None:  # the level the target asks ReCaT to reach with fewer full steps
+            ax.axhline(peer[key], color="tab:blue", lw=0.8, ls=":", label="DeepCache N=5 level")
         ax.set_xlabel(f"full UNet steps of {q['steps']} (fewer = faster)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
