@@ -50,13 +50,15 @@ def _load(name: str):
         return json.load(f)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(mean per-image PSNR, PSNR of the pooled MSE) of uint8 images."""
+def _psnr_row(a: np.ndarray, b: np.ndarray) -> dict:
+    """PSNR of uint8 images against a reference: mean per image, of the pooled MSE, the median, and how
+    many images fall below 20 dB (turned to other content)."""
     d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
     mse = d.reshape(len(a), -1).mean(1)
     per = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
     pooled = 10 * np.log10(255.0**2 / max(float(mse.mean()), 1e-10))
-    return float(per.mean()), float(pooled)
+    return {"psnr": float(per.mean()), "psnr_pooled": float(pooled), "psnr_median": float(np.median(per)),
+            "below_20db": int((per < 20).sum())}
 
 
 def _to_uint8(images) -> np.ndarray:
@@ -211,7 +213,7 @@ def cmd_quality(a):
             b_req = int(label.rsplit("=", 1)[1])
             row["requested_budget"] = b_req
             row["weighting"] = chosen[b_req].get("weighting")
-        row["psnr"], row["psnr_pooled"] = _psnr(imgs, ref)
+        row.update(_psnr_row(imgs, ref))
         if classifier is not None:
             ev = evaluate_images(classifier, scenes, imgs)
             row.update({"prompt_acc": ev["prompt"], "attr_acc": ev["attribute"], "fd": ev["fd"]})
@@ -233,9 +235,9 @@ def cmd_quality(a):
                 helper.disable()
             row = {"kind": "deepcache-pip", "label": f"deepcache pip N={n_int}",
                    "budget": len(S.interval_schedule(steps, n_int)), "loop_s": loop_s, "decode_s": dec_s}
-            row["psnr"], row["psnr_pooled"] = _psnr(imgs, ref)
+            row.update(_psnr_row(imgs, ref))
             if n_int == a.peer_interval:
-                row["psnr_vs_ours_uniform"] = _psnr(imgs, uniform_peer)[0]
+                row["psnr_vs_ours_uniform"] = _psnr_row(imgs, uniform_peer)["psnr"]
             if classifier is not None:
                 ev = evaluate_images(classifier, scenes, imgs)
                 row.update({"prompt_acc": ev["prompt"], "attr_acc": ev["attribute"], "fd": ev["fd"]})
@@ -497,8 +499,8 @@ def cmd_report(a):
         lines.append(f"ReCaT profile: {prof.get('samples')} samples, {prof.get('estimator')}, "
                      f"{q['profile_wall_s']:.0f} s.")
         lines.append("")
-        hdr = "| schedule | full steps | PSNR vs full, mean / pooled (dB) |"
-        sep = "|---|---:|---:|"
+        hdr = "| schedule | full steps | PSNR vs full, mean / pooled (dB) | median | < 20 dB |"
+        sep = "|---|---:|---:|---:|---:|"
         if has_cls:
             hdr += " prompt acc | attribute acc | Fréchet dist |"
             sep += "---:|---:|---:|"
@@ -506,7 +508,9 @@ def cmd_report(a):
         for r in q["rows"]:
             ps = "∞ (reference)" if r["kind"] == "none" else f"{r['psnr']:.2f} / {r['psnr_pooled']:.2f}"
             label = r["label"] + (f" ({r['weighting']})" if r.get("weighting") and r["kind"] != "recat" else "")
-            line = f"| {label} | {r['budget']} | {ps} |"
+            med = "–" if r["kind"] == "none" or "psnr_median" not in r else f"{r['psnr_median']:.2f}"
+            low = "–" if "below_20db" not in r else str(r["below_20db"])
+            line = f"| {label} | {r['budget']} | {ps} | {med} | {low} |"
             if has_cls:
                 line += f" {r['prompt_acc']:.3f} | {r['attr_acc']:.3f} | {r['fd']:.2f} |"
             lines.append(line)
