@@ -80,7 +80,10 @@ def cmd_quality(a):
     torch.set_num_threads(a.threads)
     os.makedirs(OUT, exist_ok=True)
     model = os.path.join(OUT, "cache_model.acqe")
-    shutil.copyfile(a.model, model)  # profile-cache writes into this copy, never into the input
+    if a.stored:  # evaluate the schedules already stored in the file (no profiling; read-only)
+        model = a.model
+    else:
+        shutil.copyfile(a.model, model)  # profile-cache writes into this copy, never into the input
 
     if a.smoke:
         captions = [f"a {c} {s}" for c in ("red", "blue", "green", "pink") for s in ("circle", "square")][: a.n]
@@ -90,7 +93,7 @@ def cmd_quality(a):
         from acqe_demo.dataset import ShapesDataset, make_caption
         from acqe_demo.metrics import eval_scenes
 
-        scenes = eval_scenes(a.n, seed=12345)
+        scenes = eval_scenes(a.n, seed=a.eval_seed)
         captions = [make_caption(s) for s in scenes]
         ds = ShapesDataset(seed=7919)  # profiling prompts: a stream neither training nor evaluation uses
         # one prompt stream: profiling takes the first a.samples, schedule validation the next ones
@@ -99,10 +102,23 @@ def cmd_quality(a):
     steps, g = a.steps, a.guidance
     budgets = sorted(set(a.recat_budgets))
     t0 = time.perf_counter()
-    prof = profile_cache(model, steps=steps, budgets=budgets, prompts=prof_prompts, samples=a.samples,
-                         guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch, weighting=a.weighting,
-                         validation_samples=a.validation_samples, trend=not a.no_trend,
-                         on_policy_samples=a.on_policy_samples, progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
+    if a.stored:
+        from acqe_format import AcqeReader
+        from recat_runtime.cache.store import find_profile
+
+        with AcqeReader(model) as r:
+            meta = r.metadata
+        stored = find_profile(meta, sampler="ddim", steps=steps, guidance=g, branch=a.branch)
+        if stored is None:
+            raise SystemExit(f"--stored: {model} has no ReCaT profile for ddim {steps} steps guidance {g}")
+        prof = {"schedules": [s for s in stored["schedules"] if s["budget"] in budgets], "similarity":
+                stored["similarity"], "metadata": meta, "samples": stored.get("samples"), "stored": True}
+    else:
+        prof = profile_cache(model, steps=steps, budgets=budgets, prompts=prof_prompts, samples=a.samples,
+                             guidance=g, device="cpu", batch_size=a.profile_batch, branch=a.branch,
+                             weighting=a.weighting, validation_samples=a.validation_samples, trend=not a.no_trend,
+                             on_policy_samples=a.on_policy_samples,
+                             progress=lambda ph, i, n: print(f"  {ph} {i}/{n}", flush=True))
     profile_s = time.perf_counter() - t0
     meta = prof["metadata"]
     print(f"profiled in {profile_s:.0f} s: " + "; ".join(f"B={s['budget']}: {s['full_steps']}" for s in prof["schedules"]))
@@ -115,7 +131,7 @@ def cmd_quality(a):
     chosen = {s["budget"]: s for s in prof["schedules"]}
 
     pipe = load_pipeline(model, device="cpu")
-    seeds = [1000 + i for i in range(len(captions))]
+    seeds = [a.seed_base + i for i in range(len(captions))]
 
     def run(config, label):
         imgs, loop_s, dec_s = [], 0.0, 0.0
@@ -251,10 +267,11 @@ def cmd_quality(a):
 
         ref_figs = reference_figures(classifier, scenes)
     out = {"model": a.model, "classifier": a.classifier or "acqe_demo/weights/classifier.pt", "steps": steps, "guidance": g, "n_images": len(captions), "branch": a.branch,
+           "eval_seed": a.eval_seed, "seed_base": a.seed_base,
            "profile": {k: v for k, v in prof.items() if k not in ("metadata", "similarity", "moments")},
            "profile_wall_s": profile_s, "similarity": np.round(prof["similarity"], 5).tolist(),
            "threads": a.threads, "load_avg": os.getloadavg(), "rows": rows, "reference": ref_figs}
-    print("wrote", _save("cache_quality.json" if not a.smoke else "cache_quality_smoke.json", out))
+    print("wrote", _save(a.out_name or ("cache_quality.json" if not a.smoke else "cache_quality_smoke.json"), out))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -494,7 +511,8 @@ def cmd_report(a):
         full = next(r for r in q["rows"] if r["kind"] == "none")
         has_cls = "prompt_acc" in full
         lines.append(f"Model: {q['model']}; DDIM {steps} steps, guidance {q['guidance']}, branch {q['branch']}, "
-                     f"{q['n_images']} images (seeds 1000+i), {q['threads']} thread(s).")
+                     f"{q['n_images']} images (scenes seed {q.get('eval_seed', 12345)}, image seeds "
+                     f"{q.get('seed_base', 1000)}+i), {q['threads']} thread(s).")
         prof = q["profile"]
         lines.append(f"ReCaT profile: {prof.get('samples')} samples, {prof.get('estimator')}, "
                      f"{q['profile_wall_s']:.0f} s.")
@@ -632,6 +650,12 @@ def main(argv=None):
                    help="uniform schedules with B full steps and the on-policy fitted-trend correction")
     q.add_argument("--on-policy-samples", type=int, default=0)
     q.add_argument("--no-trend", action="store_true", help="profile-cache without the trend candidates")
+    q.add_argument("--stored", action="store_true",
+                   help="evaluate the schedules already stored in --model (e.g. bench/_out/cache_model.acqe from an "
+                        "earlier run) instead of profiling a fresh copy; rows that need profiling moments are skipped")
+    q.add_argument("--eval-seed", type=int, default=12345, help="seed of the evaluation scenes (captions)")
+    q.add_argument("--seed-base", type=int, default=1000, help="image i uses seed seed-base + i")
+    q.add_argument("--out-name", default=None, help="result file in bench/_out (default cache_quality.json)")
     q.add_argument("--peer-interval", type=int, default=5)
     q.add_argument("--peer-intervals", type=int, nargs="*", default=[5])
     q.add_argument("--threads", type=int, default=1)
