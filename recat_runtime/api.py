@@ -179,8 +179,10 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
     unless ``reprofile``. The per-channel correction is fitted from pair moments gathered during the
-    profiling pass when one minibatch's features of all steps fit in ``moments_max_bytes``, else by a
-    second pass over ``correction_samples`` samples (per distinct schedule).
+    profiling pass when one minibatch's features of all steps (in the model's dtype) fit in
+    ``moments_max_bytes``, else by a second pass over ``correction_samples`` samples (per distinct
+    schedule). The residual-DP and trend candidates need those moments: for a large model at a large
+    resolution, a smaller ``batch_size`` keeps them (SD v1 at 512 px: batch 8 in fp16, 4 in fp32).
 
     ``weighting`` chooses the per-step weights of the DP's within-segment ``1 - CKA``:
 
@@ -233,8 +235,10 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         # keep one minibatch's features of all steps when that is small: corrections then need no 2nd pass
         plan = branch_plan(pipe.unet, branch)
         down = 2 ** sum(1 for b in pipe.unet.down_blocks[: max(plan.down_block, 0)] if b.downsamplers is not None)
+        # the features are held in the model's dtype; PairMoments.add forms its float64 products in chunks
         feat_bytes = (steps * batch_size * (2 if guidance > 1 else 1) * plan.feature_channels
-                      * (h // pipe.vae_scale_factor // down) * (w // pipe.vae_scale_factor // down) * 8)
+                      * (h // pipe.vae_scale_factor // down) * (w // pipe.vae_scale_factor // down)
+                      * pipe.unet.dtype.itemsize)
         collect = correction and feat_bytes <= moments_max_bytes
         similarity, info = profile_similarity(pipe, prompts, settings, collect_moments=collect)
         moments = info.pop("moments", None)

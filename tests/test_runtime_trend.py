@@ -199,3 +199,14 @@ def test_store_writes_format_2_for_trend_and_refuses_unknown_formats():
     meta["recat"]["format"] = 3
     with pytest.raises(NoScheduleError, match="format 3"):
         find_schedule(meta, sampler="ddim", steps=6, budget=2, guidance=4.0)
+
+
+def test_pair_moments_in_chunks_equal_one_pass():
+    rng = np.random.default_rng(1)
+    feats = [torch.from_numpy(rng.normal(size=(5, 3, 4, 2))).to(torch.float32) for _ in range(6)]
+    whole, chunked = PairMoments(6), PairMoments(6)
+    whole.add(feats)
+    chunked.add(feats, chunk_elements=6 * 3 * 4 * 2 * 2)  # two samples per chunk: chunks of 2, 2, 1
+    assert chunked.count == whole.count == 5 * 4 * 2
+    for a, b in ((chunked.s1, whole.s1), (chunked.s2, whole.s2), (chunked.q, whole.q)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -149,7 +149,18 @@ class PairMoments:
         self.s2 = None
         self.q = None
 
-    def add(self, features: list) -> None:
+    def add(self, features: list, chunk_elements: int = 1 << 24) -> None:
+        """Adds one minibatch: ``features[t]`` is step t's ``[B, C, H, W]`` feature (any dtype/device).
+
+        The float64 products are formed a few samples at a time (at most about ``chunk_elements``
+        values of all steps together), so the transient stays bounded for SD-size features."""
+        t_count, b = len(features), features[0].shape[0]
+        per_sample = t_count * features[0][0].numel()
+        step = max(1, int(chunk_elements // max(per_sample, 1)))
+        for i in range(0, b, step):
+            self._add_chunk([f[i : i + step] for f in features])
+
+    def _add_chunk(self, features: list) -> None:
         x = torch.stack([f.to(torch.float64) for f in features])  # [T, B, C, H, W]
         t, b, c = x.shape[:3]
         pixels = x.shape[3] * x.shape[4]
