@@ -210,3 +210,18 @@ def test_pair_moments_in_chunks_equal_one_pass():
     assert chunked.count == whole.count == 5 * 4 * 2
     for a, b in ((chunked.s1, whole.s1), (chunked.s2, whole.s2), (chunked.q, whole.q)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_trend_runs_are_independent_of_the_previous_run(pipe):
+    """The per-segment detail is recomputed for every run: a run after another one gives exactly what it
+    gives on a fresh hook."""
+    c = branch_plan(pipe.unet, 0).feature_channels
+    corr = CacheCorrection(*_coefficients(c))
+    # one trend segment (anchored at 4), so consecutive runs cache their detail under the same step
+    cfg = lambda: RecatCacheConfig(8, (0, 4), correction=corr)  # noqa: E731
+    with recat_cache(pipe, cfg()):
+        fresh = _run(pipe, seed=1)
+    with recat_cache(pipe, cfg()):
+        _run(pipe, seed=0)
+        after_another = _run(pipe, seed=1)
+    assert np.array_equal(fresh, after_another)

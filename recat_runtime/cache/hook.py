@@ -93,7 +93,7 @@ class RecatCacheConfig:
         num_inference_steps: S, the number of UNet calls in one sampling run.
         full_steps: the steps that run the full UNet (must contain 0); ``None`` means every step.
         branch: the skip branch m to split the UNet at (0 = shallowest, DeepCache's default branch).
-        correction: optional per-step affine correction of the cached feature.
+        correction: optional per-step correction of the cached feature (affine, or with a fitted trend).
         observer: optional ``callable(step, feature)`` called after every full step with the deep
             feature it cached (used by the profiler).
         cached_observer: optional ``callable(step, latest, older, true)`` called on every cached step with
@@ -200,6 +200,7 @@ class RecatCacheHook(ModelHook):
         self.feature = None
         self._older = None          # (step, feature) of the full step before the last one (forecast, trend)
         self._feature_step = None
+        self._detail = None         # (step of the latest full step, its centred difference to the one before)
         return module
 
     # -- internals
@@ -231,7 +232,7 @@ class RecatCacheHook(ModelHook):
         went_back = self._prev_t is not None and key[0] == self._prev_t[0] and key[1] < self._prev_t[1]
         new_run = self.step is None or self.step + 1 >= n or went_back
         if new_run:
-            self.step, self.feature, self._older, self._feature_step = 0, None, None, None
+            self.step, self.feature, self._older, self._feature_step, self._detail = 0, None, None, None, None
             if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
                 calls = len(self.scheduler.timesteps)
                 if calls != n:
@@ -284,8 +285,10 @@ class RecatCacheHook(ModelHook):
         scale, shift, trend = self._coefficients(step, feature)
         out = feature * scale + shift
         if trend is not None and older is not None:
-            delta = self.feature - older[1]
-            out = out + (delta - delta.mean(dim=(2, 3), keepdim=True)) * trend
+            if self._detail is None or self._detail[0] != self._feature_step:  # once per segment
+                delta = self.feature - older[1]
+                self._detail = (self._feature_step, delta - delta.mean(dim=(2, 3), keepdim=True))
+            out = out + self._detail[1] * trend
         return out
 
     def new_forward(self, module, *args, **kwargs):
