@@ -272,7 +272,13 @@ def trend_correction_from_moments(moments: PairMoments, full_steps) -> tuple[Cac
         return None, info
     scale, shift = affine.scale.copy(), affine.shift.copy()
     trend = np.zeros_like(scale)
-    before, after = [], []
+    after = []  # relative MSE of every cached step after the fit (as "relative_mse_after" averages them)
+    for t in range(1, full[1] if len(full) > 1 else t_count):  # first segment: the affine fit
+        _, sx, sy, sxx, sxy, syy = moments.stats(0, t)
+        var_x, cov = sxx - sx * sx, sxy - sx * sy
+        ok = var_x > 1e-12 * np.maximum(1.0, sxx)
+        resid = np.maximum(syy - sy * sy - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0), 0)
+        after.append(float(resid.mean()) / max(float(syy.mean()), 1e-30))
     for i in range(1, len(full)):
         p, s = full[i - 1], full[i]
         end = full[i + 1] if i + 1 < len(full) else t_count
@@ -282,8 +288,7 @@ def trend_correction_from_moments(moments: PairMoments, full_steps) -> tuple[Cac
             after.append(float(resid.mean()) / max(float(energy.mean()), 1e-30))
     if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(trend)) and np.all(np.isfinite(shift))):
         raise ValueError("trend correction fit produced non-finite coefficients")
-    info = {**info, "trend_steps": len(after),
-            "relative_mse_after_trend": float(np.mean(after)) if after else info["relative_mse_after"]}
+    info = {**info, "relative_mse_after_trend": float(np.mean(after)) if after else 0.0}
     return CacheCorrection(scale, shift, trend), info
 
 
