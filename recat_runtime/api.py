@@ -21,6 +21,7 @@ from recat_runtime.cache.branch import branch_plan
 from recat_runtime.cache.profile import (ESTIMATOR, ProfileSettings, correction_from_moments, fit_correction,
                                        profile_similarity, recat_schedule, sigma_weights)
 from recat_runtime.cache.store import find_profile, find_schedule, with_profile
+from recat_runtime.errors import CacheSettingsError
 from recat_runtime.loading import load_pipeline
 
 __all__ = ["default_guidance", "CACHE_MODES", "DTYPES", "cache_config", "generate", "GenerateResult", "profile_cache", "denoise_and_decode"]
@@ -59,6 +60,7 @@ def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dic
 
     Raises:
         NoScheduleError: ``recat`` and nothing was profiled for these settings.
+        CacheSettingsError: ``forecast`` with a stored correction that has a fitted trend.
         ValueError: unknown mode or missing budget.
     """
     if mode == "none":
@@ -73,6 +75,10 @@ def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dic
         return RecatCacheConfig.quadratic(steps, full_steps, branch=branch or 0, forecast=forecast)
     full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=full_steps,
                                         guidance=guidance, branch=branch)
+    if forecast and correction and corr is not None and corr.trend is not None:
+        raise CacheSettingsError(
+            f"the stored ReCaT schedule for {full_steps} full steps already forecasts the cached feature "
+            "(fitted-trend correction); drop --forecast, or add --no-correction to use the plain forecast")
     return RecatCacheConfig(steps, full, branch=int(profile["branch"]), correction=corr if correction else None,
                             forecast=forecast)
 

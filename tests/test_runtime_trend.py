@@ -225,3 +225,22 @@ def test_trend_runs_are_independent_of_the_previous_run(pipe):
         _run(pipe, seed=0)
         after_another = _run(pipe, seed=1)
     assert np.array_equal(fresh, after_another)
+
+
+def test_forecast_with_a_stored_trend_is_a_one_line_cli_error():
+    from recat_runtime.api import cache_config
+    from recat_runtime.errors import CacheSettingsError
+
+    scale, shift, trend = _coefficients(4, steps=6)
+    prof = {"sampler": "ddim", "steps": 6, "guidance": 4.0, "branch": 0, "similarity": np.eye(6)}
+    meta = with_profile({}, prof, [{"budget": 3, "full_steps": [0, 2, 4], "cost": 1.0,
+                                    "correction": CacheCorrection(scale, shift, trend).to_json()}])
+    with pytest.raises(CacheSettingsError, match="drop --forecast"):
+        cache_config("recat", steps=6, full_steps=3, metadata=meta, guidance=4.0, forecast=True)
+    plain = cache_config("recat", steps=6, full_steps=3, metadata=meta, guidance=4.0, forecast=True,
+                         correction=False)
+    assert plain.forecast and plain.correction is None
+    from acqe_cli._errors import format_error
+
+    line = format_error(CacheSettingsError("x"))
+    assert line == "cache settings: x"
