@@ -244,3 +244,24 @@ def test_forecast_with_a_stored_trend_is_a_one_line_cli_error():
 
     line = format_error(CacheSettingsError("x"))
     assert line == "cache settings: x"
+
+
+@pytest.mark.parametrize("damage", ["nan", "shape", "rows", "steps", "type"])
+def test_damaged_stored_correction_is_a_schedule_error(damage):
+    scale, shift, trend = _coefficients(4, steps=6)
+    corr = CacheCorrection(scale, shift, trend).to_json()
+    entry = {"budget": 3, "full_steps": [0, 2, 4], "cost": 1.0, "correction": corr}
+    if damage == "nan":
+        corr["trend"][3][1] = float("nan")
+    elif damage == "shape":
+        corr["trend"] = [row[:3] for row in corr["trend"]]
+    elif damage == "rows":
+        corr["scale"], corr["shift"], corr["trend"] = corr["scale"][:5], corr["shift"][:5], corr["trend"][:5]
+    elif damage == "steps":
+        entry["full_steps"] = [0, 2, 9]
+    else:
+        corr["scale"] = "oops"
+    meta = {"recat": {"format": 2, "profiles": [{"sampler": "ddim", "steps": 6, "guidance": 4.0, "branch": 0,
+                                                  "schedules": [entry]}]}}
+    with pytest.raises(NoScheduleError, match="malformed"):
+        find_schedule(meta, sampler="ddim", steps=6, budget=3, guidance=4.0)

@@ -81,6 +81,21 @@ def find_profile(metadata: dict, *, sampler: str, steps: int, guidance: float, b
     return None
 
 
+def _stored_schedule(entry: dict, steps: int) -> tuple[tuple[int, ...], CacheCorrection | None]:
+    """An entry's (full steps, correction), checked: a damaged or hostile block is a one-line error."""
+    from recat_runtime.cache.schedules import check_schedule
+
+    try:
+        full = check_schedule([int(x) for x in entry["full_steps"]], steps)
+        corr = entry.get("correction")
+        corr = CacheCorrection.from_json(corr) if corr else None
+        if corr is not None and corr.scale.shape[0] != steps:
+            raise ValueError(f"correction has {corr.scale.shape[0]} steps, the profile {steps}")
+    except (KeyError, TypeError, ValueError) as e:
+        raise NoScheduleError(f"the stored schedule for {entry.get('budget')!r} full steps is malformed: {e}") from e
+    return full, corr
+
+
 def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guidance: float,
                   branch: int | None = None) -> tuple[tuple[int, ...], CacheCorrection | None, dict]:
     """The stored schedule for (sampler, steps, guidance, branch, budget).
@@ -99,9 +114,7 @@ def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guid
             continue
         for s in p.get("schedules", []):
             if int(s["budget"]) == int(budget):
-                corr = s.get("correction")
-                return (tuple(int(x) for x in s["full_steps"]),
-                        CacheCorrection.from_json(corr) if corr else None, p)
+                return _stored_schedule(s, int(steps)) + (p,)
     want = f"{sampler} {steps} steps guidance {guidance:g}" + ("" if branch is None else f" branch {branch}")
     raise NoScheduleError(
         f"no ReCaT schedule for {want} with full-steps {budget} (profiled: {describe_profiles(metadata)}); "
