@@ -54,16 +54,23 @@ def codebook_tensors(draw):
     return CodebookTensor((rows, cols), cb, idx, scales, None, decoded)
 
 
+def _assert_read_dtype_equals_torch_cast(tmp_path_factory, stored: str, add) -> None:
+    """Writes one tensor "t" with ``add(writer)``; reading it with ``dtype=`` must equal decoding it (stored
+    as ``stored``) and casting with torch."""
+    path = tmp_path_factory.mktemp("rd") / "t.acqe"
+    with AcqeWriter(path) as w:
+        add(w)
+    with AcqeReader(path) as r:
+        plain = _as_torch(r.read("t"), stored)
+        for dtype in ("float16", "bfloat16", "float32"):
+            assert _same(r.read("t", dtype=dtype), plain.to(TORCH[dtype]), dtype), dtype
+
+
 @settings(max_examples=60, deadline=None)
 @given(ct=codebook_tensors(), rans=st.booleans())
 def test_codebook_read_dtype_equals_decode_then_torch_cast(tmp_path_factory, ct, rans):
-    path = tmp_path_factory.mktemp("rd") / "t.acqe"
-    with AcqeWriter(path) as w:
-        w.add_codebook("t", ct, codec="rans" if rans else "packed")
-    with AcqeReader(path) as r:
-        plain = _as_torch(r.read("t"), ct.decoded_dtype)
-        for dtype in ("float16", "bfloat16", "float32"):
-            assert _same(r.read("t", dtype=dtype), plain.to(TORCH[dtype]), dtype), dtype
+    _assert_read_dtype_equals_torch_cast(
+        tmp_path_factory, ct.decoded_dtype, lambda w: w.add_codebook("t", ct, codec="rans" if rans else "packed"))
 
 
 @settings(max_examples=40, deadline=None)
@@ -71,14 +78,8 @@ def test_codebook_read_dtype_equals_decode_then_torch_cast(tmp_path_factory, ct,
        stored=st.sampled_from(["float64", "float32", "float16", "bfloat16"]))
 def test_raw_read_dtype_equals_decode_then_torch_cast(tmp_path_factory, values, stored):
     src = torch.tensor(values, dtype=torch.float64).to(TORCH[stored])
-    path = tmp_path_factory.mktemp("rd") / "t.acqe"
-    with AcqeWriter(path) as w:
-        arr = src.view(torch.int16).numpy().view(np.uint16) if stored == "bfloat16" else src.numpy()
-        w.add_raw("t", arr, dtype=stored)
-    with AcqeReader(path) as r:
-        plain = _as_torch(r.read("t"), stored)
-        for dtype in ("float16", "bfloat16", "float32"):
-            assert _same(r.read("t", dtype=dtype), plain.to(TORCH[dtype]), dtype), dtype
+    arr = src.view(torch.int16).numpy().view(np.uint16) if stored == "bfloat16" else src.numpy()
+    _assert_read_dtype_equals_torch_cast(tmp_path_factory, stored, lambda w: w.add_raw("t", arr, dtype=stored))
 
 
 def test_integer_tensors_ignore_dtype_and_bad_dtype_is_refused(tmp_path):
