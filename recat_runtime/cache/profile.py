@@ -240,16 +240,22 @@ def _solve_trend(c_uu, c_vv, c_uv, c_uy, c_vy, v_yy) -> tuple[np.ndarray, np.nda
     return alpha, beta, np.maximum(v_yy - alpha * c_uy - beta * c_vy, 0.0)
 
 
-def _trend_fit(moments: PairMoments, p: int, s: int, t) -> tuple[np.ndarray, ...]:
+def _normalised(moments: PairMoments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(E[x_t], E[x_s x_t], D[s, t])`` per channel, with ``D[a, b] = E[x_a x_b] - E[m_a m_b]`` (m: a
+    sample's spatial mean); computed once for all the fits that read them."""
+    n = moments.count
+    m2 = moments.s2 / n
+    return moments.s1 / n, m2, m2 - moments.q / n
+
+
+def _trend_fit(norm: tuple[np.ndarray, np.ndarray, np.ndarray], p: int, s: int, t) -> tuple[np.ndarray, ...]:
     """The trend fit ``y_t ~ alpha x_s + beta v + b`` with ``v = c(x_s) - c(x_p)``, ``c`` the spatial
     centring of each sample's channel (so ``E[v] = 0``), for full steps p < s and cached step(s) t (an int
-    or an index array), from the profiling moments. Returns ``(alpha, beta, shift, residual, E[y^2])``.
+    or an index array), from the profiling moments (``norm = _normalised(moments)``). Returns
+    ``(alpha, beta, shift, residual, E[y^2])``.
 
-    With ``D[a, b] = E[x_a x_b] - E[m_a m_b]`` (m: spatial means), ``E[x_a c(x_b)] = E[c(x_a) c(x_b)] =
-    D[a, b]``, which gives every moment of ``v``."""
-    n = moments.count
-    m1, m2 = moments.s1 / n, moments.s2 / n
-    dd = m2 - moments.q / n
+    ``E[x_a c(x_b)] = E[c(x_a) c(x_b)] = D[a, b]``, which gives every moment of ``v``."""
+    m1, m2, dd = norm
     ms, my = m1[s], m1[t]
     c_uu = m2[s, s] - ms * ms
     c_vv = dd[s, s] - 2 * dd[s, p] + dd[p, p]
@@ -272,6 +278,7 @@ def trend_correction_from_moments(moments: PairMoments, full_steps) -> tuple[Cac
         return None, info
     scale, shift = affine.scale.copy(), affine.shift.copy()
     trend = np.zeros_like(scale)
+    norm = _normalised(moments)
     after = []  # relative MSE of every cached step after the fit (as "relative_mse_after" averages them)
     for t in range(1, full[1] if len(full) > 1 else t_count):  # first segment: the affine fit
         _, sx, sy, sxx, sxy, syy = moments.stats(0, t)
@@ -283,7 +290,7 @@ def trend_correction_from_moments(moments: PairMoments, full_steps) -> tuple[Cac
         p, s = full[i - 1], full[i]
         end = full[i + 1] if i + 1 < len(full) else t_count
         for t in range(s + 1, end):
-            alpha, beta, b, resid, energy = _trend_fit(moments, p, s, t)
+            alpha, beta, b, resid, energy = _trend_fit(norm, p, s, t)
             scale[t], trend[t], shift[t] = alpha, beta, b
             after.append(float(resid.mean()) / max(float(energy.mean()), 1e-30))
     if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(trend)) and np.all(np.isfinite(shift))):
@@ -370,15 +377,17 @@ def fit_correction_on_policy(pipe, prompts: Sequence[str], settings: ProfileSett
 
 def trend_residual_distance(moments: PairMoments) -> np.ndarray:
     """``d3[p, s, t]`` for ``p < s < t``: the part of step t's feature that the trend correction from the
-    full steps p (earlier) and s (latest) cannot explain (:func:`_trend_fit`), relative to ``sum_c E[y_c^2]``; the segment
-    cost of :func:`recat_runtime.cache.schedules.optimal_schedule_trend`. Other entries are 0."""
+    full steps p (earlier) and s (latest) cannot explain (:func:`_trend_fit`), relative to
+    ``sum_c E[y_c^2]``; the segment cost of :func:`recat_runtime.cache.schedules.optimal_schedule_trend`.
+    Other entries are 0."""
     t_count = moments.num_steps
+    norm = _normalised(moments)
     d = np.zeros((t_count, t_count, t_count))
     ts = np.arange(t_count)
     for s in range(1, t_count - 1):
         tt = ts[s + 1 :]
         for p in range(s):
-            _, _, _, resid, energy = _trend_fit(moments, p, s, tt)
+            _, _, _, resid, energy = _trend_fit(norm, p, s, tt)
             d[p, s, s + 1 :] = resid.sum(-1) / np.maximum(energy.sum(-1), 1e-30)
     return d
 
