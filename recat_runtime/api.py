@@ -179,7 +179,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
                   write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30,
-                  weighting: str = "auto", validation_samples: int = 16, trend: bool = True,
+                  weighting: str = "auto", validation_samples: int = 32, trend: bool = True,
                   on_policy_samples: int = 0) -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 

@@ -64,7 +64,7 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
                    "and the uniform schedule on validation samples and keep the one closest (PSNR) to the full "
                    "computation; none: plain 1 - CKA; sigma: 1 - CKA weighed by each step's sigma decrement "
                    "(no validation)")
-@click.option("--validation-samples", type=click.IntRange(0, None), default=16, show_default=True,
+@click.option("--validation-samples", type=click.IntRange(0, None), default=32, show_default=True,
               help="auto weighting: prompt x seed samples (disjoint from the profiling ones) to validate on; "
                    "0 disables validation (plain CKA)")
 @click.option("--no-trend", is_flag=True,
