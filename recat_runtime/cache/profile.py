@@ -182,6 +182,19 @@ class PairMoments:
         return (n, self.s1[s] / n, self.s1[t] / n, self.s2[s, s] / n, self.s2[s, t] / n, self.s2[t, t] / n)
 
 
+def _affine_fit(sx, sy, sxx, sxy, syy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel least squares ``y ~ a x + b`` from the means ``E x, E y, E x^2, E x y, E y^2``.
+
+    Returns ``(a, b, residual variance >= 0)``. A channel whose x is constant keeps ``a = 1`` and gets
+    ``b = E y - E x`` (its residual is then the variance of y)."""
+    var_x = sxx - sx * sx
+    cov = sxy - sx * sy
+    ok = var_x > 1e-12 * np.maximum(1.0, sxx)
+    a = np.where(ok, cov / np.where(ok, var_x, 1.0), 1.0)
+    resid = syy - sy * sy - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0)
+    return a, sy - a * sx, np.maximum(resid, 0.0)
+
+
 def _solve_correction(num_steps: int, full_steps, stats_for) -> tuple[CacheCorrection, dict]:
     full = set(full_steps)
     scale = shift = None
@@ -198,18 +211,12 @@ def _solve_correction(num_steps: int, full_steps, stats_for) -> tuple[CacheCorre
         if scale is None:
             scale = np.ones((num_steps, len(sx)), np.float32)
             shift = np.zeros((num_steps, len(sx)), np.float32)
-        var_x = sxx - sx * sx
-        cov = sxy - sx * sy
-        var_y = syy - sy * sy
-        ok = var_x > 1e-12 * np.maximum(1.0, sxx)
-        a = np.where(ok, cov / np.where(ok, var_x, 1.0), 1.0)
-        scale[t], shift[t] = a, sy - a * sx
+        scale[t], shift[t], mse_after = _affine_fit(sx, sy, sxx, sxy, syy)
         # mean squared error before (a=1, b=0) and after the fit, relative to E[y^2]
         mse_before = syy - 2 * sxy + sxx
-        mse_after = var_y - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0)
         denom = max(float(syy.mean()), 1e-30)
         before.append(float(mse_before.mean()) / denom)
-        after.append(float(np.maximum(mse_after, 0).mean()) / denom)
+        after.append(float(mse_after.mean()) / denom)
     info = {
         "relative_mse_before": float(np.mean(before)) if before else 0.0,
         "relative_mse_after": float(np.mean(after)) if after else 0.0,
@@ -282,9 +289,7 @@ def trend_correction_from_moments(moments: PairMoments, full_steps) -> tuple[Cac
     after = []  # relative MSE of every cached step after the fit (as "relative_mse_after" averages them)
     for t in range(1, full[1] if len(full) > 1 else t_count):  # first segment: the affine fit
         _, sx, sy, sxx, sxy, syy = moments.stats(0, t)
-        var_x, cov = sxx - sx * sx, sxy - sx * sy
-        ok = var_x > 1e-12 * np.maximum(1.0, sxx)
-        resid = np.maximum(syy - sy * sy - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0), 0)
+        resid = _affine_fit(sx, sy, sxx, sxy, syy)[2]
         after.append(float(resid.mean()) / max(float(syy.mean()), 1e-30))
     for i in range(1, len(full)):
         p, s = full[i - 1], full[i]
@@ -352,15 +357,13 @@ def fit_correction_on_policy(pipe, prompts: Sequence[str], settings: ProfileSett
     rel = []
     for t in sorted(acc.sums):
         mu, mv, my, uu, vv, uv, uy, vy, yy = acc.means(t)
-        c_uu, c_uy, v_yy = uu - mu * mu, uy - mu * my, yy - my * my
         if trend and np.any(vv > 0):
-            alpha, beta, resid = _solve_trend(c_uu, vv - mv * mv, uv - mu * mv, c_uy, vy - mv * my, v_yy)
+            alpha, beta, resid = _solve_trend(uu - mu * mu, vv - mv * mv, uv - mu * mv, uy - mu * my, vy - mv * my,
+                                              yy - my * my)
             b = my - alpha * mu - beta * mv
         else:  # affine on u alone (the first segment has no earlier full step; or no trend wanted)
-            ok = c_uu > 1e-12 * np.maximum(1.0, uu)
-            alpha = np.where(ok, c_uy / np.where(ok, c_uu, 1.0), 1.0)
-            beta, b = np.zeros_like(alpha), my - alpha * mu
-            resid = np.maximum(v_yy - alpha * c_uy, 0.0)
+            alpha, b, resid = _affine_fit(mu, my, uu, uy, yy)
+            beta = np.zeros_like(alpha)
         if scale is None:
             scale = np.ones((steps, len(mu)), np.float32)
             shift = np.zeros((steps, len(mu)), np.float32)
@@ -442,10 +445,7 @@ def residual_distance(moments: PairMoments) -> np.ndarray:
     for s in range(t_count):
         for t in range(s + 1, t_count):
             _, sx, sy, sxx, sxy, syy = moments.stats(s, t)
-            var_x, var_y, cov = sxx - sx * sx, syy - sy * sy, sxy - sx * sy
-            ok = var_x > 1e-12 * np.maximum(1.0, sxx)
-            resid = var_y - np.where(ok, cov * cov / np.where(ok, var_x, 1.0), 0.0)
-            d[s, t] = float(np.maximum(resid, 0).sum() / max(float(syy.sum()), 1e-30))
+            d[s, t] = float(_affine_fit(sx, sy, sxx, sxy, syy)[2].sum() / max(float(syy.sum()), 1e-30))
     return d
 
 
