@@ -647,8 +647,9 @@ def main(argv=None):
     q.add_argument("--forecast", action="store_true",
                    help="also the uniform / ReCaT schedules with first-order forecasting of the cached feature")
     q.add_argument("--trend-budgets", type=int, nargs="*", default=[],
-                   help="uniform schedules with B full steps and the on-policy fitted-trend correction")
-    q.add_argument("--on-policy-samples", type=int, default=0)
+                   help="uniform schedules with B full steps and the fitted-trend correction")
+    q.add_argument("--on-policy-samples", type=int, default=0,
+                   help="refit trend corrections on the cached trajectory over this many samples (0: off)")
     q.add_argument("--no-trend", action="store_true", help="profile-cache without the trend candidates")
     q.add_argument("--stored", action="store_true",
                    help="evaluate the schedules already stored in --model (e.g. bench/_out/cache_model.acqe from an "
