@@ -27,7 +27,10 @@ from acqe_encoder import __version__, allocation, clustering, kernels
 from acqe_encoder.layouts import sd_v1
 from acqe_encoder.sources import Entry, Source, open_source
 from acqe_format import constants as C
+from acqe_format import dtypes
 from acqe_format import rans
+from acqe_format.codecs.codebook import RansCodec
+from acqe_format.writer import overhead_estimate, padding_estimate
 from acqe_format.errors import SourceError
 
 Progress = Callable[[str, str, int, int], None]   # (phase, component, done_values, total_values)
@@ -93,11 +96,6 @@ class Report:
     timings: dict = field(default_factory=dict)
 
 
-def _itemsize(dtype: str) -> int:
-    return {"float64": 8, "int64": 8, "uint64": 8, "float32": 4, "int32": 4, "uint32": 4, "float16": 2,
-            "bfloat16": 2, "int16": 2, "uint16": 2}.get(dtype, 1)
-
-
 def _as_2d_f32(a: np.ndarray, shape) -> np.ndarray:
     rows = int(shape[0]) if len(shape) else 1
     x = np.ascontiguousarray(a, dtype=np.float32).reshape(rows, -1)
@@ -105,28 +103,8 @@ def _as_2d_f32(a: np.ndarray, shape) -> np.ndarray:
 
 
 def payload_bytes(k: int, n_ctx: int, rows: int, numel: int, index_bits: float, chunk: int) -> float:
-    """Codec 2 payload size for a candidate (head, codebook, contexts, tables, chunk table, words)."""
-    n_chunks = -(-numel // chunk)
-    pos = C.CODEBOOK_RANS_HEAD_SIZE + 4 * k + (2 * rows if n_ctx > 1 else 0)
-    pos += -pos % 4
-    return pos + 4 * n_ctx * k + 8 * n_chunks + 4 * (np.ceil(index_bits / 32.0) + 1.5 * n_chunks)
-
-
-def dir_entry_bytes(name: str, rank: int) -> int:
-    return 2 + len(name.encode()) + 8 + 8 * rank + 8 + 8 + 8 + 4
-
-
-def directory_estimate(names_shapes: list[tuple[str, tuple]], compressed: bool) -> int:
-    """Bytes the DIRECTORY will take, before the payloads exist. Compressed: zlib of the names and shapes
-    (long shared prefixes: ~20x smaller) plus ~12 bytes per entry for the payload offset, lengths and CRC,
-    which barely compress (measured on the demo model: 3.7 kB + 10.6 kB for 907 entries)."""
-    raw = 4 + sum(dir_entry_bytes(n, len(sh)) for n, sh in names_shapes)
-    if not compressed:
-        return raw
-    import struct
-    import zlib
-    text = b"".join(n.encode() + struct.pack(f"<{len(sh)}Q", *sh) for n, sh in names_shapes)
-    return min(raw, C.COMPRESSED_PREFIX_SIZE + len(zlib.compress(text, C.ZLIB_LEVEL)) + 12 * len(names_shapes) + 4)
+    """Codec 2 payload size of a candidate, before coding (the codec's own estimate)."""
+    return RansCodec.size_estimate(k, n_ctx, rows, numel, index_bits, chunk)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,7 +146,7 @@ def _analyse(plan: TensorPlan, st: Settings) -> None:
     if plan.energy == 0.0:
         plan.cand_delta = np.array([0.0, np.nan]); plan.cand_uniform = np.array([True, False])
         plan.cand_bits = np.array([8 * payload_bytes(1, 1, plan.rows, x.size, 0.0, st.chunk_size),
-                                   8.0 * x.size * _itemsize(e.dtype)])
+                                   8.0 * x.size * dtypes.itemsize(e.dtype)])
         plan.cand_sse = np.zeros(2)
         return
     h = clustering.build_hist(x, ss, float(amax.max()), st.threads)
@@ -204,7 +182,7 @@ def _candidates(plan: TensorPlan, h: clustering.TensorHist, st: Settings) -> Non
             d_l.append(d); u_l.append(uni); s_l.append(err)
             b_l.append(8 * payload_bytes(int(k), t, h.rows, numel, b, st.chunk_size))
     # lossless RAW candidate
-    d_l.append(np.nan); u_l.append(False); b_l.append(8.0 * numel * _itemsize(e.dtype)); s_l.append(0.0)
+    d_l.append(np.nan); u_l.append(False); b_l.append(8.0 * numel * dtypes.itemsize(e.dtype)); s_l.append(0.0)
     plan.cand_delta = np.array(d_l); plan.cand_uniform = np.array(u_l)
     plan.cand_bits = np.array(b_l); plan.cand_sse = np.array(s_l)
 
@@ -259,8 +237,7 @@ def _round_codebook(cb: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float16":
         return f.astype(np.float16).astype(np.float32)
     if dtype == "bfloat16":
-        from acqe_format.codecs.raw import _bf16_bits_from_f32
-        return (_bf16_bits_from_f32(f).astype(np.uint32) << 16).view(np.float32)
+        return dtypes.f32_from_bf16_bits(dtypes.bf16_bits_from_f32(f))
     return f
 
 
@@ -287,7 +264,7 @@ def encode_tensor(x: np.ndarray, h: clustering.TensorHist, delta: float, n_ctx: 
     # exact SSE of the decoded values, from the per-index sums (no second pass over the weights)
     sse = float(np.sum(s2 - 2 * c64 * s1 + tot * c64 * c64))
     sse = max(sse, 0.0)
-    decoded = dtype if dtype in ("float16", "bfloat16", "float32", "float64") else "float32"
+    decoded = _decoded(dtype)
     ct = CodebookTensor(tuple(int(d) for d in (shape if shape is not None else x.shape)), cb32, out,
                         None, ctx.astype(np.uint16) if n_ctx > 1 else None, decoded)
     return ct, sse, cnt
@@ -382,23 +359,15 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     dummy.update(file_bytes=10 ** 12, bits_per_value=1.23456)
     meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64, assets=assets)
     from acqe_format.metadata import dump_metadata
-    from acqe_format.writer import stored_section
-    meta_bytes = len(stored_section(dump_metadata(meta), st.compress_sections)[0]) + 64
 
     timings["analyse"] = time.time() - t1
     t1 = time.time()
     # ---- pass 2: allocation
-    fixed = C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 * align + meta_bytes
-    fixed += sum(8 + len(n.encode()) + len(b) for n, b in assets.items()) + 16
-    fixed += directory_estimate([(p.entry.name, tuple(p.entry.shape)) for p in plans], st.compress_sections)
+    fixed = overhead_estimate(dump_metadata(meta), assets, [(p.entry.name, tuple(p.entry.shape)) for p in plans],
+                              align, st.compress_sections)
     for p in plans:
-        # payloads start aligned: a payload whose size is a multiple of the alignment adds no padding
-        # after itself; any other leaves half an alignment on average
-        if not p.coded:
-            nb = p.entry.numel * _itemsize(p.entry.dtype)
-            fixed += nb + (0 if nb % align == 0 else (align - 1) / 2)
-        else:
-            fixed += (align - 1) / 2
+        nb = None if p.coded else p.entry.numel * dtypes.itemsize(p.entry.dtype)
+        fixed += (nb or 0) + padding_estimate(nb, align)
     coded = [p for p in plans if p.coded]
     target_bits = None
     if st.lossless or st.bits is None:
@@ -431,7 +400,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         done = {c: 0 for c in comp_totals}
         for p in plans:
             e = p.entry
-            before = w._spool_len
+            before = w.data_bytes
             if not p.coded:
                 a = e.load()
                 ct = None
@@ -453,7 +422,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                     res = {"name": e.name, "codec": "raw", "values": e.numel, "sqnr_db": 60.0}
                 else:
                     uni = bool(p.cand_uniform[p.choice])
-                    precision = None
+                    precision = cnt = None
                     if p.energy == 0:
                         from acqe_format import CodebookTensor
                         ct = CodebookTensor(tuple(e.shape), np.zeros(1, np.float32), np.zeros(e.numel, np.uint8),
@@ -466,7 +435,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                         # a slightly looser table precision than the writer's default keeps the decoder's
                         # slot tables in cache (spec/ACQE-rans.md §9): ~1.8x faster decoding, <= ~0.2% bytes
                         precision = rans.choose_precision(cnt, max_loss=PRECISION_MAX_LOSS)
-                    codec = w.add_codebook(e.name, ct, source_dtype=_decoded(e.dtype), precision=precision)
+                    codec = w.add_codebook(e.name, ct, source_dtype=_decoded(e.dtype), precision=precision,
+                                           counts=cnt)
                     p.hist = None
                     sq = 60.0 if sse == 0 else min(60.0, 10 * np.log10(p.energy / sse))
                     res = {"name": e.name, "codec": codec.name.lower(), "values": e.numel, "k": int(ct.codebook.size),
@@ -476,7 +446,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                 key = p.component
                 done[p.component] += e.numel
                 prog("encode", p.component, done[p.component], comp_totals[p.component])
-            nbytes = w._spool_len - before
+            nbytes = w.data_bytes - before
             res["bytes"] = int(nbytes)
             sizes.setdefault(key, {"bytes": 0, "values": 0})
             sizes[key]["bytes"] += int(nbytes)
@@ -541,7 +511,8 @@ def _add_raw(w, e: Entry, a: np.ndarray) -> None:
 
 
 def _decoded(dtype: str) -> str:
-    return dtype if dtype in ("float16", "bfloat16", "float32", "float64") else "float32"
+    """The decoded dtype of a coded tensor: the source's float type (codebook values are rounded to it)."""
+    return dtype if dtype in dtypes.FLOATS else "float32"
 
 
 def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> dict[str, bytes]:

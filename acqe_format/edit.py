@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 
-from acqe_format import constants as C
 from acqe_format.reader import AcqeReader
 from acqe_format.writer import AcqeWriter
 
@@ -30,11 +29,7 @@ def replace_metadata(path, metadata: dict, *, verify: bool = True) -> None:
             for name, data in reader.assets.items():
                 writer.add_asset(name, bytes(data))
             for info in reader.tensors:
-                payload = bytes(reader._payload(info))        # CRC- and padding-checked view
-                writer._append(writer._check_new_name(info.name), info.shape,
-                               int(C.DTYPE_BY_NAME[info.stored_dtype]),
-                               int(C.DTYPE_BY_NAME[info.decoded_dtype]),
-                               int(info.codec), payload, info.checked_length)
+                writer.add_stored(info, reader.stored_payload(info.name))
             writer.close()
         except BaseException:
             writer.abort()

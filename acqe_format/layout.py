@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 
 from acqe_format import constants as C
-from acqe_format.errors import LimitExceededError
+from acqe_format.errors import LayoutError, LimitExceededError
 
 # magic, major, minor, header_length, required, optional, file_length, alignment, section_count,
 # section_table_offset, section_table_crc32   (header_crc32 follows at byte 60)
@@ -116,9 +116,59 @@ class DirEntry:
                                  self.payload_crc32),
         ])
 
+    @classmethod
+    def unpack_from(cls, b, pos: int = 0) -> tuple["DirEntry", int]:
+        """The inverse of :meth:`pack`: ``(entry, position after it)``. Structural only (``struct.error``
+        when the bytes end early): the reader's validating parser decides what a valid entry is."""
+        (nlen,) = U16.unpack_from(b, pos)
+        pos += 2
+        name = bytes(b[pos:pos + nlen])
+        if len(name) != nlen:
+            raise struct.error(f"name of {nlen} bytes runs past the end")
+        pos += nlen
+        rank, sd, dd, r8, codec, r16 = DIR_FIXED_STRUCT.unpack_from(b, pos)
+        pos += DIR_FIXED_STRUCT.size
+        shape = struct.unpack_from(f"<{rank}Q", b, pos)
+        pos += 8 * rank
+        off, length, checked, pcrc = DIR_TAIL_STRUCT.unpack_from(b, pos)
+        pos += DIR_TAIL_STRUCT.size
+        return cls(name, tuple(shape), sd, dd, codec, off, length, checked, pcrc, r8, r16), pos
+
+    @staticmethod
+    def size(name_length: int, rank: int) -> int:
+        """Bytes of one directory record: u16 name length, the name, the fixed part, the shape, the tail."""
+        return 2 + name_length + DIR_FIXED_STRUCT.size + 8 * rank + DIR_TAIL_STRUCT.size
+
+
+def directory_size(entries) -> int:
+    """Exact bytes of an uncompressed DIRECTORY holding ``entries`` (``(name, shape)`` pairs)."""
+    return 4 + sum(DirEntry.size(len(name.encode("utf-8")), len(shape)) for name, shape in entries)
+
+
+@dataclass(frozen=True)
+class Footer:
+    sha256: bytes
+    file_length: int
+    magic: bytes = C.FOOTER_MAGIC
+
+    def pack(self) -> bytes:
+        return FOOTER_STRUCT.pack(self.sha256, self.file_length, self.magic)
+
+    @classmethod
+    def unpack_from(cls, b, off: int) -> "Footer":
+        return cls(*FOOTER_STRUCT.unpack_from(b, off))
+
 
 def pack_footer(sha256: bytes, file_length: int) -> bytes:
-    return FOOTER_STRUCT.pack(sha256, file_length, C.FOOTER_MAGIC)
+    return Footer(sha256, file_length).pack()
+
+
+def check_asset_name(name: str) -> None:
+    """Asset names are relative '/'-separated paths: no empty, '.' or '..' parts, no backslash, no
+    control characters; they can be written to disk without escaping the target folder."""
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\\" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise LayoutError(f"asset name {name!r} is not a safe relative path")
 
 
 def pack_assets(assets: list[tuple[bytes, bytes]]) -> bytes:
@@ -127,6 +177,47 @@ def pack_assets(assets: list[tuple[bytes, bytes]]) -> bytes:
     for name, data in assets:
         out += [U16.pack(len(name)), name, U64.pack(len(data)), bytes(data)]
     return b"".join(out)
+
+
+def unpack_assets(b) -> dict[str, bytes]:
+    """The inverse of :func:`pack_assets`, validating as spec §9 and §14 say (one-line errors)."""
+    n = len(b)
+    if n < 4:
+        raise LayoutError(f"assets section is {n} bytes, too short for its count")
+    (count,) = U32.unpack_from(b, 0)
+    if count > C.MAX_ASSETS:
+        raise LimitExceededError(f"{count} assets (limit {C.MAX_ASSETS})")
+    if count * MIN_ASSET_ENTRY_SIZE > n - 4:
+        raise LayoutError(f"assets section declares {count} assets but holds only {n - 4} bytes")
+    pos, out = 4, {}
+    for i in range(count):
+        if pos + 2 > n:
+            raise LayoutError(f"asset {i} runs past the end of the assets section")
+        (nlen,) = U16.unpack_from(b, pos)
+        pos += 2
+        if nlen == 0:
+            raise LayoutError(f"asset {i} has an empty name")
+        if nlen > C.MAX_NAME_BYTES:
+            raise LimitExceededError(f"asset {i}: name of {nlen} bytes (limit {C.MAX_NAME_BYTES})")
+        if pos + nlen + 8 > n:
+            raise LayoutError(f"asset {i} runs past the end of the assets section")
+        try:
+            name = bytes(b[pos:pos + nlen]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise LayoutError(f"asset {i}: name is not valid UTF-8") from None
+        check_asset_name(name)
+        if name in out:
+            raise LayoutError(f"duplicate asset name {name!r}")
+        pos += nlen
+        (dlen,) = U64.unpack_from(b, pos)
+        pos += 8
+        if dlen > n - pos:
+            raise LayoutError(f"asset {name!r} of {dlen} bytes runs past the end of the assets section")
+        out[name] = b[pos:pos + dlen]
+        pos += dlen
+    if pos != n:
+        raise LayoutError(f"{n - pos} trailing bytes after the last asset")
+    return out
 
 
 def checked_numel(shape) -> int:
@@ -172,7 +263,8 @@ class TensorInfo:
 
     @property
     def decoded_nbytes(self) -> int:
-        return self.numel * C.DTYPE_INFO[C.DTYPE_BY_NAME[self.decoded_dtype]][1]
+        from acqe_format.dtypes import itemsize
+        return self.numel * itemsize(self.decoded_dtype)
 
     @property
     def bits_per_param(self) -> float:

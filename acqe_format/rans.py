@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from acqe_format import constants as C
 from acqe_format.errors import CodecError
 
 __all__ = [
@@ -54,14 +55,16 @@ __all__ = [
     "reference_encode_chunks",
 ]
 
-STATE_BITS = 64
-WORD_BITS = 32
-MIN_PRECISION = 1
-MAX_PRECISION = 24
+# The format's limits (spec §13.1, §15) live in constants.py; these names are kept for callers.
+MIN_PRECISION = C.MIN_PRECISION
+MAX_PRECISION = C.MAX_PRECISION
+MAX_ALPHABET = C.MAX_K
+STATE_BITS = C.RANS_STATE_BITS
+WORD_BITS = C.RANS_WORD_BITS
+# The encoder's choices (not limits a reader checks).
 DEFAULT_PRECISION = 12
 #: the precisions `choose_precision` picks from (the decoder's slot table is 2**P entries per table)
 RECOMMENDED_PRECISIONS = (12, 13, 14, 15, 16)
-MAX_ALPHABET = 65536
 #: decoders here use a slot -> symbol lookup table up to this precision, a binary search above it
 LUT_MAX_PRECISION = 16
 #: ... and only while the tables' slots are at most this many, or this many per decoded symbol

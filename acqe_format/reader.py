@@ -18,12 +18,13 @@ from collections.abc import Iterator
 import numpy as np
 
 from acqe_format import constants as C
+from acqe_format import dtypes
 from acqe_format.codecs import get_codec
 from acqe_format.errors import (AcqeError, ChecksumMismatchError, LayoutError, LimitExceededError,
                                 NotAcqeFileError, TruncatedFileError, UnsupportedVersionError)
-from acqe_format.layout import (DIR_FIXED_STRUCT, DIR_TAIL_STRUCT, FOOTER_STRUCT, HEADER_STRUCT,
-                                MIN_ASSET_ENTRY_SIZE, MIN_DIR_ENTRY_SIZE, U16, U32, U64, Header,
-                                SectionEntry, TensorInfo, checked_numel, crc32)
+from acqe_format.layout import (DIR_FIXED_STRUCT, DIR_TAIL_STRUCT, MIN_DIR_ENTRY_SIZE, U16, U32, U64, Footer,
+                                Header, SectionEntry, TensorInfo, checked_numel, crc32,
+                                unpack_assets)
 from acqe_format.metadata import parse_metadata
 
 _KNOWN_SIGNATURES = [
@@ -59,30 +60,7 @@ def _is_pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
-def check_asset_name(name: str) -> None:
-    """Asset names are relative '/'-separated paths: no empty, '.' or '..' parts, no backslash, no
-    control characters; they can be written to disk without escaping the target folder."""
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts) or "\\" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise LayoutError(f"asset name {name!r} is not a safe relative path")
-
-
 _LARGE_TENSOR = 1 << 20     # elements from which one tensor is decoded by all threads (16+ rANS chunks)
-_FLOAT_NAMES = frozenset({"float16", "bfloat16", "float32", "float64"})
-_CAST_TARGETS = frozenset({"float16", "bfloat16", "float32"})
-
-
-def _cast_float(a: np.ndarray, decoded: str, dtype: str) -> np.ndarray:
-    """Round decoded floats (BF16 as uint16 bits) to ``dtype``, to nearest, ties to even."""
-    from acqe_format.codecs.codebook import _convert
-    if decoded == "bfloat16":
-        a = (a.astype(np.uint32) << 16).view(np.float32)      # exact
-    with np.errstate(over="ignore"):   # overflow to +-inf is the rounding rule, not an error
-        # float64 is rounded to float32 first, as torch's Tensor.to(float16 / bfloat16) does; from
-        # float32 on it is the codebook codecs' own conversion to a decoded dtype
-        return _convert(np.ascontiguousarray(a, dtype=np.float32), dtype)
-
-
 class AcqeReader:
     """Open and validate an `.acqe` file (a path, or the file's bytes).
 
@@ -189,13 +167,13 @@ class AcqeReader:
         if crc32(tb) != h.section_table_crc32:
             raise ChecksumMismatchError(f"section table CRC-32 is {crc32(tb):08x}, header says {h.section_table_crc32:08x}")
         # 4. footer trailer
-        sha, flen, fmagic = FOOTER_STRUCT.unpack_from(buf, footer_at)
-        if fmagic != C.FOOTER_MAGIC:
-            raise LayoutError(f"footer magic is {fmagic!r}, must be {C.FOOTER_MAGIC!r}")
-        if flen != h.file_length:
-            raise LayoutError(f"footer says the file is {flen} bytes, header says {h.file_length}")
+        footer = Footer.unpack_from(buf, footer_at)
+        if footer.magic != C.FOOTER_MAGIC:
+            raise LayoutError(f"footer magic is {footer.magic!r}, must be {C.FOOTER_MAGIC!r}")
+        if footer.file_length != h.file_length:
+            raise LayoutError(f"footer says the file is {footer.file_length} bytes, header says {h.file_length}")
         self.header = h
-        self.footer_sha256 = sha
+        self.footer_sha256 = footer.sha256
         # 5. sections: sorted, aligned, no holes or overlaps, zero padding
         sections: list[SectionEntry] = []
         by_kind: dict[int, SectionEntry] = {}
@@ -434,50 +412,15 @@ class AcqeReader:
         """Embedded files (name -> bytes); the section CRC is checked on first access."""
         if self._assets is None:
             s = self._by_kind.get(C.SectionKind.ASSETS)
-            self._assets = {} if s is None else self._parse_assets(self._section_bytes(s, "ASSETS"))
+            self._assets = {} if s is None else unpack_assets(self._section_bytes(s, "ASSETS"))
         return dict(self._assets)
 
-    @staticmethod
-    def _parse_assets(b: bytes) -> dict[str, bytes]:
-        n = len(b)
-        if n < 4:
-            raise LayoutError(f"assets section is {n} bytes, too short for its count")
-        (count,) = U32.unpack_from(b, 0)
-        if count > C.MAX_ASSETS:
-            raise LimitExceededError(f"{count} assets (limit {C.MAX_ASSETS})")
-        if count * MIN_ASSET_ENTRY_SIZE > n - 4:
-            raise LayoutError(f"assets section declares {count} assets but holds only {n - 4} bytes")
-        pos, out = 4, {}
-        for i in range(count):
-            if pos + 2 > n:
-                raise LayoutError(f"asset {i} runs past the end of the assets section")
-            (nlen,) = U16.unpack_from(b, pos)
-            pos += 2
-            if nlen == 0:
-                raise LayoutError(f"asset {i} has an empty name")
-            if nlen > C.MAX_NAME_BYTES:
-                raise LimitExceededError(f"asset {i}: name of {nlen} bytes (limit {C.MAX_NAME_BYTES})")
-            if pos + nlen + 8 > n:
-                raise LayoutError(f"asset {i} runs past the end of the assets section")
-            try:
-                name = b[pos:pos + nlen].decode("utf-8")
-            except UnicodeDecodeError:
-                raise LayoutError(f"asset {i}: name is not valid UTF-8") from None
-            check_asset_name(name)
-            if name in out:
-                raise LayoutError(f"duplicate asset name {name!r}")
-            pos += nlen
-            (dlen,) = U64.unpack_from(b, pos)
-            pos += 8
-            if dlen > n - pos:
-                raise LayoutError(f"asset {name!r} of {dlen} bytes runs past the end of the assets section")
-            out[name] = b[pos:pos + dlen]
-            pos += dlen
-        if pos != n:
-            raise LayoutError(f"{n - pos} trailing bytes after the last asset")
-        return out
-
     # --- decoding ------------------------------------------------------------------------------
+    def stored_payload(self, name: str) -> memoryview:
+        """The tensor's payload exactly as stored (a view into the file), its CRC and the padding after it
+        checked; nothing decoded. With :meth:`AcqeWriter.add_stored` it copies tensors between files."""
+        return self._payload(self.info(name))
+
     def _payload(self, info: TensorInfo) -> memoryview:
         buf = self._buf
         end = info.payload_offset + info.payload_length
@@ -503,23 +446,17 @@ class AcqeReader:
         codec = get_codec(info.codec)
         payload = self._payload(info)
         decoded = info.decoded_dtype
-        if dtype is None or dtype == decoded or decoded not in _FLOAT_NAMES:
+        dtype = None if dtype is None else dtypes.canonical(dtype)     # aliases: "fp16", torch.float16
+        if dtype is None or dtype == decoded or decoded not in dtypes.FLOATS:
             return codec.decode(payload, info, threads)
-        if dtype not in _CAST_TARGETS:
-            raise ValueError(f"dtype must be one of {sorted(_CAST_TARGETS)}, not {dtype!r}")
-        if decoded == "float32" and info.codec != C.CodecId.RAW:
-            return codec.decode(payload, info, threads, out_dtype=dtype)
-        return _cast_float(codec.decode(payload, info, threads), decoded, dtype)
+        return codec.decode(payload, info, threads, out_dtype=dtypes.cast_target(dtype))
 
     def read_codebook(self, name: str, threads: int | None = None):
         """The stored parts of a codebook-coded tensor as a :class:`CodebookTensor` (codebook, row
         scales, row contexts, indices as uint8 when K <= 256), CRC-checked and validated like
         :meth:`read`; ``reconstruct()`` of it equals ``read(name)``. ``None`` for a RAW tensor."""
         info = self.info(name)
-        codec = get_codec(info.codec)
-        if not hasattr(codec, "decode_parts"):
-            return None
-        return codec.decode_parts(self._payload(info), info, threads)
+        return get_codec(info.codec).decode_parts(self._payload(info), info, threads)
 
     def iter_tensors(self, threads: int | None = None, dtype: str | None = None,
                      names: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:

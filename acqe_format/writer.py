@@ -21,31 +21,21 @@ import zlib
 import numpy as np
 
 from acqe_format import constants as C
+from acqe_format.atomic import atomic_write
+from acqe_format import dtypes
+from acqe_format.codecs import CannotEncode, EncodedPayload, codebook_codecs, codec_by_name, get_codec
 from acqe_format.codecs import codebook as cbk
-from acqe_format.codecs.raw import RawCodec, to_stored
+from acqe_format.codecs.raw import RawCodec
 from acqe_format.errors import WriteOrderError
-from acqe_format.layout import U64, DirEntry, Header, SectionEntry, checked_numel, crc32, pack_assets, pack_footer
+from acqe_format.layout import (U64, DirEntry, Header, SectionEntry, TensorInfo, check_asset_name, checked_numel,
+                                crc32, directory_size, pack_assets, pack_footer)
 from acqe_format.metadata import dump_metadata
-from acqe_format.reader import check_asset_name
 
 
 class WriterState(enum.Enum):
     OPEN = "open"          # accepting metadata, assets and tensors
     CLOSED = "closed"      # file written and renamed into place
     ABORTED = "aborted"    # nothing written under the target name
-
-
-def _codec_choice(codec) -> C.CodecId | None:
-    if codec is None:
-        return None
-    if isinstance(codec, str):
-        key = codec.lower()
-        table = {"rans": C.CodecId.CODEBOOK_RANS, "codebook_rans": C.CodecId.CODEBOOK_RANS,
-                 "packed": C.CodecId.CODEBOOK_PACKED, "codebook_packed": C.CodecId.CODEBOOK_PACKED}
-        if key not in table:
-            raise ValueError(f"unknown codebook codec {codec!r}: use 'rans' or 'packed'")
-        return table[key]
-    return C.CodecId(codec)
 
 
 def stored_section(raw: bytes, compress: bool) -> tuple[bytes, int]:
@@ -56,6 +46,38 @@ def stored_section(raw: bytes, compress: bool) -> tuple[bytes, int]:
         if C.COMPRESSED_PREFIX_SIZE + len(z) < len(raw):
             return U64.pack(len(raw)) + z, C.SECTION_FLAG_REQUIRED | C.SECTION_FLAG_COMPRESSED
     return raw, C.SECTION_FLAG_REQUIRED
+
+
+def directory_size_estimate(entries, compressed: bool) -> int:
+    """Bytes the DIRECTORY of ``entries`` (``(name, shape)`` pairs) will take, before the payloads exist.
+    Uncompressed: exact (:func:`~acqe_format.layout.directory_size`). Compressed: zlib of the names and
+    shapes (long shared prefixes: ~20x smaller) plus ~12 bytes per entry for the payload offset, lengths
+    and CRC, which barely compress (measured on the demo model: 3.7 kB + 10.6 kB for 907 entries)."""
+    raw = directory_size(entries)
+    if not compressed:
+        return raw
+    text = b"".join(n.encode() + struct.pack(f"<{len(sh)}Q", *sh) for n, sh in entries)
+    return min(raw, C.COMPRESSED_PREFIX_SIZE + len(zlib.compress(text, C.ZLIB_LEVEL)) + 12 * len(entries) + 4)
+
+
+def overhead_estimate(metadata: bytes, assets: dict[str, bytes], entries, alignment: int,
+                      compress_sections: bool) -> int:
+    """Every byte of a file but its payloads and the padding between them, before the payloads exist
+    (an encoder's budget): header, a four-entry section table, footer, up to one alignment of padding
+    per section, the stored ``metadata`` with 64 bytes of slack (an encoder writes the final sizes into
+    it later), the assets (with 16 bytes of slack) and the directory (:func:`directory_size_estimate`)."""
+    fixed = (C.HEADER_SIZE + 4 * C.SECTION_ENTRY_SIZE + C.FOOTER_SIZE + 4 * alignment
+             + len(stored_section(metadata, compress_sections)[0]) + 64)
+    fixed += sum(8 + len(n.encode()) + len(b) for n, b in assets.items()) + 16
+    return fixed + directory_size_estimate(entries, compress_sections)
+
+
+def padding_estimate(payload_bytes: int | None, alignment: int) -> float:
+    """Expected padding after a payload: payloads start aligned, so one whose size is a multiple of the
+    alignment adds none; any other (or one of unknown size, ``None``) half an alignment on average."""
+    if payload_bytes is not None and payload_bytes % alignment == 0:
+        return 0
+    return (alignment - 1) / 2
 
 
 class AcqeWriter:
@@ -136,55 +158,66 @@ class AcqeWriter:
         uint16 bit patterns or float32 values (rounded to nearest even)."""
         self._require_open("add_raw")
         nb = self._check_new_name(name)
-        code, stored = to_stored(array, dtype)
         shape = tuple(int(d) for d in np.shape(array))
         self._check_shape(name, shape)
-        payload = RawCodec.encode(stored)
-        self._append(nb, shape, code, code, C.CodecId.RAW, payload, len(payload))
+        enc = RawCodec.encode(array, dtype)
+        self._append(nb, shape, enc.decoded_dtype, enc)
 
     def add_codebook(self, name: str, ct: cbk.CodebookTensor, source_dtype: str = "float32", *,
-                     codec=None, precision: int | None = None, chunk_size: int | None = None) -> C.CodecId:
-        """Add a codebook tensor: codec CODEBOOK_RANS, or CODEBOOK_PACKED when that is no larger (or when
-        `codec="packed"`). Returns the codec used."""
+                     codec=None, precision: int | None = None, chunk_size: int | None = None,
+                     counts=None) -> C.CodecId:
+        """Add a codebook tensor with the smallest codebook codec (CODEBOOK_RANS, or CODEBOOK_PACKED when
+        that is no larger), or with ``codec`` ("rans", "packed" or an id). ``counts``: the per-context
+        index histogram, when the caller already has it (spares the entropy coder a pass). Returns the
+        codec used."""
         self._require_open("add_codebook")
         nb = self._check_new_name(name)
         if not isinstance(ct, cbk.CodebookTensor):
             raise TypeError("add_codebook takes a CodebookTensor")
-        src = C.dtype_code(source_dtype)
-        if src not in C.FLOAT_DTYPES:
+        if dtypes.canonical(source_dtype) not in dtypes.FLOATS:
             raise ValueError(f"source_dtype must be a float type, not {source_dtype}")
         self._check_shape(name, ct.shape)
-        choice = _codec_choice(codec)
-        precision = precision or self.precision
-        chunk_size = chunk_size or self.chunk_size
-        payload = checked = None
-        if choice in (None, C.CodecId.CODEBOOK_RANS):
+        options = dict(precision=precision or self.precision, chunk_size=chunk_size or self.chunk_size,
+                       counts=counts)
+        enc = self._encode_codebook(ct, codec, options)
+        self._append(nb, ct.shape, dtypes.canonical(source_dtype), enc)
+        return enc.codec
+
+    @staticmethod
+    def _encode_codebook(ct, codec, options) -> EncodedPayload:
+        """The forced codec's payload, or the smallest of the codebook codecs' (on equal sizes the later
+        codec wins: packing beats rANS when it is no larger). A codec that cannot take the tensor
+        (`CannotEncode`, e.g. too many contexts for rANS's slot limit; or numba missing) is skipped
+        unless it was asked for."""
+        if codec is not None:
+            return codec_by_name(codec).encode(ct, **options)
+        best = None
+        for cls in codebook_codecs():
+            if best is not None and not cls.size_needs_coding and cls.payload_size(ct, **options) > best.size:
+                continue
             try:
-                from acqe_format import rans
-            except ImportError:
-                if choice is not None:
-                    raise
-                rans = None
-            if rans is not None:
-                chunk_size = chunk_size or C.DEFAULT_CHUNK_SYMBOLS
-                if precision is not None and not C.MIN_PRECISION <= precision <= C.MAX_PRECISION:
-                    raise ValueError(f"precision must be in {C.MIN_PRECISION}..{C.MAX_PRECISION}")
-                if not 1 <= chunk_size <= C.MAX_CHUNK_SYMBOLS:
-                    raise ValueError(f"chunk_size must be in 1..{C.MAX_CHUNK_SYMBOLS}")
-                try:
-                    payload, checked = cbk.rans_payload(ct, precision, chunk_size)
-                    used = C.CodecId.CODEBOOK_RANS
-                except ValueError:
-                    if choice is not None:     # asked for rANS explicitly: say why it cannot be
-                        raise
-                    payload = None             # e.g. too many contexts for the slot limit: pack instead
-        if payload is None or (choice is None and cbk.packed_size(ct) <= len(payload)):
-            # (row contexts only matter to the entropy coder; packing ignores them)
-            payload = cbk.packed_payload(ct)
-            checked = len(payload)
-            used = C.CodecId.CODEBOOK_PACKED
-        self._append(nb, ct.shape, src, C.dtype_code(ct.decoded_dtype), used, payload, checked)
-        return used
+                enc = cls.encode(ct, **options)
+            except (CannotEncode, ImportError):
+                continue
+            if best is None or enc.size <= best.size:
+                best = enc
+        if best is None:
+            raise ValueError("no codebook codec can store this tensor")
+        return best
+
+    def add_stored(self, info: TensorInfo, payload) -> None:
+        """Add a tensor exactly as another file stores it: ``info`` from that file's directory and its
+        CRC-checked payload bytes (:meth:`AcqeReader.stored_payload`). Nothing is decoded or re-coded."""
+        self._require_open("add_stored")
+        nb = self._check_new_name(info.name)
+        self._check_shape(info.name, info.shape)
+        payload = memoryview(payload)
+        if len(payload) != info.payload_length:
+            raise ValueError(f"tensor {info.name!r}: {len(payload)} payload bytes, its directory entry says "
+                             f"{info.payload_length}")
+        get_codec(int(info.codec)).check_entry(info)
+        self._append(nb, info.shape, info.stored_dtype,
+                     EncodedPayload(C.CodecId(info.codec), payload, info.checked_length, info.decoded_dtype))
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -210,7 +243,8 @@ class AcqeWriter:
             raise ValueError(f"tensor {name!r}: rank {len(shape)} above {C.MAX_RANK}")
         checked_numel(shape)
 
-    def _append(self, nb, shape, stored, decoded, codec, payload: bytes, checked: int) -> None:
+    def _append(self, nb, shape, stored_dtype: str, enc: EncodedPayload) -> None:
+        payload = enc.payload
         pad = -self._spool_len % self.alignment
         if pad:
             self._spool.write(b"\0" * pad)
@@ -218,8 +252,9 @@ class AcqeWriter:
         self._spool.write(payload)
         self._spool_len = rel + len(payload)
         self._names.add(nb)
-        self._entries.append((nb, tuple(shape), int(stored), int(decoded), int(codec), rel, len(payload),
-                              checked, crc32(memoryview(payload)[:checked])))
+        self._entries.append((nb, tuple(shape), int(C.DTYPE_BY_NAME[stored_dtype]),
+                              int(C.DTYPE_BY_NAME[enc.decoded_dtype]), int(enc.codec), rel, len(payload),
+                              enc.checked_length, crc32(memoryview(payload)[:enc.checked_length])))
 
     # --- output --------------------------------------------------------------------------------
     def _directory(self, data_offset: int) -> bytes:
@@ -306,7 +341,6 @@ class AcqeWriter:
     def close(self) -> None:
         """Write the file (temp + fsync + rename). Calling it twice is an error."""
         self._require_open("close")
-        tmp_path = None
         try:
             a = self.alignment
             directory_len, bodies, offsets, data_offset, file_length = self._layout(self._metadata)
@@ -328,13 +362,9 @@ class AcqeWriter:
                             C.FEATURE_COMPRESSED_SECTIONS if compressed else 0, 0, file_length, a,
                             n_sections, C.HEADER_SIZE, crc32(table), 0).pack()
 
-            fd, tmp_path = tempfile.mkstemp(dir=self._folder, prefix="." + os.path.basename(self.path) + ".",
-                                            suffix=".tmp")
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)             # mkstemp's 0600 is for the temp name only
-            sha = hashlib.sha256()
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(self.path) as f:
+                sha = hashlib.sha256()
+
                 def put(b):
                     sha.update(b)
                     f.write(b)
@@ -353,26 +383,9 @@ class AcqeWriter:
                         break
                     put(b)
                 f.write(pack_footer(sha.digest(), file_length))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, self.path)
-            tmp_path = None
-            try:
-                dfd = os.open(self._folder, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            except OSError:
-                pass
             self.state = WriterState.CLOSED
         except BaseException:
             self.state = WriterState.ABORTED
-            if tmp_path is not None:
-                try:
-                    os.unlink(tmp_path)
-                except OSError:
-                    pass
             raise
         finally:
             self._spool.close()

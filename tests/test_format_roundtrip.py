@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 from acqe_format import AcqeReader, AcqeWriter, CodebookTensor, WriteOrderError, reconstruct
 from acqe_format.codecs.codebook import pack_indices, unpack_indices
-from acqe_format.codecs.raw import _bf16_bits_from_f32
+from acqe_format.dtypes import bf16_bits_from_f32 as _bf16_bits_from_f32
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -14,7 +14,7 @@ def command(src, out, dtype, threads):
     """Decode every tensor of SRC and write them to OUT (.safetensors) under the source key names, so any
     runtime that reads the original checkpoint layout (diffusers single-file, ComfyUI, A1111,
     stable-diffusion.cpp) can use the converted model."""
-    from acqe_encoder.export import export_safetensors
+    from acqe_export import export_safetensors
 
     n, size = export_safetensors(src, out, dtype=dtype, threads=threads)
     click.echo(f"wrote {out}: {n} tensors, {size:,} bytes", err=True)

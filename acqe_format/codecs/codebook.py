@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from acqe_format import constants as C
-from acqe_format.codecs import Codec
-from acqe_format.codecs.raw import _bf16_bits_from_f32
+from acqe_format.codecs import CannotEncode, Codec, EncodedPayload
+from acqe_format import dtypes
 from acqe_format.errors import ChecksumMismatchError, CodecError, LayoutError, LimitExceededError
 from acqe_format.layout import checked_numel, crc32, rows_of
 
@@ -79,16 +79,6 @@ class CodebookTensor:
         return int(self.indices.size)
 
 
-def _convert(values_f32: np.ndarray, decoded: str) -> np.ndarray:
-    if decoded == "float32":
-        return values_f32
-    if decoded == "float16":
-        return values_f32.astype(np.float16)
-    if decoded == "float64":
-        return values_f32.astype(np.float64)
-    return _bf16_bits_from_f32(values_f32)
-
-
 def _check_head_start(name: str, k: int, reserved: int) -> None:
     """The checks both codebook heads start with: reserved field zero, codebook size within limits."""
     if reserved:
@@ -101,7 +91,7 @@ def _output(shape, decoded: str) -> tuple[np.ndarray, int]:
     """The flat output array of a reconstruction (native byte order) and the row length."""
     rows, row_length = rows_of(shape)
     numel = rows * row_length if row_length else 0
-    return np.empty(numel, dtype=C.DTYPE_INFO[C.DTYPE_BY_NAME[decoded]][2].newbyteorder("=")), row_length
+    return np.empty(numel, dtype=dtypes.array_dtype(decoded)), row_length
 
 
 def _values_numpy(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
@@ -118,7 +108,7 @@ def _values_numpy(codebook, indices, scales, shape, decoded: str) -> np.ndarray:
                 if scales is not None:
                     r0 = start // row_length
                     v = (v.reshape(-1, row_length) * scales[r0:r0 + (stop - start) // row_length, None]).reshape(-1)
-                out[start:stop] = _convert(v, decoded)
+                out[start:stop] = dtypes.round_f32(v, decoded)
     return out.reshape(shape)
 
 
@@ -167,6 +157,17 @@ def _values(codebook, indices, scales, shape, decoded: str, threads: int | None 
         _run(lambda a, b: K.reconstruct_range(idx, cb, sc, row_length, a, b, mode, e32, e64, e16),
              _split(numel, threads))
     return out.reshape(shape)
+
+
+def _decoded_values(codebook, indices, scales, info, out_dtype, threads) -> np.ndarray:
+    """The decoded tensor, or for ``out_dtype`` the decoded values rounded to it: straight from the
+    float32 values in the kernel when the decoded dtype is float32 (same result, no float32 copy), else
+    decoded first and then rounded (a value rounded to bf16 and then to f16 is not always the value
+    rounded to f16 directly)."""
+    decoded = info.decoded_dtype
+    if out_dtype in (None, decoded) or decoded == "float32":
+        return _values(codebook, indices, scales, info.shape, out_dtype or decoded, threads)
+    return dtypes.cast_float(_values(codebook, indices, scales, info.shape, decoded, threads), decoded, out_dtype)
 
 
 def reconstruct(ct: CodebookTensor) -> np.ndarray:
@@ -245,14 +246,29 @@ def packed_payload(ct: CodebookTensor, bits: int | None = None) -> bytes:
     return b"".join(parts)
 
 
+def packed_length(k: int, bits: int, rows: int, numel: int, scales: bool) -> int:
+    """Codec 3's exact payload length (spec §10.3)."""
+    return PACKED_HEAD.size + 4 * k + (4 * rows if scales else 0) + (numel * bits + 7) // 8
+
+
 def packed_size(ct: CodebookTensor) -> int:
-    rows, _ = rows_of(ct.shape)
-    k = ct.codebook.size
-    return (C.CODEBOOK_PACKED_HEAD_SIZE + 4 * k + (4 * rows if ct.row_scales is not None else 0)
-            + (ct.numel * min_bits(k) + 7) // 8)
+    return packed_length(ct.codebook.size, min_bits(ct.codebook.size), rows_of(ct.shape)[0], ct.numel,
+                         ct.row_scales is not None)
 
 
 class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
+    names = ("packed", "codebook_packed")
+    stores_codebooks = True
+
+    @classmethod
+    def encode(cls, ct: CodebookTensor, **_options) -> EncodedPayload:
+        payload = packed_payload(ct)
+        return EncodedPayload(cls.codec_id, payload, len(payload), ct.decoded_dtype)
+
+    @classmethod
+    def payload_size(cls, ct: CodebookTensor, **_options) -> int:
+        return packed_size(ct)
+
     @classmethod
     def check_entry(cls, info) -> None:
         _check_float_entry(info, "CODEBOOK_PACKED")
@@ -275,7 +291,7 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
         if scale_mode not in (C.SCALE_NONE, C.SCALE_ROW_F32):
             raise CodecError(f"tensor {name!r}: unknown scale mode {scale_mode}")
         rows, _ = rows_of(info.shape)
-        want = (PACKED_HEAD.size + 4 * k + (4 * rows if scale_mode else 0) + (info.numel * bits + 7) // 8)
+        want = packed_length(k, bits, rows, info.numel, bool(scale_mode))
         if want != info.payload_length:
             raise LayoutError(f"tensor {name!r}: CODEBOOK_PACKED payload is {info.payload_length} bytes, "
                               f"its head implies {want}")
@@ -302,7 +318,7 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
     @classmethod
     def decode(cls, payload, info, threads=None, out_dtype=None) -> np.ndarray:
         codebook, scales, idx = cls.parse(payload, info, threads)
-        return _values(codebook, idx, scales, info.shape, out_dtype or info.decoded_dtype, threads)
+        return _decoded_values(codebook, idx, scales, info, out_dtype, threads)
 
     @classmethod
     def decode_parts(cls, payload, info, threads=None) -> CodebookTensor:
@@ -317,7 +333,49 @@ def _rans():
     return rans
 
 
+def rans_head_length(k: int, rows: int, n_tables: int, numel: int, chunk_size: int, scales: bool,
+                     contexts: bool) -> int:
+    """Codec 2's exact checked_length (spec §10.4): head, codebook, row scales and contexts, padding to 4,
+    frequency tables, chunk table."""
+    n_chunks = -(-numel // chunk_size)
+    pos = RANS_HEAD.size + 4 * k + (4 * rows if scales else 0) + (2 * rows if contexts else 0)
+    return pos + (-pos % 4) + 4 * n_tables * k + 8 * n_chunks
+
+
 class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
+    names = ("rans", "codebook_rans")
+    stores_codebooks = True
+    size_needs_coding = True       # the word count is known only after coding
+
+    @classmethod
+    def encode(cls, ct: CodebookTensor, *, precision: int | None = None, chunk_size: int | None = None,
+               counts=None, threads: int | None = None, **_options) -> EncodedPayload:
+        """Codec 2 payload of ``ct``: tables at ``precision`` (None: chosen from the histogram, see
+        `acqe_format.rans.choose_precision`), chunks of ``chunk_size`` symbols. ``counts`` [n_contexts, K]
+        is the per-context histogram of ``ct.indices`` when the caller already has it (the encoder's
+        assignment kernel counts as it assigns): it spares a pass over the indices."""
+        chunk_size = chunk_size or C.DEFAULT_CHUNK_SYMBOLS
+        if precision is not None and not C.MIN_PRECISION <= precision <= C.MAX_PRECISION:
+            raise ValueError(f"precision must be in {C.MIN_PRECISION}..{C.MAX_PRECISION}")
+        if not 1 <= chunk_size <= C.MAX_CHUNK_SYMBOLS:
+            raise ValueError(f"chunk_size must be in 1..{C.MAX_CHUNK_SYMBOLS}")
+        payload, checked = rans_payload(ct, precision, chunk_size, threads, counts)
+        return EncodedPayload(cls.codec_id, payload, checked, ct.decoded_dtype)
+
+    @classmethod
+    def payload_size(cls, ct: CodebookTensor, **options) -> int:
+        """Exact, by coding (see ``size_needs_coding``); :meth:`size_estimate` sizes a plan without coding."""
+        return cls.encode(ct, **options).size
+
+    @staticmethod
+    def size_estimate(k: int, n_tables: int, rows: int, numel: int, index_bits: float, chunk_size: int) -> float:
+        """Payload bytes of a tensor whose indices cost ``index_bits`` in total (ideal code length), before
+        it is coded: the exact head (:func:`rans_head_length`, no row scales) plus the words, each chunk's
+        final state costing about 1.5 words on average."""
+        n_chunks = -(-numel // chunk_size)
+        return (rans_head_length(k, rows, n_tables, numel, chunk_size, False, n_tables > 1)
+                + 4 * (np.ceil(index_bits / 32.0) + 1.5 * n_chunks))
+
     @classmethod
     def check_entry(cls, info) -> None:
         _check_float_entry(info, "CODEBOOK_RANS")
@@ -350,7 +408,7 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
         n_chunks = -(-info.numel // chunk_size)
         pos = RANS_HEAD.size + 4 * k + (4 * rows if scale_mode else 0) + (2 * rows if context_mode else 0)
         pad = -pos % 4
-        head_len = pos + pad + 4 * n_tables * k + 8 * n_chunks
+        head_len = rans_head_length(k, rows, n_tables, info.numel, chunk_size, bool(scale_mode), bool(context_mode))
         if head_len != info.checked_length:
             raise LayoutError(f"tensor {name!r}: CODEBOOK_RANS head is {head_len} bytes, checked_length says "
                               f"{info.checked_length}")
@@ -404,7 +462,7 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
     def decode(cls, payload, info, threads=None, out_dtype=None) -> np.ndarray:
         head = cls.parse_head(payload, info)
         idx = cls.decode_indices(payload, info, head, threads)
-        return _values(head["codebook"], idx, head["scales"], info.shape, out_dtype or info.decoded_dtype, threads)
+        return _decoded_values(head["codebook"], idx, head["scales"], info, out_dtype, threads)
 
     @classmethod
     def decode_parts(cls, payload, info, threads=None) -> CodebookTensor:
@@ -432,14 +490,34 @@ def _fallback_table(k: int, precision: int) -> np.ndarray:
     return t
 
 
-def rans_tables(ct: CodebookTensor, precision: int | None):
+def rans_tables(ct: CodebookTensor, precision: int | None, counts=None):
     """(precision, n_tables, uint32 [T, K] tables) the writer stores for `ct`: `quantize_frequencies` of
-    each context's histogram; a context with no symbols gets all the mass on symbol 0."""
+    each context's histogram; a context with no symbols gets all the mass on symbol 0. ``counts``: the
+    histogram when the caller has it (rows beyond the last used context must be zero)."""
     rans = _rans()
-    rows, row_length = rows_of(ct.shape)
     k = ct.codebook.size
     contexts = None if ct.row_contexts is None else np.asarray(ct.row_contexts, dtype=np.uint16)
     n_tables = 1 if contexts is None or contexts.size == 0 else int(contexts.max()) + 1
+    if counts is None:
+        counts = _histograms(ct, contexts, n_tables)
+    else:
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1, k)
+        if counts.shape[0] < n_tables or counts[n_tables:].any() or int(counts.sum()) != ct.numel:
+            raise ValueError(f"counts of shape {counts.shape} and total {int(counts.sum())} are not the histogram "
+                             f"of {ct.numel} indices in {n_tables} contexts")
+        counts = counts[:n_tables]
+    used = counts.sum(axis=1) > 0
+    if precision is None:
+        precision = rans.choose_precision(counts[used]) if used.any() else rans.DEFAULT_PRECISION
+    tables = np.stack([rans.quantize_frequencies(counts[t], precision) if used[t]
+                       else _fallback_table(k, precision) for t in range(n_tables)]).astype(np.uint32)
+    return precision, n_tables, tables
+
+
+def _histograms(ct: CodebookTensor, contexts, n_tables: int) -> np.ndarray:
+    """int64 [n_tables, K]: how often each index occurs in the rows of each context."""
+    rows, row_length = rows_of(ct.shape)
+    k = ct.codebook.size
     idx = np.asarray(ct.indices)
     counts = np.zeros((n_tables, k), dtype=np.int64)
     if contexts is None:
@@ -452,24 +530,19 @@ def rans_tables(ct: CodebookTensor, precision: int | None):
             key = np.repeat(contexts[r0:r1].astype(np.int64) * k, row_length)
             key += idx[r0 * row_length:r1 * row_length]
             flat += np.bincount(key, minlength=n_tables * k)
-    used = counts.sum(axis=1) > 0
-    if precision is None:
-        precision = rans.choose_precision(counts[used]) if used.any() else rans.DEFAULT_PRECISION
-    tables = np.stack([rans.quantize_frequencies(counts[t], precision) if used[t]
-                       else _fallback_table(k, precision) for t in range(n_tables)]).astype(np.uint32)
-    return precision, n_tables, tables
+    return counts
 
 
 def rans_payload(ct: CodebookTensor, precision: int | None, chunk_size: int,
-                 threads: int | None = None) -> tuple[bytes, int]:
-    """(payload, checked_length) of codec 2 for `ct`."""
+                 threads: int | None = None, counts=None) -> tuple[bytes, int]:
+    """(payload, checked_length) of codec 2 for `ct` (``counts``: see :func:`rans_tables`)."""
     rans = _rans()
     rows, row_length = rows_of(ct.shape)
     k = ct.codebook.size
     contexts = None if ct.row_contexts is None else np.asarray(ct.row_contexts, dtype=np.uint16)
-    precision, n_tables, tables = rans_tables(ct, precision)
+    precision, n_tables, tables = rans_tables(ct, precision, counts)
     if n_tables << precision > C.MAX_TABLE_SLOTS:
-        raise ValueError(f"{n_tables} tables at precision {precision} exceed {C.MAX_TABLE_SLOTS} slots")
+        raise CannotEncode(f"{n_tables} tables at precision {precision} exceed {C.MAX_TABLE_SLOTS} slots")
     if ct.numel:
         enc = rans.encode_chunks(ct.indices, tables, contexts, row_length, precision, chunk_size, threads=threads)
         words, chunk_words = enc.words, enc.chunk_words

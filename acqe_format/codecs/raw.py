@@ -8,18 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from acqe_format import constants as C
-from acqe_format.codecs import Codec
+from acqe_format import dtypes
+from acqe_format.codecs import Codec, EncodedPayload
 from acqe_format.errors import CodecError, LayoutError
-
-
-def _bf16_bits_from_f32(a: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns, round to nearest even; NaN stays a (quiet) NaN."""
-    u = np.ascontiguousarray(a, dtype="<f4").view("<u4").astype(np.uint64)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(a)
-    if nan.any():
-        rounded[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
-    return rounded
 
 
 def to_stored(array, dtype=None) -> tuple[C.DType, np.ndarray]:
@@ -42,7 +33,7 @@ def to_stored(array, dtype=None) -> tuple[C.DType, np.ndarray]:
         if a.dtype in (np.uint16, np.int16):
             a = a.view(np.uint16)
         elif a.dtype == np.float32:
-            a = _bf16_bits_from_f32(a)
+            a = dtypes.bf16_bits_from_f32(a)
         else:
             raise ValueError(f"bfloat16 tensors take uint16 bit patterns or float32 values, not {a.dtype}")
     elif code == C.DType.BOOL:
@@ -55,13 +46,14 @@ def to_stored(array, dtype=None) -> tuple[C.DType, np.ndarray]:
 
 
 class RawCodec(Codec, codec_id=C.CodecId.RAW):
+    names = ("raw",)
+
     @classmethod
     def check_entry(cls, info) -> None:
         if info.stored_dtype != info.decoded_dtype:
             raise LayoutError(f"tensor {info.name!r}: RAW stored dtype {info.stored_dtype} != decoded "
                               f"dtype {info.decoded_dtype}")
-        itemsize = C.DTYPE_INFO[C.DTYPE_BY_NAME[info.decoded_dtype]][1]
-        want = info.numel * itemsize
+        want = cls.payload_size(info.numel, info.decoded_dtype)
         if info.payload_length != want:
             raise LayoutError(f"tensor {info.name!r}: RAW payload is {info.payload_length} bytes, shape "
                               f"{list(info.shape)} of {info.decoded_dtype} needs {want}")
@@ -70,7 +62,7 @@ class RawCodec(Codec, codec_id=C.CodecId.RAW):
                               f"payload_length {info.payload_length}")
 
     @classmethod
-    def decode(cls, payload, info, threads=None) -> np.ndarray:
+    def decode(cls, payload, info, threads=None, out_dtype=None) -> np.ndarray:
         code = C.DTYPE_BY_NAME[info.decoded_dtype]
         np_dt = C.DTYPE_INFO[code][2]
         a = np.frombuffer(payload, dtype=np_dt, count=info.numel)
@@ -80,9 +72,19 @@ class RawCodec(Codec, codec_id=C.CodecId.RAW):
                 raise CodecError(f"tensor {info.name!r}: bool element {int(bad[0])} is "
                                  f"{int(a[bad[0]])}, must be 0 or 1")
             return a.view(np.bool_).reshape(info.shape).copy()
+        if out_dtype not in (None, info.decoded_dtype):
+            return dtypes.cast_float(a, info.decoded_dtype, out_dtype).reshape(info.shape)
         return a.astype(np_dt.newbyteorder("="), copy=True).reshape(info.shape)
 
-    @staticmethod
-    def encode(stored: np.ndarray) -> memoryview:
-        """The payload: a byte view of the (contiguous, little-endian) elements, without copying."""
-        return memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8))
+    @classmethod
+    def encode(cls, array, dtype=None, **_options) -> EncodedPayload:
+        """The payload of ``array`` (see :func:`to_stored` for ``dtype``): a byte view of its contiguous,
+        little-endian elements, without copying."""
+        code, stored = to_stored(array, dtype)
+        payload = memoryview(np.ascontiguousarray(stored).reshape(-1).view(np.uint8))
+        return EncodedPayload(cls.codec_id, payload, len(payload), C.DTYPE_INFO[code][0])
+
+    @classmethod
+    def payload_size(cls, numel: int, dtype: str, **_options) -> int:
+        """``numel`` elements of ``dtype``: exactly ``numel * itemsize``."""
+        return int(numel) * dtypes.itemsize(dtype)
