@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from acqe_format import errors as E
+from recat_runtime.errors import ForecastConflictError, NoScheduleError   # torch-free: torch loads only when used
 
 # (exception type, prefix) — the first matching row wins, so subclasses come before their bases.
 ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
@@ -27,8 +28,33 @@ ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
 ]
 
 
+def _profile_hint(exc) -> str | None:
+    """How to create the ReCaT schedule a NoScheduleError asked for (the library names no commands)."""
+    steps, budget = getattr(exc, "steps", None), getattr(exc, "budget", None)
+    if steps is None or budget is None:
+        return None
+    return f"run `acqe profile-cache MODEL.acqe --steps {steps} --full-steps {budget}`"
+
+
+# (exception type, hint) — a command line's advice appended to the library's one-line message
+HINTS: list[tuple[type[BaseException], object]] = [
+    (NoScheduleError, _profile_hint),
+    (ForecastConflictError, lambda exc: "drop --forecast, or add --no-correction to use the plain forecast"),
+]
+
+
 def format_error(exc: BaseException) -> str | None:
     """One line for a known exception type, or None when the exception is unexpected (a bug)."""
+    line = _message(exc)
+    if line is not None:
+        for kind, hint in HINTS:
+            if isinstance(exc, kind) and (extra := hint(exc)):
+                line = f"{line}; {extra}"
+                break
+    return line
+
+
+def _message(exc: BaseException) -> str | None:
     # Errors defined outside acqe_format (e.g. in recat_runtime, which imports torch) name their own
     # prefix, so this table never has to import their packages.
     own = getattr(type(exc), "cli_prefix", None)

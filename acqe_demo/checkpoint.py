@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from acqe_encoder.layouts.sd_v1 import diffusers_to_ldm
+from acqe_format.model.sd_v1 import diffusers_to_ldm
 
 SCHEDULE_BUFFERS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",

@@ -222,6 +222,13 @@ class ShapesDataset:
         return scenes, np.stack([render_scene(s, self.size) for s in scenes])
 
 
+def profiling_prompts(n: int) -> list[str]:
+    """``n`` captions for profiling the demo model's cache schedules (entry point ``acqe.prompts``): from a
+    seed that the demo's training and evaluation sets do not use."""
+    ds = ShapesDataset(seed=7919)
+    return [make_caption(ds[i]) for i in range(n)]
+
+
 def to_tensor_range(images: np.ndarray) -> np.ndarray:
     """uint8 [N, H, W, 3] → float32 [N, 3, H, W] in [-1, 1] (the VAE's input range)."""
     return (images.astype(np.float32).transpose(0, 3, 1, 2) / 127.5) - 1.0

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import copy
 
-ARCHITECTURE = "acqe-shapes-sd-v1"
+from acqe_format.model import sd_v1
+from acqe_format.model.architectures import SHAPES_SD_V1
+
+ARCHITECTURE = SHAPES_SD_V1.name
 LATENT_CHANNELS = 4
 VAE_FACTOR = 4
 TEXT_HIDDEN = 48
@@ -74,18 +77,7 @@ TEXT_CONFIG = {
 }
 
 # SD v1's training schedule (scaled_linear 0.00085 .. 0.012, 1000 steps, epsilon prediction).
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "skip_prk_steps": True,
-    "trained_betas": None,
-}
+SCHEDULER_CONFIG = sd_v1.sampler_config("epsilon")
 
 
 def default_configs() -> dict:

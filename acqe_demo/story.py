@@ -26,7 +26,7 @@ class DemoSettings:
     prompts: int = 64                  # evaluation prompts (one image each, fixed seeds)
     grid_prompts: int = 8              # columns of the PNG grid
     steps: int = 50
-    full_steps: int = 10               # cache budget: full UNet steps out of `steps`
+    budget: int = 10                   # cache budget: full UNet steps out of `steps`
     guidance: float = 4.0
     profile_samples: int = 32
     seed: int = 0
@@ -38,7 +38,7 @@ class Variant:
     name: str
     images: np.ndarray                 # uint8 [N, H, W, 3]
     loop_seconds: float
-    full_steps: int
+    full_unet_steps: int               # how many steps ran the whole UNet
     figures: dict = field(default_factory=dict)
 
 
@@ -72,7 +72,8 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
     from acqe_demo.pipeline import load_shapes_pipeline
     from acqe_encoder.encode import Settings, convert
     from acqe_format import AcqeReader
-    from recat_runtime.api import cache_config, denoise_and_decode, profile_cache
+    from recat_runtime.api import cache_config, profile_cache
+    from recat_runtime.sampling import denoise_and_decode
     from recat_runtime.loading import load_pipeline
 
     torch.set_num_threads(s.threads)
@@ -107,11 +108,11 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
     seeds = [s.seed + i for i in range(len(captions))]
 
     say(f"3/5 profile ReCaT on the .acqe model ({s.profile_samples} samples, {s.steps} steps, "
-        f"budget {s.full_steps})")
+        f"budget {s.budget})")
     t = time.perf_counter()
     train = ShapesDataset(seed=0)
     profile_prompts = [make_caption(train[i]) for i in range(s.profile_samples)]
-    profile_cache(path, steps=s.steps, budgets=[s.full_steps], prompts=profile_prompts,
+    profile_cache(path, steps=s.steps, budgets=[s.budget], prompts=profile_prompts,
                   samples=s.profile_samples, guidance=s.guidance)
     timings["profile"] = time.perf_counter() - t
 
@@ -137,10 +138,10 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
     with AcqeReader(path) as r:
         meta = r.metadata
     run(".acqe", pipe, None)
-    run(f".acqe + uniform cache ({s.full_steps}/{s.steps} full)", pipe,
-        cache_config("uniform", steps=s.steps, full_steps=s.full_steps))
-    run(f".acqe + ReCaT ({s.full_steps}/{s.steps} full)", pipe,
-        cache_config("recat", steps=s.steps, full_steps=s.full_steps, metadata=meta, guidance=s.guidance))
+    run(f".acqe + uniform cache ({s.budget}/{s.steps} full)", pipe,
+        cache_config("uniform", steps=s.steps, budget=s.budget))
+    run(f".acqe + ReCaT ({s.budget}/{s.steps} full)", pipe,
+        cache_config("recat", steps=s.steps, budget=s.budget, metadata=meta, guidance=s.guidance))
 
     say("5/5 quality: classifier prompt accuracy, Fréchet distance, PSNR against the original")
     clf = load_classifier(os.path.join(os.path.dirname(s.ckpt), "classifier.pt"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acqe_encoder.layouts import sd_v1
+from acqe_format.model import sd_v1
 
 
 def _unet_state_dict(src, naming: str, unet_cfg: dict):
@@ -28,7 +28,7 @@ def _unet_state_dict(src, naming: str, unet_cfg: dict):
         ldm = {e.name: torch.from_numpy(np.array(e.load(), dtype=np.float32)) for e in src.entries
                if e.name.startswith(pre) and e.is_float}
         sd = convert_ldm_unet_checkpoint(ldm, unet_cfg)
-        lpb, up_attn, _ = sd_v1._unet_structure(sd.keys())
+        lpb, up_attn, _ = sd_v1.unet_structure(sd.keys())
         to_src = {k: pre + sd_v1.unet_key_to_ldm(k, lpb, up_attn) for k in sd}
         return sd, to_src
     if naming == "diffusers":

@@ -24,12 +24,13 @@ from typing import Callable
 import numpy as np
 
 from acqe_encoder import __version__, allocation, clustering, kernels
-from acqe_encoder.layouts import sd_v1
 from acqe_encoder.sources import Entry, Source, open_source
 from acqe_format import constants as C
 from acqe_format import dtypes
 from acqe_format import rans
 from acqe_format.codecs.codebook import RansCodec
+from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, sd_v1
+from acqe_format.model.clip_bpe import VOCAB_PACKAGE, clip_tokenizer_files
 from acqe_format.writer import overhead_estimate, padding_estimate
 from acqe_format.errors import SourceError
 
@@ -109,12 +110,13 @@ def payload_bytes(k: int, n_ctx: int, rows: int, numel: int, index_bits: float, 
 
 # --------------------------------------------------------------------------------------------------
 def _components(src: Source, det: sd_v1.Detection) -> tuple[str, dict[str, str]]:
-    if src.naming_hint == "diffusers":
-        comps = {c: f"{c}." for c in ("unet", "vae", "text_encoder") if any(e.name.startswith(c + ".") for e in src.entries)}
-        return "diffusers", comps
-    if det.naming == "ldm":
-        return "ldm", det.components
-    return "flat", {}
+    if src.naming_hint == Naming.DIFFUSERS:
+        comps = {c: p for c, p in architectures.SD_V1_PREFIXES[Naming.DIFFUSERS].items()
+                 if any(e.name.startswith(p) for e in src.entries)}
+        return Naming.DIFFUSERS, comps
+    if det.naming == Naming.LDM:
+        return Naming.LDM, det.components
+    return Naming.FLAT, {}
 
 
 def _configs(src: Source, det: sd_v1.Detection, shapes) -> tuple[str | None, dict | None]:
@@ -317,7 +319,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     arch, configs = _configs(src, det, shapes)
     plans: list[TensorPlan] = []
     for e in src.entries:
-        comp = sd_v1.component_of(e.name, comps) if comps else "model"
+        comp = architectures.component_of(e.name, comps) if comps else "model"
         comp = comp or "other"
         coded = (not st.lossless and e.is_float and len(e.shape) >= 2 and e.numel >= st.min_numel)
         plans.append(TensorPlan(e, comp, coded))
@@ -459,13 +461,13 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
         meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha.get("sha256", ""), assets)
         # the metadata states the file's own size: iterate until it is a fixed point (the size of the
         # number can change the size of the (compressed) metadata)
-        meta["sizes"]["file_bytes"] = 0
+        meta[Keys.SIZES]["file_bytes"] = 0
         for _ in range(8):
             file_bytes = w.file_size(meta)
-            if meta["sizes"]["file_bytes"] == file_bytes:
+            if meta[Keys.SIZES]["file_bytes"] == file_bytes:
                 break
-            meta["sizes"]["file_bytes"] = file_bytes
-            meta["sizes"]["bits_per_value"] = round(8 * file_bytes / values, 5)
+            meta[Keys.SIZES]["file_bytes"] = file_bytes
+            meta[Keys.SIZES]["bits_per_value"] = round(8 * file_bytes / values, 5)
         w.set_metadata(meta)
         timings["encode"] = time.time() - t1
         t1 = time.time()
@@ -516,11 +518,10 @@ def _decoded(dtype: str) -> str:
 
 
 def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> dict[str, bytes]:
-    sd_like = bool(arch) and ("stable-diffusion" in arch or "sd" in arch) and (not comps or "text_encoder" in comps)
+    sd_like = bool(arch) and ("stable-diffusion" in arch or "sd" in arch) and (not comps or Component.TEXT_ENCODER in comps)
     if st.embed_tokenizer is False or not sd_like:
         return {}
     try:
-        from recat_runtime.tokenizer import clip_tokenizer_files
         files = clip_tokenizer_files()
     except Exception as e:  # noqa: BLE001 - optional: the file is still valid without it
         say(f"warning: tokenizer files not embedded ({type(e).__name__}: {e})")
@@ -531,26 +532,27 @@ def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> di
             f"target; the runtime rebuilds SD v1's CLIP tokenizer from open_clip's vocabulary file "
             f"(--tokenizer embed forces them in)")
         return {}
-    return {f"tokenizer/{k}": bytes(v) for k, v in files.items()}
+    return {f"{Tokenizer.ASSET_PREFIX}{k}": bytes(v) for k, v in files.items()}
 
 
 def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha, assets=None) -> dict:
     cfg = dict(configs) if configs else {}
     meta = {
-        "architecture": arch or "unknown",
-        "naming": naming,
-        "components": comps,
-        "configs": cfg,
-        "source": {"file": os.path.basename(os.path.normpath(src_path)), "sha256": sha, "format": src.format,
-                   "non_model_entries": src.extras, "dropped": src.dropped},
-        "encoder": {"name": "acqe-encoder", "version": __version__,
-                    "settings": {k: v for k, v in asdict(st).items() if k not in ("threads",)}},
-        "sizes": sizes or {},
+        Keys.ARCHITECTURE: arch or "unknown",
+        Keys.NAMING: naming,
+        Keys.COMPONENTS: comps,
+        Keys.CONFIGS: cfg,
+        Keys.SOURCE: {"file": os.path.basename(os.path.normpath(src_path)), "sha256": sha, "format": src.format,
+                      "non_model_entries": src.extras, "dropped": src.dropped},
+        Keys.ENCODER: {"name": "acqe-encoder", "version": __version__,
+                       "settings": {k: v for k, v in asdict(st).items() if k not in ("threads",)}},
+        Keys.SIZES: sizes or {},
     }
-    tok = sorted(n for n in (assets or {}) if n.startswith("tokenizer/"))
-    if tok and "tokenizer" not in cfg:
-        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": {n.split("/", 1)[1]: n for n in tok}}
-    elif cfg and "text_encoder" in cfg and "tokenizer" not in cfg:
-        cfg["tokenizer"] = {"class": "CLIPTokenizer", "files": None,
-                            "source": "SD v1 CLIP BPE from open_clip_torch's bpe_simple_vocab_16e6.txt.gz"}
+    tok = sorted(n for n in (assets or {}) if n.startswith(Tokenizer.ASSET_PREFIX))
+    if tok and Component.TOKENIZER not in cfg:
+        cfg[Component.TOKENIZER] = {Tokenizer.CLASS: "CLIPTokenizer",
+                                    Tokenizer.FILES: {n.split("/", 1)[1]: n for n in tok}}
+    elif cfg and Component.TEXT_ENCODER in cfg and Component.TOKENIZER not in cfg:
+        cfg[Component.TOKENIZER] = {Tokenizer.CLASS: "CLIPTokenizer", Tokenizer.FILES: None,
+                                    Tokenizer.SOURCE: f"SD v1 CLIP BPE from {VOCAB_PACKAGE}'s bpe_simple_vocab_16e6.txt.gz"}
     return meta

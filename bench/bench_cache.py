@@ -71,7 +71,8 @@ def _to_uint8(images) -> np.ndarray:
 def cmd_quality(a):
     import torch
 
-    from recat_runtime.api import denoise_and_decode, profile_cache
+    from recat_runtime.api import profile_cache
+    from recat_runtime.sampling import denoise_and_decode
     from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.cache import schedules as S
     from recat_runtime.cache.store import find_schedule
@@ -290,7 +291,7 @@ def _sd14_pipeline(dtype):
     vae = AutoencoderKL(**sd14_vae_config()).eval().to(dtype)
     text = CLIPTextModel(CLIPTextConfig(**sd14_text_config())).eval().to(dtype)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=build_clip_tokenizer(), unet=unet,
-                                   scheduler=DDIMScheduler(**SCHEDULER_CONFIG), safety_checker=None,
+                                   scheduler=DDIMScheduler.from_config(SCHEDULER_CONFIG), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -308,12 +309,14 @@ def _median_time(fn, reps: int) -> float:
 def cmd_speed(a):
     import torch
 
-    from recat_runtime.api import denoise_and_decode
+    from recat_runtime.sampling import denoise_and_decode
     from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.cache.branch import branch_plan, capture_feature, shallow_forward
 
+    from recat_runtime.loading import torch_dtype
+
     torch.set_num_threads(a.threads)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    dtype = torch_dtype(a.dtype)
     t0 = time.perf_counter()
     if a.model:  # the SD v1.4-size stand-in converted to .acqe: load it the way `acqe generate` does
         from recat_runtime.loading import load_pipeline
@@ -385,7 +388,8 @@ def cmd_demo_speed(a):
     import torch
 
     from acqe_format import AcqeReader
-    from recat_runtime.api import cache_config, default_guidance, denoise_and_decode
+    from recat_runtime.api import cache_config, default_guidance
+    from recat_runtime.sampling import denoise_and_decode
     from recat_runtime.loading import load_pipeline
 
     torch.set_num_threads(a.threads)
@@ -395,10 +399,10 @@ def cmd_demo_speed(a):
     pipe = load_pipeline(a.model, device="cpu")
     prompts = ["a red circle in the top left on a white background"] * a.batch
     seeds = list(range(a.batch))
-    plans = [("none", cache_config("none", steps=a.steps, full_steps=None))]
-    plans += [(f"uniform N={n}", cache_config("uniform", steps=a.steps, full_steps=-(-a.steps // n))) for n in a.intervals]
+    plans = [("none", cache_config("none", steps=a.steps, budget=None))]
+    plans += [(f"uniform N={n}", cache_config("uniform", steps=a.steps, budget=-(-a.steps // n))) for n in a.intervals]
     for b in a.recat_budgets:
-        plans.append((f"recat+dec B={b}", cache_config("recat", steps=a.steps, full_steps=b, metadata=meta, guidance=g)))
+        plans.append((f"recat+dec B={b}", cache_config("recat", steps=a.steps, budget=b, metadata=meta, guidance=g)))
     denoise_and_decode(pipe, prompts, steps=3, guidance=g, seeds=seeds)  # warm-up
     times = {label: {"loop": [], "decode": []} for label, _ in plans}
     for _ in range(a.reps):
@@ -478,7 +482,7 @@ import recat_runtime.loading as L
 from acqe_format import AcqeReader
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-pipe = L.load_pipeline(sys.argv[1], device="cpu", torch_dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[sys.argv[2]])
+pipe = L.load_pipeline(sys.argv[1], device="cpu", torch_dtype=L.torch_dtype(sys.argv[2]))
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 nbytes = sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters())

@@ -264,7 +264,7 @@ def bench_standin(path: str) -> dict:
     if pr.returncode == 0:
         code = ("import json,sys; from safetensors.torch import load_file; "
                 "from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint; "
-                "import diffusers, transformers, torch; from acqe_encoder.layouts import sd_v1 as L; "
+                "import diffusers, transformers, torch; from acqe_format.model import sd_v1 as L; "
                 "sd = load_file(sys.argv[1]); "
                 "u = diffusers.UNet2DConditionModel(**{k: v for k, v in L.UNET_CONFIG.items() if not k.startswith('_')}).half(); "
                 "mu = u.load_state_dict(convert_ldm_unet_checkpoint(sd, L.UNET_CONFIG), strict=True); del u; "

@@ -135,7 +135,7 @@ def main(argv=None):
     import numpy as np
     import torch
 
-    from recat_runtime.api import denoise_and_decode
+    from recat_runtime.sampling import denoise_and_decode
     from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.cache.branch import branch_plan, capture_feature, shallow_forward
 

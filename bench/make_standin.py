@@ -28,7 +28,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from acqe_encoder.layouts import sd_v1  # noqa: E402
+from acqe_format.model import sd_v1  # noqa: E402
 
 DEFAULT_OUT = os.path.join(HERE, "_data", "sd-v1-4-standin.ckpt")
 

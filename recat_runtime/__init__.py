@@ -6,50 +6,51 @@ Public API (reads like diffusers)::
     pipe = load_pipeline("model.acqe")                      # cuda when available, else cpu
     apply_recat_cache(pipe, RecatCacheConfig.uniform(50, 10))
     image = pipe("a red circle", num_inference_steps=50).images[0]
+
+The names below load on first use, so torch-free parts (``recat_runtime.options``) import without torch;
+a missing torch / diffusers is reported when a name that needs them is first used.
 """
 from __future__ import annotations
 
-try:
-    import diffusers  # noqa: F401
-    import torch  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "recat_runtime needs torch, diffusers, transformers and accelerate: "
-        "pip install 'acqe[runtime]' (pin torch for your platform)"
-    ) from exc
+import importlib
 
-from recat_runtime.loading import (  # noqa: E402
-    load_acqe_state_dict,
-    load_pipeline,
-    load_scheduler,
-    load_text_encoder,
-    load_tokenizer,
-    load_unet,
-    load_vae,
-)
-from recat_runtime.cache import (  # noqa: E402
-    CacheCorrection,
-    RecatCacheConfig,
-    apply_recat_cache,
-    disable_recat_cache,
-    get_recat_hook,
-    recat_cache,
-    reset_recat_cache,
-)
+_EXPORTS = {
+    "load_acqe_state_dict": "recat_runtime.loading",
+    "load_pipeline": "recat_runtime.loading",
+    "load_scheduler": "recat_runtime.loading",
+    "load_text_encoder": "recat_runtime.loading",
+    "load_tokenizer": "recat_runtime.loading",
+    "load_unet": "recat_runtime.loading",
+    "load_vae": "recat_runtime.loading",
+    "CacheCorrection": "recat_runtime.cache",
+    "RecatCacheConfig": "recat_runtime.cache",
+    "apply_recat_cache": "recat_runtime.cache",
+    "disable_recat_cache": "recat_runtime.cache",
+    "get_recat_hook": "recat_runtime.cache",
+    "recat_cache": "recat_runtime.cache",
+    "reset_recat_cache": "recat_runtime.cache",
+}
 
-__all__ = [
-    "load_acqe_state_dict",
-    "load_pipeline",
-    "load_scheduler",
-    "load_text_encoder",
-    "load_tokenizer",
-    "load_unet",
-    "load_vae",
-    "CacheCorrection",
-    "RecatCacheConfig",
-    "apply_recat_cache",
-    "disable_recat_cache",
-    "get_recat_hook",
-    "recat_cache",
-    "reset_recat_cache",
-]
+__all__ = list(_EXPORTS)
+
+
+def require_torch() -> None:
+    """ImportError naming the extra to install when torch, diffusers or transformers is missing."""
+    try:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "recat_runtime needs torch, diffusers, transformers and accelerate: "
+            "pip install 'acqe[runtime]' (pin torch for your platform)"
+        ) from exc
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'recat_runtime' has no attribute {name!r}")
+    require_torch()
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -1,58 +1,52 @@
 """What `acqe generate` and `acqe profile-cache` do, as library functions (the commands only parse options).
 
     from recat_runtime.api import generate, profile_cache
-    result = generate("model.acqe", ["a red circle"], steps=50, cache="uniform", full_steps=10, seed=0)
+    result = generate("model.acqe", ["a red circle"], steps=50, cache="uniform", budget=10, seed=0)
     result.images[0].save("out.png")
-    profile_cache("model.acqe", steps=50, budgets=[7, 10], prompts=[...], samples=64)
+    profile_cache("model.acqe", steps=50, budgets=[7, 10], samples=64)   # prompts: the model's domain
 """
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
+from acqe_format.model import ModelInfo
 from recat_runtime.cache import schedules as S
-from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 from recat_runtime.cache.branch import branch_plan
-from recat_runtime.cache.profile import (ESTIMATOR, ProfileSettings, correction_from_moments, fit_correction,
-                                       profile_similarity, recat_schedule, sigma_weights)
+from recat_runtime.cache.corrections import CorrectionFitter
+from recat_runtime.cache.hook import RecatCacheConfig
+from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, profile_similarity, recat_schedule
+from recat_runtime.cache.prompts import default_prompts
 from recat_runtime.cache.store import find_profile, find_schedule, with_profile
-from recat_runtime.errors import CacheSettingsError
-from recat_runtime.loading import load_pipeline
+from recat_runtime.errors import ForecastConflictError
+from recat_runtime.loading import load_pipeline, torch_dtype
+from recat_runtime.options import CACHE_MODES, SAMPLERS
+from recat_runtime.sampling import GenerateResult, denoise_and_decode
 
-__all__ = ["default_guidance", "CACHE_MODES", "DTYPES", "cache_config", "generate", "GenerateResult", "profile_cache", "denoise_and_decode"]
-
-CACHE_MODES = ("none", "uniform", "quadratic", "recat")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+__all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
 
 def default_guidance(metadata: dict) -> float:
-    """The model's guidance scale: metadata ``inference.guidance`` when present, 4.0 for the demo model
-    (what it was trained for), else SD v1's 7.5."""
-    inf = metadata.get("inference")
-    if isinstance(inf, dict) and isinstance(inf.get("guidance"), (int, float)):
-        return float(inf["guidance"])
-    return 4.0 if metadata.get("architecture") == "acqe-shapes-sd-v1" else 7.5
+    """The model's guidance scale: metadata ``inference.guidance`` when present, else its architecture's
+    (4.0 for the demo model, what it was trained for; SD v1's 7.5 otherwise)."""
+    return ModelInfo.from_metadata(metadata).default_guidance
 
 
 def _sampler_name(pipe) -> str:
-    from recat_runtime.loading import SCHEDULERS
-
     cls = type(pipe.scheduler).__name__
-    for k, v in SCHEDULERS.items():
+    for k, v in SAMPLERS.items():
         if v == cls:
             return k
     return cls
 
 
-def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dict | None = None,
+def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | None = None,
                  sampler: str = "ddim", guidance: float = 7.5, branch: int | None = None,
                  correction: bool = True, forecast: bool = False) -> RecatCacheConfig | None:
-    """The cache config for a CLI-style request.
+    """The cache config for ``mode`` with ``budget`` full UNet steps of ``steps``.
 
     ``none`` → None; ``uniform`` → B full steps spread evenly; ``quadratic`` → DeepCache's non-uniform
     schedule with B full steps; ``recat`` → the schedule stored in ``metadata`` for (sampler, steps,
@@ -60,74 +54,30 @@ def cache_config(mode: str, *, steps: int, full_steps: int | None, metadata: dic
 
     Raises:
         NoScheduleError: ``recat`` and nothing was profiled for these settings.
-        CacheSettingsError: ``forecast`` with a stored correction that has a fitted trend.
+        ForecastConflictError: ``forecast`` with a stored correction that has a fitted trend.
         ValueError: unknown mode or missing budget.
     """
     if mode == "none":
         return None
     if mode not in CACHE_MODES:
         raise ValueError(f"unknown cache mode {mode!r}; choose from {', '.join(CACHE_MODES)}")
-    if full_steps is None:
-        raise ValueError(f"--cache {mode} needs --full-steps B")
+    if budget is None:
+        raise ValueError(f"cache mode {mode!r} needs a budget of full steps")
     if mode == "uniform":
-        return RecatCacheConfig.uniform(steps, full_steps, branch=branch or 0, forecast=forecast)
+        return RecatCacheConfig.uniform(steps, budget, branch=branch or 0, forecast=forecast)
     if mode == "quadratic":
-        return RecatCacheConfig.quadratic(steps, full_steps, branch=branch or 0, forecast=forecast)
-    full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=full_steps,
+        return RecatCacheConfig.quadratic(steps, budget, branch=branch or 0, forecast=forecast)
+    full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=budget,
                                         guidance=guidance, branch=branch)
     if forecast and correction and corr is not None and corr.trend is not None:
-        raise CacheSettingsError(
-            f"the stored ReCaT schedule for {full_steps} full steps already forecasts the cached feature "
-            "(fitted-trend correction); drop --forecast, or add --no-correction to use the plain forecast")
+        raise ForecastConflictError(
+            f"the stored ReCaT schedule for {budget} full steps already forecasts the cached feature "
+            "(fitted-trend correction); use either it or the plain forecast (without the stored correction)")
     return RecatCacheConfig(steps, full, branch=int(profile["branch"]), correction=corr if correction else None,
                             forecast=forecast)
 
 
-@dataclass
-class GenerateResult:
-    images: list                     # PIL images
-    latents: torch.Tensor
-    full_steps: tuple[int, ...]
-    loop_seconds: float              # prompt encoding + denoising loop
-    decode_seconds: float            # VAE decode + postprocess
-    load_seconds: float = 0.0
-    info: dict = field(default_factory=dict)
-
-
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: float, seeds: Sequence[int],
-                       height=None, width=None, config: RecatCacheConfig | None = None,
-                       negative_prompt=None) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
-    """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps)."""
-    device = pipe.unet.device
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    hook = apply_recat_cache(pipe, config) if config is not None else None
-    try:
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            latents = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                           height=height, width=width, output_type="latent",
-                           negative_prompt=negative_prompt).images
-        _sync(device)
-        t1 = time.perf_counter()
-    finally:
-        if hook is not None:
-            disable_recat_cache(pipe)
-    with torch.inference_mode():
-        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        images = pipe.image_processor.postprocess(image, output_type="pil")
-    _sync(device)
-    t2 = time.perf_counter()
-    full = config.full_steps if config is not None else S.no_cache_schedule(steps)
-    return latents, images, t1 - t0, t2 - t1, tuple(full)
-
-
-def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "none", full_steps: int | None = None,
+def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "none", budget: int | None = None,
              seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
              branch: int | None = None, correction: bool = True, compact: bool = False,
@@ -137,21 +87,21 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
     (identical images, about half the UNet weight memory of fp16, slower steps).
 
-    Image ``j`` of prompt ``i`` uses seed ``seed + i * batch + j``. ``full_steps`` is ignored with
-    ``cache="none"``.
+    Image ``j`` of prompt ``i`` uses seed ``seed + i * batch + j``. ``budget`` (full UNet steps) is
+    ignored with ``cache="none"``. ``dtype``: "fp32", "fp16", "bf16" (or any spelling of
+    `acqe_format.dtypes`).
     """
     from acqe_format import AcqeReader
 
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
+    compute_dtype = torch_dtype(dtype)
     with AcqeReader(path) as r:
         metadata = r.metadata
     guidance = default_guidance(metadata) if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
-    config = cache_config(cache, steps=steps, full_steps=full_steps, metadata=metadata, sampler=scheduler,
+    config = cache_config(cache, steps=steps, budget=budget, metadata=metadata, sampler=scheduler,
                           guidance=guidance, branch=branch, correction=correction, forecast=forecast)
     t0 = time.perf_counter()
-    pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler, compact=compact)
+    pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact)
     load_s = time.perf_counter() - t0
     all_prompts = [p for p in prompts for _ in range(batch)]
     seeds = [seed + k for k in range(len(all_prompts))]
@@ -174,7 +124,7 @@ def _prompts_digest(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
 
 
-def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence[str], samples: int = 64,
+def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence[str] | None = None, samples: int = 64,
                   branch: int = 0, guidance: float | None = None, scheduler: str = "ddim", height=None, width=None,
                   device=None, dtype: str = "fp32", batch_size: int = 8, seed: int = 0, correction: bool = True,
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
@@ -208,12 +158,12 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
       ``"late1"``/``"late2"``/``"late4"``: ``((t + 1) / S)^q``.
 
     The prompts are a stream: profiling uses the first ``samples`` (cycled), validation continues it.
+    ``prompts=None``: prompts in the model's domain (:func:`recat_runtime.cache.prompts.default_prompts`).
     Returns a summary dict (schedules with their selection records, costs, timings, correction fit).
     """
     from acqe_format import AcqeReader
     from recat_runtime.cache import select as SEL
-    from recat_runtime.cache.profile import (fit_correction_on_policy, residual_distance,
-                                             trend_correction_from_moments, trend_residual_distance)
+    from recat_runtime.cache.profile import residual_distance, trend_residual_distance
 
     if weighting not in ("auto",) + SEL.WEIGHTINGS:
         raise ValueError(f"weighting must be one of auto, {', '.join(SEL.WEIGHTINGS)}; got {weighting!r}")
@@ -221,8 +171,11 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         raise ValueError(f"validation_samples must be >= 0, got {validation_samples}")
     with AcqeReader(path) as r:
         metadata = r.metadata
-    guidance = default_guidance(metadata) if guidance is None else float(guidance)
-    pipe = load_pipeline(path, device=device, torch_dtype=DTYPES[dtype], scheduler=scheduler)
+    model = ModelInfo.from_metadata(metadata)
+    guidance = model.default_guidance if guidance is None else float(guidance)
+    if prompts is None:     # one stream: profiling takes the first `samples`, validation continues it
+        prompts = default_prompts(model.architecture, samples + (validation_samples if weighting == "auto" else 0))
+    pipe = load_pipeline(path, device=device, torch_dtype=torch_dtype(dtype), scheduler=scheduler)
     sampler = _sampler_name(pipe)
     settings = ProfileSettings(steps=steps, guidance=guidance, branch=branch, height=height, width=width,
                                samples=samples, batch_size=batch_size, seed=seed)
@@ -263,29 +216,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     use_trend = bool(trend and correction and residual is not None)
     trend_costs = (residual, trend_residual_distance(moments)) if use_trend else None
 
-    corrections: dict[tuple[tuple[int, ...], str], tuple] = {}
-
-    def correction_for(full: tuple[int, ...], kind: str = "affine"):
-        key = (tuple(full), kind)
-        full = key[0]
-        if key not in corrections:
-            if kind == "trend":  # fit from the profiling moments; optionally refit on the cached trajectory
-                corrections[key] = trend_correction_from_moments(moments, full)
-                if on_policy_samples > 0:
-                    if progress:
-                        settings.progress = lambda i, n: progress(f"on-policy trend fit {list(full)}", i, n)
-                    settings.samples = on_policy_samples
-                    corr, info = fit_correction_on_policy(pipe, prompts, settings, full, corrections[key][0],
-                                                          trend=True)
-                    corrections[key] = (corr, {**corrections[key][1], **info})
-            elif moments is not None:
-                corrections[key] = correction_from_moments(moments, full)
-            else:
-                if progress:
-                    settings.progress = lambda i, n: progress(f"correction {list(full)}", i, n)
-                settings.samples = min(samples, correction_samples)
-                corrections[key] = fit_correction(pipe, prompts, settings, full)
-        return corrections[key][0]
+    fitter = CorrectionFitter(pipe, prompts, settings, moments, fallback_samples=correction_samples,
+                              on_policy_samples=on_policy_samples, progress=progress)
 
     scorer = None
     val_s = 0.0
@@ -293,7 +225,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         vplan = SEL.validation_plan(prompts, samples, validation_samples, seed)
         scorer = SEL.ValidationScorer(pipe, vplan, steps=steps, guidance=guidance, branch=branch, height=height,
                                       width=width, batch_size=batch_size,
-                                      correction_for=correction_for if correction else None)
+                                      correction_for=fitter if correction else None)
     scores: dict = {}
     schedules = []
     d_plain = 1 - similarity
@@ -320,8 +252,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                  "uniform_cost": round(S.schedule_cost(d_plain, S.uniform_schedule(steps, b), weights.get(name)), 6),
                  "correction": None, "correction_fit": None, "selection": selection}
         if correction and len(full) < steps:
-            corr = correction_for(full, kind)
-            fit = corrections[(tuple(full), kind)][1]
+            corr, fit = fitter.fit(full, kind)
             entry["correction"] = corr.to_json()
             entry["correction_fit"] = {k: round(v, 6) for k, v in fit.items()}
         schedules.append(entry)

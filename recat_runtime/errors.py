@@ -1,13 +1,20 @@
 """Runtime errors; all derive from ``acqe_format.errors.AcqeError`` so the CLI prints them as one line."""
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
-__all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError"]
+__all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
-    """The `.acqe` file holds no ReCaT schedule for the requested sampler / steps / guidance / budget."""
+    """The `.acqe` file holds no ReCaT schedule for the requested sampler / steps / guidance / budget.
+    The request travels with the error (``sampler``, ``steps``, ``budget``, ``guidance``), so a front end
+    can say how to profile for it."""
 
     cli_prefix = "no ReCaT schedule"
+
+    def __init__(self, message: str, *, sampler: str | None = None, steps: int | None = None,
+                 budget: int | None = None, guidance: float | None = None):
+        super().__init__(message)
+        self.sampler, self.steps, self.budget, self.guidance = sampler, steps, budget, guidance
 
 
 class CacheSettingsError(AcqeError, ValueError):
@@ -15,3 +22,7 @@ class CacheSettingsError(AcqeError, ValueError):
     schedule whose correction already forecasts the feature)."""
 
     cli_prefix = "cache settings"
+
+
+class ForecastConflictError(CacheSettingsError):
+    """A plain forecast asked for on top of a stored correction that already forecasts the feature."""

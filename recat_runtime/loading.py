@@ -26,9 +26,11 @@ import os
 import numpy as np
 import torch
 
-from acqe_format import AcqeReader
+from acqe_format import AcqeReader, dtypes
 from acqe_format.constants import CodecId
+from acqe_format.model import Component, ModelInfo, Naming
 from recat_runtime.errors import RuntimeLoadError
+from recat_runtime.options import SAMPLERS
 
 __all__ = [
     "load_acqe_state_dict",
@@ -39,24 +41,16 @@ __all__ = [
     "load_scheduler",
     "load_pipeline",
     "default_device",
+    "torch_dtype",
     "SCHEDULERS",
 ]
 
-DEFAULT_PREFIXES = {
-    "ldm": {"unet": "model.diffusion_model.", "vae": "first_stage_model.",
-            "text_encoder": "cond_stage_model.transformer."},
-    "diffusers": {"unet": "unet.", "vae": "vae.", "text_encoder": "text_encoder."},
-}
+SCHEDULERS = SAMPLERS      # sampler name -> diffusers scheduler class name (kept under its old name)
 
-# sampler name -> diffusers scheduler class name
-SCHEDULERS = {
-    "ddim": "DDIMScheduler",
-    "pndm": "PNDMScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler-a": "EulerAncestralDiscreteScheduler",
-    "dpm++": "DPMSolverMultistepScheduler",
-    "lms": "LMSDiscreteScheduler",
-}
+
+def torch_dtype(name) -> torch.dtype:
+    """``torch.float16`` for "fp16", "float16" or ``torch.float16`` (any spelling `acqe_format.dtypes` knows)."""
+    return getattr(torch, dtypes.canonical(name))
 
 
 def default_device() -> torch.device:
@@ -74,32 +68,6 @@ def _reader(path_or_reader):
         yield r
     finally:
         r.close()
-
-
-def _naming(meta: dict) -> str:
-    naming = meta.get("naming", "flat")
-    if naming not in DEFAULT_PREFIXES:
-        raise RuntimeLoadError(f"tensor naming {naming!r} is not a loadable model layout (want 'ldm' or 'diffusers')")
-    return naming
-
-
-def _prefix(meta: dict, component: str) -> str:
-    comps = meta.get("components") or {}
-    prefix = comps.get(component)
-    if isinstance(prefix, dict):  # tolerate {"prefix": ...} entries
-        prefix = prefix.get("prefix")
-    return prefix if isinstance(prefix, str) else DEFAULT_PREFIXES[_naming(meta)][component]
-
-
-def _config(meta: dict, component: str) -> dict:
-    cfgs = meta.get("configs") or {}
-    if component not in cfgs or not isinstance(cfgs[component], dict):
-        raise RuntimeLoadError(f"the file stores no '{component}' config (metadata configs has {sorted(cfgs)})")
-    return copy.deepcopy(cfgs[component])
-
-
-_READER_DTYPE = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
@@ -130,7 +98,7 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
     """
     threads = threads or os.cpu_count() or 1
     with _reader(path_or_reader) as r:
-        prefix = _prefix(r.metadata, component) if component else ""
+        prefix = ModelInfo.from_metadata(r.metadata).prefix(component) if component else ""
         infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)}
         out: dict[str, torch.Tensor] = {}
         if compact_parts is not None:
@@ -144,11 +112,13 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
                     out[key] = torch.empty(parts.shape, dtype=torch_dtype or torch.float32, device="meta")
                     del infos[name]
         # the reader rounds floats to the target dtype inside the decode kernel (same values as .to())
-        want = _READER_DTYPE.get(torch_dtype)
+        want = None if torch_dtype is None else dtypes.canonical(torch_dtype)
+        if want not in dtypes.CAST_TARGETS:
+            want = None
         for name, arr in r.iter_tensors(threads=threads, dtype=want, names=list(infos)):
             key = name[len(prefix):] if strip_prefix else name
             decoded = infos[name].decoded_dtype
-            now = want if want is not None and decoded in _FLOATS else decoded
+            now = want if want is not None and decoded in dtypes.FLOATS else decoded
             out[key] = _to_torch(arr, now, torch_dtype, device)
             del arr
         if component and not out:
@@ -195,13 +165,15 @@ def _empty(build):
 
 def _load_component(path_or_reader, component: str, torch_dtype, device, threads, compact: bool = False):
     with _reader(path_or_reader) as r:
-        meta = r.metadata
-        naming = _naming(meta)
-        cfg = _config(meta, component)
+        info = ModelInfo.from_metadata(r.metadata)
+        naming = info.naming
+        info.prefix(component)                      # a loadable naming that names the component
+        cfg = info.config(component)
         device = torch.device(device) if device is not None else default_device()
         parts = {} if compact else None
         state = load_acqe_state_dict(r, component=component, torch_dtype=torch_dtype, device=device,
-                                     threads=threads, strip_prefix=(naming == "diffusers" or component == "text_encoder"),
+                                     threads=threads,
+                                     strip_prefix=(naming == Naming.DIFFUSERS or component == Component.TEXT_ENCODER),
                                      compact_parts=parts)
     # placeholders are followed through the key conversion by identity (the converters move tensors)
     placeholder_of = {id(state[k]): k for k in (parts or {})}
@@ -210,7 +182,7 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
         from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
         cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        if naming == "ldm":
+        if naming == Naming.LDM:
             state = convert_ldm_unet_checkpoint(state, cfg)
         model = _empty(lambda: UNet2DConditionModel(**cfg))
     elif component == "vae":
@@ -218,7 +190,7 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
         cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        if naming == "ldm":
+        if naming == Naming.LDM:
             state = convert_ldm_vae_checkpoint(state, cfg)
         model = _empty(lambda: AutoencoderKL(**cfg))
     elif component == "text_encoder":
@@ -281,16 +253,7 @@ def load_tokenizer(path_or_reader):
     from recat_runtime.tokenizer import build_clip_tokenizer
 
     with _reader(path_or_reader) as r:
-        assets = r.assets
-        desc = (r.metadata.get("configs") or {}).get("tokenizer") or {}
-    files = None
-    mapping = desc.get("files") if isinstance(desc, dict) else None
-    if isinstance(mapping, dict) and all(v in assets for v in mapping.values()):
-        files = {k: assets[v] for k, v in mapping.items()}
-    else:
-        found = {name.rsplit("/", 1)[-1]: data for name, data in assets.items() if name.startswith("tokenizer/")}
-        if found:
-            files = found
+        files = ModelInfo.from_metadata(r.metadata).tokenizer_files(r.assets)
     if files is None:
         return build_clip_tokenizer(None)
     try:
@@ -310,7 +273,7 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
     with _reader(path_or_reader) as r:
-        cfg = (r.metadata.get("configs") or {}).get("scheduler") or {}
+        cfg = ModelInfo.from_metadata(r.metadata).configs.get(Component.SCHEDULER) or {}
     cls = getattr(diffusers, SCHEDULERS[scheduler])
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     return cls.from_config(cfg)

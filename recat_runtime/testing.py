@@ -2,11 +2,13 @@
 
 ``tiny_*`` keep every structural feature of SD v1 (cross-attention down/up blocks, a plain last down
 block and first up block, downsamplers, upsamplers, CLIP text encoder, KL VAE) at a few hundred
-thousand parameters. :func:`sd14_unet_config` is diffusers' SD v1.4 UNet config, for speed stand-ins.
+thousand parameters. :func:`sd14_unet_config` is SD v1.4's UNet config (from `acqe_format.model.sd_v1`), for speed stand-ins.
 """
 from __future__ import annotations
 
 import torch
+
+from acqe_format.model import sd_v1
 
 TINY_UNET_CONFIG = {
     "sample_size": 8,
@@ -44,48 +46,25 @@ TINY_TEXT_CONFIG = {
     "projection_dim": 32,
 }
 
-SCHEDULER_CONFIG = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
+# SD v1's noise schedule with epsilon prediction, for any scheduler's ``from_config``
+SCHEDULER_CONFIG = sd_v1.sampler_config("epsilon")
+
+
+def _without_class(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
 def sd14_unet_config() -> dict:
-    """diffusers' UNet config of Stable Diffusion v1.4 (859.5 M parameters)."""
-    return {
-        "sample_size": 64,
-        "in_channels": 4,
-        "out_channels": 4,
-        "layers_per_block": 2,
-        "block_out_channels": [320, 640, 1280, 1280],
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-        "cross_attention_dim": 768,
-        "attention_head_dim": 8,
-        "norm_num_groups": 32,
-    }
+    """diffusers' UNet config of Stable Diffusion v1.4 (859.5 M parameters): `acqe_format.model.sd_v1`'s."""
+    return _without_class(sd_v1.UNET_CONFIG)
 
 
 def sd14_vae_config() -> dict:
-    return {
-        "in_channels": 3, "out_channels": 3, "latent_channels": 4,
-        "block_out_channels": [128, 256, 512, 512],
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "layers_per_block": 2, "norm_num_groups": 32, "sample_size": 512,
-    }
+    return _without_class(sd_v1.VAE_CONFIG)
 
 
 def sd14_text_config() -> dict:
-    return {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-            "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
-            "projection_dim": 768}
+    return {k: v for k, v in sd_v1.TEXT_ENCODER_CONFIG.items() if k not in ("architectures", "model_type", "torch_dtype")}
 
 
 def tiny_unet(seed: int = 0, config: dict | None = None):
@@ -107,7 +86,7 @@ def tiny_pipeline(seed: int = 0, scheduler: str = "ddim"):
     vae = AutoencoderKL(**TINY_VAE_CONFIG).eval()
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_CONFIG)).eval()
-    sched = DDIMScheduler(**SCHEDULER_CONFIG)
+    sched = DDIMScheduler.from_config(SCHEDULER_CONFIG)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=build_clip_tokenizer(), unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from acqe_encoder.layouts.sd_v1 import diffusers_to_ldm
+from acqe_format.model.sd_v1 import diffusers_to_ldm
 from acqe_format import AcqeWriter, CodebookTensor
 from recat_runtime.testing import SCHEDULER_CONFIG, TINY_TEXT_CONFIG, TINY_UNET_CONFIG, TINY_VAE_CONFIG
 from recat_runtime.tokenizer import clip_tokenizer_files

@@ -61,7 +61,7 @@ def test_schedule_buffers_match_diffusers(ckpt):
 
 
 def test_ldm_round_trip_is_exact(ckpt):
-    from acqe_encoder.layouts.sd_v1 import diffusers_to_ldm
+    from acqe_format.model.sd_v1 import diffusers_to_ldm
 
     state, configs = load_ldm_checkpoint(DEFAULT_CKPT)
     unet, vae, text = ldm_to_models(state, configs)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from acqe_cli.main import main as acqe_main  # noqa: E402
-from acqe_encoder.layouts import sd_v1  # noqa: E402
+from acqe_format.model import sd_v1  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location("make_standin", os.path.join(ROOT, "bench", "make_standin.py"))

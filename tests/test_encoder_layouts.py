@@ -3,7 +3,7 @@ from math import prod
 
 import pytest
 
-from acqe_encoder.layouts import sd_v1
+from acqe_format.model import sd_v1
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")

@@ -190,7 +190,7 @@ def test_config_validation():
 def test_cache_config_passes_forecast_through():
     from recat_runtime.api import cache_config
 
-    assert cache_config("uniform", steps=8, full_steps=2, forecast=True).forecast
-    assert cache_config("quadratic", steps=8, full_steps=3, forecast=True).forecast
-    assert not cache_config("uniform", steps=8, full_steps=2).forecast
-    assert cache_config("none", steps=8, full_steps=None, forecast=True) is None
+    assert cache_config("uniform", steps=8, budget=2, forecast=True).forecast
+    assert cache_config("quadratic", steps=8, budget=3, forecast=True).forecast
+    assert not cache_config("uniform", steps=8, budget=2).forecast
+    assert cache_config("none", steps=8, budget=None, forecast=True) is None

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from acqe_encoder.layouts.sd_v1 import diffusers_to_ldm
+from acqe_format.model.sd_v1 import diffusers_to_ldm
 from recat_runtime.loading import load_pipeline, load_tokenizer, load_unet
 from recat_runtime.testing import tiny_pipeline
 from runtime_fixtures import write_tiny_acqe

@@ -63,7 +63,7 @@ def test_store_round_trip_and_errors():
     # a second budget merges into the same profile
     meta2 = with_profile(meta, prof, [{"budget": 3, "full_steps": [0, 1, 2], "cost": 0.5, "correction": None}])
     assert [s["budget"] for s in meta2["recat"]["profiles"][0]["schedules"]] == [2, 3]
-    with pytest.raises(NoScheduleError, match="full-steps 5.*profiled: ddim 4 steps guidance 7.5 branch 0: full-steps 2"):
+    with pytest.raises(NoScheduleError, match="5 full steps.*profiled: ddim 4 steps guidance 7.5 branch 0: budgets 2"):
         find_schedule(meta, sampler="ddim", steps=4, budget=5, guidance=7.5)
     with pytest.raises(NoScheduleError, match="guidance 3"):
         find_schedule(meta, sampler="ddim", steps=4, budget=2, guidance=3.0)
@@ -164,14 +164,15 @@ def test_correction_from_profiling_moments_equals_second_pass(pipe):
 
 
 def test_model_defaults_for_prompts_and_guidance():
-    from acqe_cli.commands.profile_cache import default_prompts
+    from acqe_demo.dataset import profiling_prompts
     from recat_runtime.api import default_guidance
-    from recat_runtime.cache.prompts import GENERIC_PROMPTS
+    from recat_runtime.cache.prompts import GENERIC_PROMPTS, default_prompts
 
     shapes = {"architecture": "acqe-shapes-sd-v1"}
     assert default_guidance(shapes) == 4.0
     assert default_guidance({"architecture": "stable-diffusion-v1"}) == 7.5
     assert default_guidance({"inference": {"guidance": 6}}) == 6.0
-    ps = default_prompts(shapes, 10)
-    assert len(ps) == 10 and all("background" in p for p in ps)
-    assert default_prompts({}, 10) == list(GENERIC_PROMPTS)
+    # the demo package serves its architecture's prompts through the acqe.prompts entry point
+    ps = default_prompts("acqe-shapes-sd-v1", 10)
+    assert ps == profiling_prompts(10) and all("background" in p for p in ps)
+    assert default_prompts("stable-diffusion-v1", 10) == default_prompts(None, 10) == list(GENERIC_PROMPTS)

@@ -34,7 +34,7 @@ def _weights(steps):
 
     from recat_runtime.testing import SCHEDULER_CONFIG
 
-    return {n: step_weights(n, steps, DDIMScheduler(**SCHEDULER_CONFIG) if n == "sigma" else None) for n in WEIGHTINGS}
+    return {n: step_weights(n, steps, DDIMScheduler.from_config(SCHEDULER_CONFIG) if n == "sigma" else None) for n in WEIGHTINGS}
 
 
 def _trend_costs(sim):
@@ -190,7 +190,7 @@ def test_profile_cache_auto_stores_selection_record(acqe_path, tmp_path):
         assert sel["uniform_psnr"] == sel["candidates"][-1]["psnr"] <= sel["psnr"]
         assert s["correction"] is not None
         assert ("trend" in s["correction"]) == (s["weighting"] in TREND_CANDIDATES)
-        cfg = cache_config("recat", steps=6, full_steps=b, metadata=meta, guidance=5.0)
+        cfg = cache_config("recat", steps=6, budget=b, metadata=meta, guidance=5.0)
         assert list(cfg.full_steps) == s["full_steps"] and cfg.correction is not None
         assert (cfg.correction.trend is not None) == (s["weighting"] in TREND_CANDIDATES)
     has_trend = any("trend" in s["correction"] for s in stored)

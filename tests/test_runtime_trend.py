@@ -229,19 +229,23 @@ def test_trend_runs_are_independent_of_the_previous_run(pipe):
 
 def test_forecast_with_a_stored_trend_is_a_one_line_cli_error():
     from recat_runtime.api import cache_config
-    from recat_runtime.errors import CacheSettingsError
+    from recat_runtime.errors import CacheSettingsError, ForecastConflictError
 
     scale, shift, trend = _coefficients(4, steps=6)
     prof = {"sampler": "ddim", "steps": 6, "guidance": 4.0, "branch": 0, "similarity": np.eye(6)}
     meta = with_profile({}, prof, [{"budget": 3, "full_steps": [0, 2, 4], "cost": 1.0,
                                     "correction": CacheCorrection(scale, shift, trend).to_json()}])
-    with pytest.raises(CacheSettingsError, match="drop --forecast"):
-        cache_config("recat", steps=6, full_steps=3, metadata=meta, guidance=4.0, forecast=True)
-    plain = cache_config("recat", steps=6, full_steps=3, metadata=meta, guidance=4.0, forecast=True,
-                         correction=False)
-    assert plain.forecast and plain.correction is None
+    with pytest.raises(CacheSettingsError, match="already forecasts") as err:
+        cache_config("recat", steps=6, budget=3, metadata=meta, guidance=4.0, forecast=True)
     from acqe_cli._errors import format_error
 
+    # the library names no command-line flags; the CLI adds what to type
+    assert "--" not in str(err.value)
+    assert format_error(err.value).endswith("; drop --forecast, or add --no-correction to use the plain forecast")
+    assert isinstance(err.value, ForecastConflictError)
+    plain = cache_config("recat", steps=6, budget=3, metadata=meta, guidance=4.0, forecast=True,
+                         correction=False)
+    assert plain.forecast and plain.correction is None
     line = format_error(CacheSettingsError("x"))
     assert line == "cache settings: x"
 

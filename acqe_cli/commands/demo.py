@@ -15,10 +15,10 @@ def _fmt_bytes(n: int) -> str:
 @click.option("--prompts", type=click.IntRange(2, 512), default=64, show_default=True,
               help="Evaluation prompts (one image each).")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
-@click.option("--full-steps", type=click.IntRange(1, 1000), default=10, show_default=True,
+@click.option("--full-steps", "budget", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Cache budget: full UNet evaluations out of --steps.")
 @click.option("--profile-samples", type=click.IntRange(8, 4096), default=32, show_default=True)
-def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
+def command(out_dir, bits, prompts, steps, budget, profile_samples):
     """Convert the built-in model, verify it, and generate with the original, the .acqe file, and caching."""
     import json
     import os
@@ -30,7 +30,7 @@ def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
 
     import sys
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 150)
-    s = DemoSettings(out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, full_steps=min(full_steps, steps),
+    s = DemoSettings(out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, budget=min(budget, steps),
                      grid_prompts=min(8, prompts), profile_samples=profile_samples)
     res = run_demo(s, say=lambda m: console.print(f"[bold cyan]{m}[/]"))
 
@@ -51,7 +51,7 @@ def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
         f = v.figures
         p = f["psnr_vs_original"]
         pa = f.get("psnr_vs_acqe")
-        q.add_row(v.name, str(v.full_steps), f"{v.loop_seconds:.2f}", f"{f.get('prompt', float('nan')):.3f}",
+        q.add_row(v.name, str(v.full_unet_steps), f"{v.loop_seconds:.2f}", f"{f.get('prompt', float('nan')):.3f}",
                   f"{f.get('attribute', float('nan')):.3f}", f"{f.get('fd', float('nan')):.2f}",
                   "identical" if p == float("inf") else f"{p:.1f} dB",
                   "-" if pa is None else "identical" if pa == float("inf") else f"{pa:.1f} dB")
@@ -66,7 +66,7 @@ def command(out_dir, bits, prompts, steps, full_steps, profile_samples):
     for i, c in enumerate(res.captions[: s.grid_prompts]):
         console.print(f"  column {i + 1}: {c}")
     figures = {"sizes": sz, "timings": res.timings, "reference": ref, "captions": res.captions,
-               "variants": [{"name": v.name, "full_steps": v.full_steps, "loop_seconds": v.loop_seconds,
+               "variants": [{"name": v.name, "full_unet_steps": v.full_unet_steps, "loop_seconds": v.loop_seconds,
                              **v.figures} for v in res.variants]}
     with open(os.path.join(out_dir, "figures.json"), "w") as fh:
         json.dump(figures, fh, indent=1, default=str)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import click
 
+from acqe_format.dtypes import CLI_FLOAT_CHOICES
+
 
 @click.command("export")
 @click.argument("src", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--dtype", type=click.Choice(["fp16", "fp32", "bf16"]), default=None,
+@click.option("--dtype", type=click.Choice(CLI_FLOAT_CHOICES), default=None,
               help="dtype of the floating tensors (default: each tensor's decoded dtype, i.e. the source's)")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="decode threads")
 def command(src, out, dtype, threads):

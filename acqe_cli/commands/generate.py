@@ -6,6 +6,9 @@ import math
 
 import click
 
+from acqe_format.dtypes import CLI_FLOAT_CHOICES
+from recat_runtime.options import CACHE_MODES, SAMPLERS
+
 EXAMPLES = """
 \b
 Examples:
@@ -32,11 +35,11 @@ def _grid(images, cols: int):
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--prompt", "prompts", multiple=True, required=True, help="text prompt (repeat for several)")
 @click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True, help="denoising steps S")
-@click.option("--cache", type=click.Choice(["none", "uniform", "quadratic", "recat"]), default="none",
+@click.option("--cache", type=click.Choice(CACHE_MODES), default="none",
               show_default=True,
               help="none: every step full; uniform: B full steps spread evenly (DeepCache); quadratic: "
                    "DeepCache's non-uniform schedule; recat: the schedule stored by `acqe profile-cache`")
-@click.option("--full-steps", type=click.IntRange(1, None), default=None,
+@click.option("--full-steps", "budget", type=click.IntRange(1, None), default=None,
               help="budget B of full UNet steps (ignored with --cache none)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the first image (then +1 each)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default="out.png", show_default=True,
@@ -46,9 +49,8 @@ def _grid(images, cols: int):
 @click.option("--guidance", type=float, default=None,
               help="classifier-free guidance scale (default: the model's; 7.5 for SD v1, 4 for the demo model)")
 @click.option("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda when available)")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--sampler", type=click.Choice(["ddim", "pndm", "euler", "euler-a", "dpm++", "lms"]),
-              default="ddim", show_default=True)
+@click.option("--dtype", type=click.Choice(CLI_FLOAT_CHOICES), default="fp32", show_default=True)
+@click.option("--sampler", type=click.Choice(list(SAMPLERS)), default="ddim", show_default=True)
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="images per prompt")
 @click.option("--branch", type=click.IntRange(0, None), default=None,
               help="cache branch m (default 0 for uniform/quadratic, the profiled one for recat)")
@@ -62,7 +64,7 @@ def _grid(images, cols: int):
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
-def command(model, prompts, steps, cache, full_steps, seed, out, height, width, guidance, device, dtype, sampler,
+def command(model, prompts, steps, cache, budget, seed, out, height, width, guidance, device, dtype, sampler,
             batch, branch, no_correction, forecast, compact, threads, as_json):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from recat_runtime.api import generate
@@ -73,12 +75,12 @@ def command(model, prompts, steps, cache, full_steps, seed, out, height, width, 
         torch.set_num_threads(threads)
 
     if cache == "none":
-        full_steps = None
-    elif full_steps is None:
+        budget = None
+    elif budget is None:
         raise click.UsageError(f"--cache {cache} needs --full-steps B")
-    elif full_steps > steps:
-        raise click.UsageError(f"--full-steps {full_steps} is more than --steps {steps}")
-    res = generate(model, list(prompts), steps=steps, cache=cache, full_steps=full_steps, seed=seed, batch=batch,
+    elif budget > steps:
+        raise click.UsageError(f"--full-steps {budget} is more than --steps {steps}")
+    res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
                    height=height, width=width, guidance=guidance, device=device, dtype=dtype, scheduler=sampler,
                    branch=branch, correction=not no_correction, compact=compact, forecast=forecast)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))

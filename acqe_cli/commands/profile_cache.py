@@ -6,6 +6,9 @@ import sys
 
 import click
 
+from acqe_format.dtypes import CLI_FLOAT_CHOICES
+from recat_runtime.options import SAMPLERS
+
 EXAMPLES = """
 \b
 Examples:
@@ -23,18 +26,6 @@ def _read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def default_prompts(metadata: dict, n: int) -> list[str]:
-    """Prompts in the model's domain: the demo model's captions, else a built-in generic list."""
-    if metadata.get("architecture") == "acqe-shapes-sd-v1":
-        from acqe_demo.dataset import ShapesDataset, make_caption
-
-        ds = ShapesDataset(seed=7919)  # a seed the demo's training and evaluation sets do not use
-        return [make_caption(ds[i]) for i in range(max(n, 1))]
-    from recat_runtime.cache.prompts import GENERIC_PROMPTS
-
-    return list(GENERIC_PROMPTS)
-
-
 @click.command("profile-cache", epilog=EXAMPLES)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, writable=True, path_type=str))
 @click.option("--steps", type=click.IntRange(2, 1000), required=True, help="denoising steps S to profile for")
@@ -48,12 +39,11 @@ def default_prompts(metadata: dict, n: int) -> list[str]:
               help="cache branch m (0 = shallowest, cheapest cached step)")
 @click.option("--guidance", type=float, default=None,
               help="classifier-free guidance scale to profile for (default: the model's; 7.5 for SD v1, 4 for the demo)")
-@click.option("--sampler", type=click.Choice(["ddim", "pndm", "euler", "euler-a", "dpm++", "lms"]),
-              default="ddim", show_default=True)
+@click.option("--sampler", type=click.Choice(list(SAMPLERS)), default="ddim", show_default=True)
 @click.option("--height", type=click.IntRange(8, 4096), default=None)
 @click.option("--width", type=click.IntRange(8, 4096), default=None)
 @click.option("--device", default=None, help="default: cuda when available")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--dtype", type=click.Choice(CLI_FLOAT_CHOICES), default="fp32", show_default=True)
 @click.option("--batch-size", type=click.IntRange(4, 512), default=8, show_default=True,
               help="samples per minibatch (each CFG half is its own CKA minibatch)")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -83,7 +73,6 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
             threads, as_json, quiet):
     """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
     ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
-    from acqe_format import AcqeReader
     from recat_runtime.api import profile_cache
 
     if threads:
@@ -94,11 +83,7 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
     for b in budgets:
         if b > steps:
             raise click.UsageError(f"--full-steps {b} is more than --steps {steps}")
-    with AcqeReader(model) as r:
-        metadata = r.metadata
-    # one prompt stream: profiling takes the first `samples`, validation continues it
-    extra = validation_samples if weighting == "auto" else 0
-    prompts = _read_prompts(prompts_file) if prompts_file else default_prompts(metadata, samples + extra)
+    prompts = _read_prompts(prompts_file) if prompts_file else None     # None: the model's domain
     log = (lambda *a: None) if (quiet or as_json) else (
         lambda phase, i, n: click.echo(f"{phase}: batch {i}/{n}", err=True) if sys.stderr.isatty() or i == n else None)
     rep = profile_cache(model, steps=steps, budgets=list(budgets), prompts=prompts, samples=samples, branch=branch,

@@ -94,7 +94,7 @@ def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings,
     """
     s_count = settings.steps
     if min(settings.batch_size, settings.samples) < 4:
-        raise ValueError("CKA profiling needs minibatches of at least 4 samples (--samples >= 4, batch >= 4)")
+        raise ValueError("CKA profiling needs minibatches of at least 4 samples (samples >= 4 and batch_size >= 4)")
     acc = MinibatchCKA(s_count)
     per_step: dict[int, list[np.ndarray]] = {}
     feats: dict[int, torch.Tensor] = {}

@@ -1,4 +1,16 @@
-"""A small built-in prompt list for profiling general text-to-image models (COCO-caption style)."""
+"""Profiling prompts: a model's own domain when its package provides them, else a generic list.
+
+A package that ships a model (its architecture name in the file's metadata) can provide prompts in
+that model's domain through the entry-point group ``acqe.prompts``: the entry's name is the
+architecture, its object a callable ``(n) -> list[str]``. The built-in demo model does so
+(``acqe_demo``'s captions); every other model gets :data:`GENERIC_PROMPTS` (COCO-caption style).
+The runtime never imports a model package by name: it only follows the entries installed.
+"""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+ENTRY_POINT_GROUP = "acqe.prompts"
 
 GENERIC_PROMPTS = (
     "a photograph of an astronaut riding a horse",
@@ -34,3 +46,12 @@ GENERIC_PROMPTS = (
     "a bedroom with a large window and a wooden floor",
     "a pencil sketch of a castle on a hill",
 )
+
+
+def default_prompts(architecture: str | None, n: int) -> list[str]:
+    """At least ``n`` prompts for profiling a model of ``architecture`` (the generic list is returned
+    whole and cycled by the profiler)."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == architecture:
+            return list(ep.load()(max(int(n), 1)))
+    return list(GENERIC_PROMPTS)

@@ -172,7 +172,7 @@ class ValidationScorer:
         self.runs = 0
 
     def _images(self, config) -> np.ndarray:
-        from recat_runtime.api import denoise_and_decode
+        from recat_runtime.sampling import denoise_and_decode
 
         out = []
         for i in range(0, len(self.plan), self.batch_size):

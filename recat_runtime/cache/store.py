@@ -65,12 +65,12 @@ def _profiles(metadata: dict) -> list[dict]:
 
 
 def describe_profiles(metadata: dict) -> str:
-    """One line listing what was profiled, e.g. ``ddim 50 steps guidance 7.5 branch 0: B = 7, 10``."""
+    """One line listing what was profiled, e.g. ``ddim 50 steps guidance 7.5 branch 0: budgets 7, 10``."""
     parts = []
     for p in _profiles(metadata):
         budgets = ", ".join(str(s["budget"]) for s in p.get("schedules", []))
         parts.append(f"{p['sampler']} {p['steps']} steps guidance {p['guidance']:g} branch {p['branch']}: "
-                     f"full-steps {budgets or '-'}")
+                     f"budgets {budgets or '-'}")
     return "; ".join(parts) if parts else "none"
 
 
@@ -117,9 +117,9 @@ def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guid
                 return _stored_schedule(s, int(steps)) + (p,)
     want = f"{sampler} {steps} steps guidance {guidance:g}" + ("" if branch is None else f" branch {branch}")
     raise NoScheduleError(
-        f"no ReCaT schedule for {want} with full-steps {budget} (profiled: {describe_profiles(metadata)}); "
-        f"run `acqe profile-cache MODEL.acqe --steps {steps} --full-steps {budget}` first"
-    )
+        f"no ReCaT schedule for {want} with {budget} full steps (profiled: {describe_profiles(metadata)}); "
+        f"profile the model for these settings first", sampler=sampler, steps=int(steps), budget=int(budget),
+        guidance=float(guidance))
 
 
 def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:

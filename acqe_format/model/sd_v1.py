@@ -13,7 +13,7 @@ Pure Python (no torch import): the mapping works on any tensor-like object with 
 - `detect(shapes)`: recognise an SD v1 LDM state dict from its key names and shapes.
 
 Example:
-    >>> from acqe_encoder.layouts import sd_v1
+    >>> from acqe_format.model import sd_v1
     >>> shapes = sd_v1.ldm_shapes()
     >>> sum(prod(s) for k, s in shapes.items() if not k.endswith("position_ids"))  # doctest: +SKIP
     1066235307
@@ -25,13 +25,12 @@ import re
 from dataclasses import dataclass, field
 from math import prod
 
-ARCHITECTURE = "stable-diffusion-v1"
+from acqe_format.model.architectures import SD_V1, SD_V1_FAMILY, SD_V1_PREFIXES, component_of
+from acqe_format.model.keys import Naming
 
-PREFIXES = {
-    "unet": "model.diffusion_model.",
-    "vae": "first_stage_model.",
-    "text_encoder": "cond_stage_model.transformer.",
-}
+ARCHITECTURE = SD_V1.name
+
+PREFIXES = SD_V1_PREFIXES[Naming.LDM]
 
 UNET_CONFIG = {
     "_class_name": "UNet2DConditionModel",
@@ -91,18 +90,33 @@ TEXT_ENCODER_CONFIG = {
     "vocab_size": 49408,
 }
 
-SCHEDULER_CONFIG = {
-    "_class_name": "PNDMScheduler",
+# SD v1's training noise schedule: every sampler of an SD v1-family model is configured with it.
+NOISE_SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
+    "trained_betas": None,
+}
+
+# The repository's scheduler/scheduler_config.json: PNDM (SD v1's default sampler) on that schedule.
+SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler",
+    **NOISE_SCHEDULE,
     "clip_sample": False,
-    "num_train_timesteps": 1000,
     "set_alpha_to_one": False,
     "skip_prk_steps": True,
     "steps_offset": 1,
-    "trained_betas": None,
 }
+
+
+def sampler_config(prediction_type: str = "epsilon") -> dict:
+    """SD v1's scheduler config without the class name, with an explicit ``prediction_type``: what any
+    diffusers scheduler's ``from_config`` takes for an SD v1-family model."""
+    cfg = {k: v for k, v in SCHEDULER_CONFIG.items() if not k.startswith("_")}
+    cfg["prediction_type"] = prediction_type
+    return cfg
+
 
 # Non-model buffers of the LatentDiffusion Lightning module (1-D, num_timesteps long) in sd-v1-4.ckpt.
 SCHEDULE_BUFFERS = (
@@ -141,7 +155,7 @@ def _sub(rest: str, table: dict[str, str], what: str) -> str:
     raise LayoutMappingError(f"unexpected {what} key part {rest!r}")
 
 
-def _unet_structure(keys) -> tuple[int, set[int], int]:
+def unet_structure(keys) -> tuple[int, set[int], int]:
     """(layers_per_block, up blocks with attentions, number of down blocks) from diffusers UNet keys."""
     lpb, n_down, up_attn = 0, 0, set()
     for k in keys:
@@ -240,7 +254,7 @@ def diffusers_to_ldm(unet_sd: dict | None = None, vae_sd: dict | None = None, te
     """
     out: dict = {}
     if unet_sd:
-        lpb, up_attn, _ = _unet_structure(unet_sd.keys())
+        lpb, up_attn, _ = unet_structure(unet_sd.keys())
         for k, v in unet_sd.items():
             out[PREFIXES["unet"] + unet_key_to_ldm(k, lpb, up_attn)] = v
     if vae_sd:
@@ -453,13 +467,6 @@ class Detection:
     notes: list[str] = field(default_factory=list)
 
 
-def component_of(key: str, components: dict[str, str]) -> str | None:
-    for name, prefix in components.items():
-        if key.startswith(prefix):
-            return name
-    return None
-
-
 def detect(shapes: dict[str, tuple]) -> Detection:
     """Recognise an SD v1 LDM state dict from its key names and shapes.
 
@@ -482,7 +489,7 @@ def detect(shapes: dict[str, tuple]) -> Detection:
         # A (scaled-down) SD v1 family member: same UNet entry points.
         u = PREFIXES["unet"]
         if u + "input_blocks.0.0.weight" in shapes and u + "out.2.weight" in shapes:
-            det.architecture = ARCHITECTURE + "-family"
+            det.architecture = SD_V1_FAMILY.name
     return det
 
 

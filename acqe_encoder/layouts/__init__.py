@@ -1,1 +1,0 @@
-"""Model layouts the encoder recognises (key names, shapes, diffusers configs)."""
