@@ -87,13 +87,13 @@ def sensitivities(src, plans, configs, naming, say, n_latents: int = 2, timestep
                   size: int = 32, seed: int = 0) -> dict[str, float]:
     """{source tensor name: s} for the UNet's Conv2d/Linear weights (empty when it cannot run)."""
     if not configs or "unet" not in configs or naming not in ("ldm", "diffusers"):
-        say("warning: --calibrate needs an SD-family UNet with its config; using data-free distortion")
+        say("warning: calibration needs an SD-family UNet with its config; using data-free distortion")
         return {}
     try:
         import torch
         from diffusers import UNet2DConditionModel
     except ImportError as e:
-        say(f"warning: --calibrate needs torch and diffusers ({e}); using data-free distortion")
+        say(f"warning: calibration needs torch and diffusers ({e}); using data-free distortion")
         return {}
     cfg = {k: v for k, v in configs["unet"].items() if not k.startswith("_")}
     sd, to_src = _unet_state_dict(src, naming, configs["unet"])
@@ -103,7 +103,7 @@ def sensitivities(src, plans, configs, naming, say, n_latents: int = 2, timestep
     unet = UNet2DConditionModel(**cfg)
     missing, unexpected = unet.load_state_dict(sd, strict=False)
     if missing:
-        say(f"warning: --calibrate: {len(missing)} UNet weights missing; using data-free distortion")
+        say(f"warning: calibration: {len(missing)} UNet weights missing; using data-free distortion")
         return {}
     unet.eval()
     n_unet = sum(p.numel() for p in unet.parameters())

@@ -282,7 +282,7 @@ def convert(src_path: str, out_path: str, settings: Settings | None = None, prog
     prog = progress or (lambda *a: None)
     say = log or (lambda s: None)
     if st.bits is not None and not st.lossless and not (0.05 <= st.bits <= 64):
-        raise ValueError(f"--bits must be in 0.05..64, got {st.bits}")
+        raise ValueError(f"the size target must be 0.05..64 bits per value, got {st.bits}")
     src = open_source(src_path)
     try:
         return _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter)
@@ -530,7 +530,7 @@ def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> di
     if st.embed_tokenizer is None and not st.lossless and st.bits and size * 8 > 0.01 * st.bits * values:
         say(f"note: tokenizer files ({size:,} bytes) not embedded: more than 1% of the {st.bits} bits/value "
             f"target; the runtime rebuilds SD v1's CLIP tokenizer from open_clip's vocabulary file "
-            f"(--tokenizer embed forces them in)")
+            f"(embedding can be forced)")
         return {}
     return {f"{Tokenizer.ASSET_PREFIX}{k}": bytes(v) for k, v in files.items()}
 
