@@ -50,7 +50,7 @@ FORMATS = {".safetensors": "safetensors", ".gguf": "gguf"}
 @click.option("--type", "gguf_type", type=click.Choice(list(GGUF_TYPES)), default=None,
               help=".gguf: type of the weight matrices (default f16); see the table below")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="decode threads")
-@click.option("-q", "--quiet", is_flag=True, help="no progress bar, no summary line")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def command(src, out, dtype, gguf_type, threads, quiet):
     """Decode every tensor of SRC and write them to OUT for runtimes that do not read .acqe: a
     .safetensors file under the source key names (diffusers single-file, ComfyUI, A1111), or a .gguf
@@ -75,5 +75,4 @@ def command(src, out, dtype, gguf_type, threads, quiet):
             n, size = export_safetensors(src, out, dtype=dtype, threads=threads,
                                          progress=lambda done, total: show("export safetensors", done, total))
             detail = ""
-    if not quiet:
-        click.echo(f"wrote {out}: {n} tensors{detail}, {size:,} bytes", err=True)
+    click.echo(f"wrote {out}: {n} tensors{detail}, {size:,} bytes", err=True)
