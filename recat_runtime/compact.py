@@ -140,6 +140,22 @@ class CompactTensor(torch.Tensor):
     def delta(self) -> torch.Tensor | None:
         return self._parts.delta
 
+    # ``weight.data`` aliases the parts (``weight.data += x`` reaches the weight); ``weight.data = other``
+    # adopts another compact weight's parts (PEFT's safe merge assigns a merged clone). Tensor's own
+    # ``.data`` setter would swap the storage and keep these Python-side parts: a silently lost merge.
+    @property
+    def data(self) -> CompactTensor:
+        return CompactTensor(self._parts, self.shape)
+
+    @data.setter
+    def data(self, value) -> None:
+        if not isinstance(value, CompactTensor) or tuple(value.shape) != tuple(self.shape) \
+                or value.dtype != self.dtype or value.device != self.device:
+            raise CompactWeightError(f"cannot set .data of a compact weight of shape {tuple(self.shape)} to a "
+                                     f"{type(value).__name__} of shape {tuple(getattr(value, 'shape', ()))}: only "
+                                     "another compact weight of the same shape, dtype and device fits")
+        self._parts = value._parts
+
     def dequantize(self) -> torch.Tensor:
         """The dense weight (a new tensor; the compact parts are unchanged)."""
         return self._parts.dense().view(self.shape)
