@@ -54,7 +54,9 @@ def rebuild_torch(codes: torch.Tensor, codebook: torch.Tensor, row_scales: torch
 
 @functools.lru_cache(maxsize=1)
 def _compiled_torch():
-    return torch.compile(rebuild_torch, dynamic=True)
+    # inductor drops a float32 -> float16 -> float32 round trip (the decoded dtype's rounding) unless told
+    # to keep the casts it is given
+    return torch.compile(rebuild_torch, dynamic=True, options={"emulate_precision_casts": True})
 
 
 def rebuild_compiled(codes, codebook, row_scales, shape, decoded, dtype) -> torch.Tensor:
@@ -88,7 +90,8 @@ def rebuild_triton(codes, codebook, row_scales, shape, decoded, dtype) -> torch.
     grid = ((n + _BLOCK - 1) // _BLOCK,)
     from recat_runtime.triton_kernels import rebuild_kernel
 
-    rebuild_kernel[grid](codes, codebook, codebook if row_scales is None else row_scales, out, n, n // rows,
+    target = out.view(torch.int16) if dtype == torch.bfloat16 else out     # bf16: the kernel stores the bits
+    rebuild_kernel[grid](codes, codebook, codebook if row_scales is None else row_scales, target, n, n // rows,
                     HAS_SCALES=row_scales is not None, DECODED=_DECODED_CODE[decoded],
                     OUT_BF16=dtype == torch.bfloat16, BLOCK=_BLOCK)
     return out

@@ -8,18 +8,19 @@ import triton.language as tl
 
 
 @triton.jit
-def bf16_rtne(v):
-    # float32 -> the nearest bfloat16 (ties to even), kept in float32, by integer arithmetic on the bits:
-    # the same on every device and in Triton's interpreter (whose own bf16 cast truncates)
+def bf16_rtne_bits(v):
+    # float32 -> the bits of the nearest bfloat16 (ties to even) in the high half of a uint32, by integer
+    # arithmetic: the same on every device and in Triton's interpreter (whose float casts to bfloat16
+    # truncate and flush subnormals)
     bits = v.to(tl.uint32, bitcast=True)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.to(tl.float32, bitcast=True)
+    return (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
 
 
 @triton.jit
 def rebuild_kernel(codes_ptr, codebook_ptr, scales_ptr, out_ptr, n, row_length,
                    HAS_SCALES: tl.constexpr, DECODED: tl.constexpr, OUT_BF16: tl.constexpr, BLOCK: tl.constexpr):
-    # one program rebuilds BLOCK consecutive weights: code -> codebook entry (* row scale) -> roundings
+    # one program rebuilds BLOCK consecutive weights: code -> codebook entry (* row scale) -> roundings.
+    # With OUT_BF16, out_ptr is the int16 view of the bfloat16 output and the bits are stored as they are.
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     code = tl.load(codes_ptr + offs, mask=mask, other=0).to(tl.int32)
@@ -29,7 +30,8 @@ def rebuild_kernel(codes_ptr, codebook_ptr, scales_ptr, out_ptr, n, row_length,
     if DECODED == 1:          # the file's decoded dtype rounds first (to nearest, ties to even)
         v = v.to(tl.float16).to(tl.float32)
     elif DECODED == 2:
-        v = bf16_rtne(v)
+        v = bf16_rtne_bits(v).to(tl.float32, bitcast=True)
     if OUT_BF16:
-        v = bf16_rtne(v)      # now exact in bfloat16: the store's conversion only drops zero bits
-    tl.store(out_ptr + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + offs, (bf16_rtne_bits(v) >> 16).to(tl.int16), mask=mask)
+    else:
+        tl.store(out_ptr + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
