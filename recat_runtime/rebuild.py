@@ -68,8 +68,7 @@ def rebuild_compiled(codes, codebook, row_scales, shape, decoded, dtype) -> torc
 def triton_available() -> bool:
     """Triton imports and can run here: on CUDA, or on the CPU under ``TRITON_INTERPRET=1``."""
     try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
+        import recat_runtime.triton_kernels  # noqa: F401
     except Exception:  # noqa: BLE001 - any import failure means: not available
         return False
     return True
