@@ -29,7 +29,6 @@ import hashlib
 
 import numpy as np
 import torch
-from torch.utils import _pytree as pytree
 
 from recat_runtime.errors import CompactWeightError
 from recat_runtime.rebuild import rebuild
@@ -191,23 +190,30 @@ class CompactTensor(torch.Tensor):
             out = handler(func, args, kwargs)
             if out is not NotImplemented:
                 return out
-        if func._schema.is_mutable and any(isinstance(a, CompactTensor) for a in _mutated_args(func, args, kwargs)):
-            t = next(a for a in _mutated_args(func, args, kwargs) if isinstance(a, CompactTensor))
-            raise CompactWeightError(
-                f"cannot write into a compact weight of shape {tuple(t.shape)} with {func.overloadpacket.__name__}: "
-                "its codes cannot hold arbitrary values; dequantize the model to change its weights")
-        args, kwargs = pytree.tree_map_only(CompactTensor, lambda t: t.dequantize(), (args, kwargs))
-        return func(*args, **kwargs)
+        if func._schema.is_mutable:
+            _refuse_writes(func, args, kwargs)
+        # every other op (t before a matmul, convolution, cat, ...) runs on the rebuilt weight; this runs once
+        # per layer and forward, so it avoids pytree's generic walk
+        return func(*(_dense(a) for a in args), **({k: _dense(v) for k, v in kwargs.items()} if kwargs else {}))
 
 
-def _mutated_args(func, args, kwargs):
-    schema = func._schema
-    for i, a in enumerate(schema.arguments):
+def _dense(x):
+    if isinstance(x, CompactTensor):
+        return x.dequantize()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_dense(i) for i in x)
+    return x
+
+
+def _refuse_writes(func, args, kwargs) -> None:
+    for i, a in enumerate(func._schema.arguments):
         if a.alias_info is not None and a.alias_info.is_write:
-            if a.name in kwargs:
-                yield kwargs[a.name]
-            elif i < len(args):
-                yield args[i]
+            t = kwargs.get(a.name, args[i] if i < len(args) else None)
+            if isinstance(t, CompactTensor):
+                raise CompactWeightError(
+                    f"cannot write into a compact weight of shape {tuple(t.shape)} with "
+                    f"{func.overloadpacket.__name__}: its codes cannot hold arbitrary values; dequantize the "
+                    "model to change its weights")
 
 
 def _alias(func, args, kwargs):
