@@ -54,6 +54,9 @@ _NEVER_CONVERTED_PARTS = ("time_embed.", "label_emb.", "embedding")
 _INT_TYPES = {"int8": (Q.I8, np.int8), "int16": (Q.I16, np.int16), "int32": (Q.I32, np.int32),
               "int64": (Q.I64, np.int64), "bool": (Q.I8, np.int8), "uint8": (Q.I16, np.int16),
               "uint16": (Q.I32, np.int32), "uint32": (Q.I64, np.int64)}
+_BLOCKED = {Q.Q8_0, Q.Q5_0, Q.Q4_0}       # block types: written as uint8 blocks of 32 values
+_NUMPY = {Q.F32: np.float32, Q.F16: np.float16, Q.BF16: np.uint16, Q.F64: np.float64, Q.I8: np.int8,
+          Q.I16: np.int16, Q.I32: np.int32, Q.I64: np.int64}
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,12 @@ class GgufReport:
     types: dict[str, int] = field(default_factory=dict)    # GGML type name -> tensor count
 
 
+def _kept_by_name(name: str) -> bool:
+    return name.endswith(_NEVER_CONVERTED_SUFFIXES) or any(p in name for p in _NEVER_CONVERTED_PARTS)
+
+
 def _converted(name: str, shape: tuple[int, ...], want: Q) -> bool:
-    if len(shape) < 2 or name.endswith(_NEVER_CONVERTED_SUFFIXES) or any(p in name for p in _NEVER_CONVERTED_PARTS):
+    if len(shape) < 2 or _kept_by_name(name):
         return False
     block, _ = gguf.GGML_QUANT_SIZES[want]
     return shape[-1] % block == 0
@@ -96,11 +103,14 @@ def tensor_type(name: str, shape: tuple[int, ...], decoded: str, want: Q) -> Q:
         return want
     if decoded == "float64":
         return Q.F64
-    blocked = gguf.GGML_QUANT_SIZES[want][0] > 1
-    if blocked and len(shape) >= 2 and not name.endswith(_NEVER_CONVERTED_SUFFIXES) \
-            and not any(p in name for p in _NEVER_CONVERTED_PARTS):
+    if want in _BLOCKED and len(shape) >= 2 and not _kept_by_name(name):
         return Q.F16               # a kernel that cannot be blocked: the type stable-diffusion.cpp computes it in
     return Q.F32
+
+
+def _byte_shape(p: PlannedTensor) -> tuple[int, ...]:
+    block, size = gguf.GGML_QUANT_SIZES[p.gtype]
+    return (*p.shape[:-1], p.shape[-1] // block * size)
 
 
 def _ldm_names(reader: AcqeReader, info: ModelInfo) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -212,16 +222,6 @@ def export_gguf(src: str, out: str, type: str = "f16", threads: int | None = Non
     for p in plan:
         types[p.gtype.name] = types.get(p.gtype.name, 0) + 1
     return GgufReport(out, type, len(plan), os.path.getsize(out), types)
-
-
-_BLOCKED = {Q.Q8_0, Q.Q5_0, Q.Q4_0}
-_NUMPY = {Q.F32: np.float32, Q.F16: np.float16, Q.BF16: np.uint16, Q.F64: np.float64, Q.I8: np.int8,
-          Q.I16: np.int16, Q.I32: np.int32, Q.I64: np.int64}
-
-
-def _byte_shape(p: PlannedTensor) -> tuple[int, ...]:
-    block, size = gguf.GGML_QUANT_SIZES[p.gtype]
-    return (*p.shape[:-1], p.shape[-1] // block * size)
 
 
 def read_gguf(path: str):
