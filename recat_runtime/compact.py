@@ -30,6 +30,7 @@ import hashlib
 import numpy as np
 import torch
 
+from acqe_format import dtypes
 from recat_runtime.errors import CompactWeightError
 from recat_runtime.rebuild import rebuild
 
@@ -37,10 +38,6 @@ __all__ = ["CompactTensor", "CompactParts", "make_compact", "compact_bytes", "co
            "is_compact"]
 
 aten = torch.ops.aten
-
-_TORCH = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "float64": torch.float64}
-
 
 @dataclasses.dataclass(eq=False)
 class CompactParts:
@@ -119,7 +116,8 @@ class CompactTensor(torch.Tensor):
         scales = None if ct.row_scales is None else to(torch.from_numpy(np.asarray(ct.row_scales, np.float32)))
         parts = CompactParts(to(torch.from_numpy(np.ascontiguousarray(ct.indices).reshape(-1))),
                              to(torch.from_numpy(np.asarray(ct.codebook, np.float32))), scales,
-                             tuple(int(d) for d in ct.shape), _TORCH[ct.decoded_dtype], dtype)
+                             tuple(int(d) for d in ct.shape), getattr(torch, dtypes.canonical(ct.decoded_dtype)),
+                             dtype)
         return cls(parts)
 
     # the parts as attributes, named for `__tensor_flatten__` (torch.compile rebuilds the subclass from them)

@@ -200,18 +200,17 @@ def test_sequential_offload_of_the_unet_with_caching(tiny):
 
 
 def test_torch_compile_with_caching(tiny):
-    """torch.compile traces through the compact weights (same outputs as the dense model compiled the same
-    way); with ReCaT the full and the shallow forward are compiled graphs and the step logic stays Python."""
+    """torch.compile traces through the compact weights (AOTAutograd flattens the subclass); ReCaT enabled
+    after the UNet already ran compiled is not ignored, the step logic stays Python and the full and the
+    shallow forward are compiled graphs. Same images as the dense model run eagerly."""
     import torch._dynamo
 
     dense, compact = _pipes(tiny)
-    eager = _run(compact, cache=True)
-    outs = []
-    for pipe in (dense, compact):
-        torch._dynamo.reset()
-        torch._dynamo.utils.counters.clear()
-        pipe.unet = torch.compile(pipe.unet, backend="aot_eager")
-        outs += [_run(pipe), _run(pipe, cache=True)]
-        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 2
-    assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[3])
-    np.testing.assert_allclose(outs[3], eager, atol=1e-5)
+    want = [_run(dense), _run(dense, cache=True)]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compact.unet = torch.compile(compact.unet, backend="aot_eager")
+    got = [_run(compact), _run(compact, cache=True)]                   # the cache after a compiled run
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 3  # plain, full with capture, shallow
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5)
