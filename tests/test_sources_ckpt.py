@@ -232,3 +232,18 @@ def test_ckpt_conversion_never_imports_torch(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     with AcqeReader(out) as rd:
         assert rd.metadata["source"]["format"] == "ckpt"
+
+
+def test_allowlist_is_no_wider_than_the_torch_based_readers():
+    """Every global the torch-free unpickler answers was allowed by torch.load(weights_only=True) plus the
+    extra safe globals of the reader it replaces (Lightning stubs, numpy scalars and dtypes)."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    from acqe_encoder.sources.unpickle import ALLOWED_OPCODES, ALLOWLIST
+    before = set(_get_allowed_globals()) | {path for _, path in H.torch_safe_globals()}
+    assert set(ALLOWLIST) <= before, sorted(set(ALLOWLIST) - before)
+    import inspect
+
+    import torch._weights_only_unpickler as wo
+    src = inspect.getsource(wo.Unpickler.load)
+    assert all(f"{op}[0]" in src for op in ALLOWED_OPCODES), [op for op in ALLOWED_OPCODES if f"{op}[0]" not in src]

@@ -69,6 +69,17 @@ class TorchZip:
         self.by_name = dict(zip(names, infos))
         self.cd_start = int(getattr(self.zf, "start_dir", size))
         self.mm = np.memmap(f, dtype=np.uint8, mode="r") if size > 0 else np.zeros(0, np.uint8)
+        # every entry, used or not, as torch's reader (miniz) checks them when it opens the archive
+        self._check_central_directory(infos)
+        for name, info in self.by_name.items():
+            if not name.startswith(self.prefix):
+                raise SourceError(f"{base}: zip entry {name[:80]!r} is outside the archive folder {self.prefix!r}")
+            if info.header_offset < 0 or info.header_offset + 30 + info.compress_size > min(self.cd_start, size):
+                raise SourceError(f"{base}: zip entry {name[:80]!r} runs past the end of the archive's data "
+                                  f"(truncated or corrupt?)")
+            if info.compress_type == STORED and info.compress_size != info.file_size:
+                raise SourceError(f"{base}: stored zip entry {name[:80]!r} has {info.compress_size:,} bytes, its "
+                                  f"header says {info.file_size:,}")
         if self.has("constants.pkl") or not self.has("data.pkl"):
             what = "a TorchScript archive" if self.has("constants.pkl") else "a zip without data.pkl"
             raise SourceError(f"{base}: {what}, not a torch.save checkpoint")
@@ -83,6 +94,24 @@ class TorchZip:
             if bo not in (b"little", b"big"):
                 raise SourceError(f"{base}: byteorder record {bo[:16]!r} is neither 'little' nor 'big'")
             self.big_endian = bo == b"big"
+
+    def _check_central_directory(self, infos) -> None:
+        """The central directory's own length fields agree with what zipfile decoded from them (zipfile
+        tolerates a name length running past the directory; torch's reader does not)."""
+        pos = self.cd_start
+        for info in infos:
+            head = self.mm[pos:pos + 46].tobytes()
+            if len(head) != 46 or head[:4] != b"PK\x01\x02":
+                raise SourceError(f"{self.base}: the zip central directory is malformed at byte {pos:,}")
+            n, m, k = struct.unpack("<HHH", head[28:34])
+            try:
+                raw = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+            except UnicodeEncodeError:
+                raw = b""
+            if (n, m, k) != (len(raw), len(info.extra), len(info.comment)):
+                raise SourceError(f"{self.base}: zip entry {info.orig_filename[:80]!r}: its central directory "
+                                  f"lengths run past the directory (corrupt)")
+            pos += 46 + n + m + k
 
     # --- records -----------------------------------------------------------------------------------
     def has(self, rel: str) -> bool:

@@ -178,9 +178,21 @@ def _tensor(storage, offset, size, stride, dtype: DType | None = None):
     return t
 
 
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _grad_ok(t, requires_grad):
+    """torch refuses requires_grad that is not a bool, or True on a non-float tensor: so does this reader."""
+    if type(requires_grad) is not bool:
+        raise SourceError("a tensor's requires_grad is not a boolean")
+    if requires_grad and isinstance(t, LazyTensor) and t.dtype.name not in FLOAT_DTYPES:
+        raise SourceError(f"a {t.dtype.name} tensor cannot require gradients (corrupt checkpoint)")
+    return t
+
+
 def _metadata_ok(metadata):
-    if metadata is None or (type(metadata) is dict and not any(metadata.values())):
-        return None
+    if not metadata or (type(metadata) is dict and not any(metadata.values())):
+        return None                                   # torch applies metadata only when it is truthy
     if type(metadata) is dict:
         return Refused("has the conjugate or negative bit set (" + ", ".join(sorted(map(str, metadata)))[:60] + ")")
     raise SourceError("a tensor's metadata is not a dict")
@@ -191,19 +203,19 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
-    return _metadata_ok(metadata) or _tensor(storage, storage_offset, size, stride)
+    return _metadata_ok(metadata) or _grad_ok(_tensor(storage, storage_offset, size, stride), requires_grad)
 
 
 def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
     if not isinstance(dtype, DType):
         raise SourceError("a tensor's dtype is not a torch dtype")
-    return _metadata_ok(metadata) or _tensor(storage, storage_offset, size, stride, dtype)
+    return _metadata_ok(metadata) or _grad_ok(_tensor(storage, storage_offset, size, stride, dtype), requires_grad)
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks):
     if not isinstance(data, (LazyTensor, Refused)):
         raise SourceError("a parameter's data is not a tensor")
-    return data
+    return _grad_ok(data, requires_grad)
 
 
 def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
@@ -346,9 +358,10 @@ def _build_allowlist() -> dict[str, object]:
         for cls, name in LEGACY_STORAGES.items():
             allow[f"{mod}.{cls}"] = StorageType(f"{mod}.{cls}", DType(name))
         for cls in UNSUPPORTED_STORAGES:
-            allow[f"{mod}.{cls}"] = StorageType(f"{mod}.{cls}", DType(cls))
+            if mod == "torch" or cls.startswith("Complex"):      # torch has no torch.cuda.Q*Storage
+                allow[f"{mod}.{cls}"] = StorageType(f"{mod}.{cls}", DType(cls))
     untyped = StorageType("torch.UntypedStorage", DType("uint8"))
-    allow["torch.storage.UntypedStorage"] = allow["torch.UntypedStorage"] = untyped
+    allow["torch.storage.UntypedStorage"] = untyped
     for path, cls in STUBS.items():
         allow[path] = cls
     scalar = _Fn("numpy.core.multiarray.scalar", _np_scalar)
