@@ -197,7 +197,8 @@ STORAGE = {"float32": ("FloatStorage", "<f4"), "float16": ("HalfStorage", "<f2")
            "bool": ("BoolStorage", "u1")}
 
 
-def storage_pid(key: str, stype: str = "FloatStorage", numel: int = 1, location: str = "cpu", module: str = "torch"):
+def storage_pid(key: str, stype: str = "FloatStorage", numel: int = 1, location: str = "cpu", module: str | None = None):
+    module = module or ("torch.storage" if stype == "UntypedStorage" else "torch")
     return PID(("storage", G(module, stype), key, location, numel))
 
 
@@ -913,12 +914,100 @@ def _mutate_safetensors(data: bytes, rng: random.Random) -> bytes:
     return safetensors_bytes(header=header, data=body)
 
 
+_TORCH_DTYPE_OF = {v[0]: k for k, v in STORAGE.items()}
+
+
+def random_checkpoint(rng: random.Random) -> bytes:
+    """A well-formed torch zip checkpoint with random storages, dtypes and views (most of them inside
+    their storage, some not), random rebuild spellings, byte order and compression; now and then one
+    hostile element. Most load with torch, so the values are compared, not just the refusals."""
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    big = rng.random() < 0.2
+    stores, pids, kinds = {}, {}, {}
+    for k in range(rng.randint(1, 4)):
+        dt = rng.choice(list(STORAGE))
+        untyped = rng.random() < 0.15
+        numel = rng.choice([0, 1, 2, 3, 7, 12, 24, 60])
+        a = _arr(nrng, dt, (numel,))
+        code = STORAGE[dt][1]
+        raw = a.astype(code).tobytes() if dt not in ("bfloat16", "bool") else a.tobytes()
+        if big and np.dtype(code).itemsize > 1 and not untyped:
+            raw = np.frombuffer(raw, f"<u{np.dtype(code).itemsize}").byteswap().tobytes()
+        key = str(k)
+        stores[key] = raw
+        kinds[key] = ("uint8" if untyped else dt, len(raw) if untyped else numel, dt)
+        pids[key] = storage_pid(key, "UntypedStorage" if untyped else STORAGE[dt][0], len(raw) if untyped else numel)
+    tensors = {}
+    for j in range(rng.randint(1, 6)):
+        key = rng.choice(list(stores))
+        sdt, snumel, real_dt = kinds[key]
+        itemsize = np.dtype(STORAGE[real_dt][1]).itemsize
+        v3 = sdt == "uint8" and kinds[key][0] == "uint8" and real_dt != "uint8"
+        elems = snumel // itemsize if v3 else snumel
+        rank = rng.randint(0, 3)
+        size = [rng.choice([0, 1, 1, 2, 3, 4]) for _ in range(rank)]
+        stride = [rng.choice([0, 1, 2, 3, 5]) for _ in range(rank)]
+        if rng.random() < 0.5:                       # contiguous
+            acc = 1
+            for d in range(rank - 1, -1, -1):
+                stride[d] = acc
+                acc *= max(size[d], 1)
+        span = 1 + sum((d - 1) * st for d, st in zip(size, stride)) if all(size) else 0
+        room = max(elems - span, 0)
+        offset = rng.randint(0, room) if rng.random() < 0.9 else rng.randint(0, elems + 3)
+        args = (pids[key], offset, tuple(size), tuple(stride), False, OD({}))
+        if v3:
+            node = R(G("torch._utils", "_rebuild_tensor_v3"), args + (G("torch", real_dt),))
+        else:
+            fn = rng.choice(["_rebuild_tensor_v2"] * 6 + ["_rebuild_tensor", "param", "from_type"])
+            if fn == "_rebuild_tensor":
+                node = R(G("torch._utils", fn), args[:4])
+            else:
+                node = R(G("torch._utils", "_rebuild_tensor_v2"), args)
+                if fn == "param":
+                    node = R(G("torch._utils", "_rebuild_parameter"), (node, True, OD({})))
+                elif fn == "from_type":
+                    node = R(G("torch._tensor", "_rebuild_from_type_v2"),
+                             (G("torch._utils", "_rebuild_tensor_v2"), G("torch", "Tensor"), args, {"a": 1}))
+        tensors[f"t{j}.{rng.choice(['weight', 'bias', 'running_mean'])}"] = node
+    if rng.random() < 0.1:                           # one hostile element
+        tensors["evil"] = rng.choice([R(G("os", "system"), ("true",)), R(G("builtins", "eval"), ("1",)),
+                                      R(G("torch._utils", "_rebuild_meta_tensor_no_storage"),
+                                        (G("torch", "float32"), (2,), (1,), False)),
+                                      R(G("torch._utils", "_rebuild_tensor_v2"), (pids[key], 0, (10 ** 6,), (0,), False, OD({}))),
+                                      Build(G("torch", "FloatStorage"), (None, {"dtype": 1}))])
+    top = rng.choice(["flat", "od", "lightning"])
+    body = tensors if top == "flat" else OD(tensors)
+    if top == "lightning":
+        body = {"state_dict": body, "global_step": rng.randint(0, 10 ** 6), "epoch": 1,
+                "callbacks": {STUB: {"best": None}}, "hp": {"lr": 1e-4, "betas": (0.9, 0.999)}}
+    return torch_zip(dumps(body), stores, method=8 if rng.random() < 0.3 else 0,
+                     byteorder=b"big" if big else rng.choice([b"little", None]), descriptor=rng.random() < 0.7)
+
+
+def random_safetensors(rng: random.Random) -> bytes:
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    arrs = {}
+    for j in range(rng.randint(1, 5)):
+        dt = rng.choice(["float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8"])
+        shape = tuple(rng.choice([1, 2, 3, 5]) for _ in range(rng.randint(0, 3)))
+        arrs[f"m{j}.w"] = _arr(nrng, dt, shape)
+    return safetensors_bytes(arrs)
+
+
 def mutations(seed_cases: list[Case], n: int, rng: random.Random) -> Iterator[Case]:
     ckpts = [c for c in seed_cases if c.kind == "ckpt"]
     sts = [c for c in seed_cases if c.kind == "safetensors"]
     for i in range(n):
         r = rng.random()
-        if r < 0.55:                                 # pickle mutations inside a valid zip
+        if r < 0.3:                                  # random well-formed checkpoints (values compared)
+            data = random_checkpoint(rng)
+            if rng.random() < 0.15:
+                data = _mutate_zip(data, rng)
+            yield Case(f"mutate/{i:06d}/random-ckpt", "ckpt", data)
+        elif r < 0.38:
+            yield Case(f"mutate/{i:06d}/random-safetensors", "safetensors", random_safetensors(rng), suffix=".safetensors")
+        elif r < 0.7:                                # pickle mutations inside a valid zip
             c = rng.choice(ckpts)
             zin = zipfile.ZipFile(io.BytesIO(c.data))
             recs = [Rec(x.filename, zin.read(x.filename), x.compress_type, descriptor=bool(x.flag_bits & 8))
@@ -929,13 +1018,32 @@ def mutations(seed_cases: list[Case], n: int, rng: random.Random) -> Iterator[Ca
                     if rng.random() < 0.3:
                         r_.data = _mutate_pickle(r_.data, rng)
             yield Case(f"mutate/{i:06d}/pickle/{c.name[5:]}", "ckpt", build_zip(recs))
-        elif r < 0.8:
+        elif r < 0.85:
             c = rng.choice(ckpts)
             yield Case(f"mutate/{i:06d}/zip/{c.name[5:]}", "ckpt", _mutate_zip(c.data, rng))
         else:
             c = rng.choice(sts)
             yield Case(f"mutate/{i:06d}/safetensors/{c.name[5:]}", "safetensors", _mutate_safetensors(c.data, rng),
                        suffix=".safetensors")
+
+
+def large_seeds(sizes=(4 << 20, 32 << 20)) -> Iterator[Case]:
+    """Valid checkpoints of realistic size (stored, deflated, strided views, safetensors): what peak
+    memory per input byte looks like when the input, not the fixed overhead, dominates."""
+    nrng = np.random.default_rng(11)
+    for size in sizes:
+        n = size // 4 // 4
+        rows = 256
+        arrs = [nrng.standard_normal(n).astype("<f4") for _ in range(4)]
+        nodes = {f"m{i}.weight": tensor(str(i), (rows, n // rows)) for i in range(4)}
+        nodes["m0.weight_t"] = tensor("0", (n // rows, rows), (1, n // rows))
+        stores = {str(i): a.tobytes() for i, a in enumerate(arrs)}
+        mb = size >> 20
+        yield Case(f"large/{mb}MiB-stored", "ckpt", torch_zip(dumps({"state_dict": OD(nodes)}), stores))
+        yield Case(f"large/{mb}MiB-deflated", "ckpt", torch_zip(dumps(OD(nodes)), stores, method=8))
+        yield Case(f"large/{mb}MiB-safetensors", "safetensors",
+                   safetensors_bytes({f"m{i}.weight": a.reshape(rows, -1) for i, a in enumerate(arrs)}),
+                   suffix=".safetensors")
 
 
 def corpus(seed: int = 0, mutations_n: int = 300) -> Iterator[Case]:
@@ -1009,7 +1117,9 @@ def torch_safe_globals() -> list:
     """The extra globals the torch-based reader (before issue 11) allowed on top of weights_only's own:
     the Lightning callback stubs and numpy scalar / dtype constructors. torch.load with these is the
     reference the torch-free reader is compared against."""
-    allowed = [(type(path.rsplit(".", 1)[1], (), {}), path) for path in STUB_PATHS]
+    def init(self, *args, **kwargs):
+        pass
+    allowed = [(type(path.rsplit(".", 1)[1], (), {"__init__": init}), path) for path in STUB_PATHS]
     try:
         from numpy.core.multiarray import scalar as np_scalar  # type: ignore
     except Exception:  # noqa: BLE001
@@ -1073,3 +1183,128 @@ def _ref_safetensors(path: str) -> Reference:
             except Exception as e2:  # noqa: BLE001
                 return Reference(False, error=f"{type(e2).__name__}: {str(e2)[:200]}")
         return Reference(False, error=msg)
+
+
+# --------------------------------------------------------------------------------------------------
+# running a case through `acqe convert` and judging it
+
+BAD_VERDICTS = ("traceback", "hang", "wrong", "accepted-refused", "expect-mismatch", "bad-error", "memory")
+
+
+@dataclass
+class Outcome:
+    name: str
+    verdict: str          # converted | converted-unchecked | refused | refused-loadable | one of BAD_VERDICTS
+    detail: str = ""
+    seconds: float = 0.0
+    rss_growth: int = 0   # bytes: peak RSS during the conversion minus RSS before it
+    size: int = 0         # bytes of the input
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def _rss(field_: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_ + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_bound(size: int) -> int:
+    """The stated bound on peak RSS growth while converting an input of `size` bytes."""
+    return (64 << 20) + 32 * size
+
+
+def bits(a) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def judge(case: Case, workdir: str, timeout: float = 20.0, with_reference: bool = True) -> Outcome:
+    """Convert `case` in-process (`acqe convert --lossless`) and compare with `reference()`."""
+    import signal
+    import time
+
+    from acqe_cli.main import main as acqe_main
+    path = case.materialise(workdir)
+    out = os.path.join(workdir, "out.acqe")
+    if os.path.exists(out):
+        os.remove(out)
+    ref = reference(case, path) if with_reference and case.torch_safe else None
+    err = io.StringIO()
+
+    def on_alarm(*_):
+        raise _Timeout()
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    _reset_peak()
+    before = _rss("VmRSS")
+    t0 = time.time()
+    verdict, detail, rc = "", "", None
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        with contextlib.redirect_stderr(err):
+            rc = acqe_main(["convert", path, out, "--lossless", "--tokenizer", "omit", "-q"])
+    except _Timeout:
+        verdict, detail = "hang", f"no result after {timeout} s"
+    except BaseException as e:  # noqa: BLE001 - anything escaping main() is a traceback for the user
+        verdict, detail = "traceback", f"{type(e).__name__}: {str(e)[:300]}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    seconds = time.time() - t0
+    growth = max(0, _rss("VmHWM") - before)
+    o = Outcome(case.name, verdict, detail, seconds, growth, case.size)
+    if verdict:
+        return o
+    text = err.getvalue()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if "Traceback" in text:
+        o.verdict, o.detail = "traceback", text[-300:]
+    elif rc != 0:
+        errors = [ln for ln in lines if ln.startswith("Error: ")]
+        if rc != 1 or len(errors) != 1 or lines[-1] != errors[0]:
+            o.verdict, o.detail = "bad-error", f"rc {rc}: {text[-300:]}"
+        elif case.expect == "ok":
+            o.verdict, o.detail = "expect-mismatch", errors[0][:300]
+        elif ref is not None and ref.ok and ref.tensors and not ref.no_data:
+            o.verdict, o.detail = "refused-loadable", errors[0][:300]
+        else:
+            o.verdict, o.detail = "refused", errors[0][:300]
+    elif case.expect == "error":
+        o.verdict, o.detail = "expect-mismatch", "converted a case that must be refused"
+    elif ref is None:
+        o.verdict = "converted-unchecked"
+    elif not ref.ok:
+        o.verdict, o.detail = "accepted-refused", ref.error[:300]
+    else:
+        o.verdict = "converted"
+        from acqe_format import AcqeReader
+        with AcqeReader(out) as r:
+            names = [t.name for t in r.tensors]
+            if sorted(names) != sorted(ref.tensors):
+                o.verdict = "wrong"
+                o.detail = f"tensors {sorted(set(names) ^ set(ref.tensors))[:5]} differ from the reference's"
+            else:
+                for n in names:
+                    got, want = r.read(n), ref.tensors[n]
+                    if got.shape != want.shape or got.dtype != want.dtype or not np.array_equal(bits(got), bits(want)):
+                        o.verdict = "wrong"
+                        o.detail = f"{n}: {got.dtype}{list(got.shape)} vs reference {want.dtype}{list(want.shape)}"
+                        break
+    if o.verdict not in BAD_VERDICTS and growth > memory_bound(case.size):
+        o.verdict, o.detail = "memory", f"peak RSS grew {growth:,} bytes for a {case.size:,}-byte input"
+    return o
