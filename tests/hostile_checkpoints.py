@@ -630,6 +630,9 @@ def attacks() -> list[Case]:
         ck(f"view-{name}", {"w": R(G("torch._utils", "_rebuild_tensor_v2"),
                                    (storage_pid("0", numel=20), off, size, stride, False, OD({})))},
            torch_safe=name not in ("numel-overflow",))
+    ck("view-stride-negative-size1", {"w": R(G("torch._utils", "_rebuild_tensor_v2"),
+                                             (storage_pid("0", numel=20), 0, (1, 20), (-7, 1), False, OD({})))},
+       expect="ok")
     ck("stride0-20000x20000", {"w": tensor("0", (20000, 20000), (0, 0), numel=20)})
     ck("stride0-1e12", {"w": tensor("0", (10 ** 6, 10 ** 6), (0, 0), numel=20)})
     ck("overlapping-strides", {"w": tensor("0", (4000, 4000), (1, 1), numel=8000)}, stores={"0": b"\0" * 4 * 8000})
@@ -914,7 +917,13 @@ def _mutate_safetensors(data: bytes, rng: random.Random) -> bytes:
     return safetensors_bytes(header=header, data=body)
 
 
-_TORCH_DTYPE_OF = {v[0]: k for k, v in STORAGE.items()}
+LDM_NAMES = ("model.diffusion_model.input_blocks.0.0.weight", "model.diffusion_model.out.2.weight",
+             "model.diffusion_model.input_blocks.1.0.out_layers.3.weight", "model.diffusion_model.input_blocks.3.0.op.weight",
+             "model.diffusion_model.input_blocks.1.1.proj_in.weight",
+             "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",
+             "model.diffusion_model.output_blocks.0.1.proj_in.weight", "first_stage_model.decoder.conv_in.weight",
+             "first_stage_model.encoder.conv_in.bias", "cond_stage_model.transformer.text_model.embeddings.position_ids",
+             "cond_stage_model.transformer.text_model.final_layer_norm.weight", "betas", "model_ema.decay")
 
 
 def random_checkpoint(rng: random.Random) -> bytes:
@@ -969,7 +978,11 @@ def random_checkpoint(rng: random.Random) -> bytes:
                 elif fn == "from_type":
                     node = R(G("torch._tensor", "_rebuild_from_type_v2"),
                              (G("torch._utils", "_rebuild_tensor_v2"), G("torch", "Tensor"), args, {"a": 1}))
-        tensors[f"t{j}.{rng.choice(['weight', 'bias', 'running_mean'])}"] = node
+        if rng.random() < 0.3:                       # SD key names: exercises layout detection downstream
+            name = rng.choice(LDM_NAMES)
+        else:
+            name = f"t{j}.{rng.choice(['weight', 'bias', 'running_mean'])}"
+        tensors[name] = node
     if rng.random() < 0.1:                           # one hostile element
         tensors["evil"] = rng.choice([R(G("os", "system"), ("true",)), R(G("builtins", "eval"), ("1",)),
                                       R(G("torch._utils", "_rebuild_meta_tensor_no_storage"),
@@ -981,6 +994,10 @@ def random_checkpoint(rng: random.Random) -> bytes:
     if top == "lightning":
         body = {"state_dict": body, "global_step": rng.randint(0, 10 ** 6), "epoch": 1,
                 "callbacks": {STUB: {"best": None}}, "hp": {"lr": 1e-4, "betas": (0.9, 0.999)}}
+        if rng.random() < 0.3:
+            body["acqe_configs"] = json.dumps({"architecture": rng.choice(["acqe-fuzz", "stable-diffusion-v1"]),
+                                               "unet": {"sample_size": rng.choice([8, 0, -1])},
+                                               rng.choice(["vae", "text_encoder"]): {"hidden_size": 32}})
     return torch_zip(dumps(body), stores, method=8 if rng.random() < 0.3 else 0,
                      byteorder=b"big" if big else rng.choice([b"little", None]), descriptor=rng.random() < 0.7)
 
@@ -1188,7 +1205,40 @@ def _ref_safetensors(path: str) -> Reference:
 # --------------------------------------------------------------------------------------------------
 # running a case through `acqe convert` and judging it
 
-BAD_VERDICTS = ("traceback", "hang", "wrong", "accepted-refused", "expect-mismatch", "bad-error", "memory")
+BAD_VERDICTS = ("traceback", "hang", "wrong", "accepted-refused", "expect-mismatch", "bad-error", "memory",
+                "refused-unexplained")
+
+# Where the reader deliberately refuses what the reference (torch.load(weights_only=True), safetensors)
+# loads: one documented reason each (acqe_encoder/sources/README.md). A refusal of a loadable input
+# matching none of these is a verdict of its own ("refused-unexplained"): a false refusal to look at.
+STRICTER_THAN_REFERENCE = {
+    "CRC-32 checked (torch does not check stored records)": ("CRC-32", "Bad CRC"),
+    "inflated data does not match its zip headers": ("while decompressing", "cannot inflate record",
+                                                     "inflates to"),
+    "only regular files": ("expected a regular file",),
+    "zip structure refused (local headers, overlaps, duplicates)": ("local header does not match", "overlap",
+                                                                    "appears twice"),
+    "expansion rule (16x the spanned storage, or 64 KiB)": ("would expand",),
+    "total rule (16x the file + 16 MiB)": ("materialise to", "inflate to"),
+    "not representable in .acqe (names, rank, all-empty)": ("tensor name", "both named", "has rank",
+                                                           "every tensor is empty", "key is a"),
+    "NaN/Inf weights (the encoder refuses them)": ("NaN/Inf",),
+    "configs must be strict JSON objects": ("acqe_configs", "config.json", "scheduler_config.json", "__metadata__"),
+    "narrower allowlist": ("not on the allowlist", "may only appear as an argument", "numpy dtype",
+                           "_codecs.encode is allowed", "tries to set", "not a plain numeric dtype"),
+    "storage references must be plain and consistent": ("storage key", "device location",
+                                                        "declared twice with different"),
+    "ambiguous byte order (big-endian untyped storage)": ("byte order is ambiguous",),
+    "conjugate / negative bit": ("conjugate or negative bit",),
+    "duplicate safetensors keys": ("duplicate key",),
+}
+
+
+def stricter_reason(message: str) -> str | None:
+    for reason, words in STRICTER_THAN_REFERENCE.items():
+        if any(w in message for w in words):
+            return reason
+    return None
 
 
 @dataclass
@@ -1281,7 +1331,9 @@ def judge(case: Case, workdir: str, timeout: float = 20.0, with_reference: bool 
         elif case.expect == "ok":
             o.verdict, o.detail = "expect-mismatch", errors[0][:300]
         elif ref is not None and ref.ok and ref.tensors and not ref.no_data:
-            o.verdict, o.detail = "refused-loadable", errors[0][:300]
+            reason = stricter_reason(errors[0])
+            o.verdict = "refused-loadable" if reason else "refused-unexplained"
+            o.detail = f"{reason or 'no documented reason'}: {errors[0][:300]}"
         else:
             o.verdict, o.detail = "refused", errors[0][:300]
     elif case.expect == "error":

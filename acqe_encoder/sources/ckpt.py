@@ -58,7 +58,6 @@ def _read(z: TorchZip, path: str, base: str, rf) -> Source:
     pkl = z.read_small("data.pkl", L.MAX_PICKLE_BYTES)
     obj, storages = unpickle(pkl, base)
     records = {key: z.record(f"data/{key}", ref.nbytes) for key, ref in storages.items()}
-    z.check_disjoint([z.record("data.pkl", len(pkl))] + list(records.values()))
     budget = L.TOTAL_FACTOR * rf.size + L.TOTAL_FREE_BYTES
     inflated = sum(r.size for r in records.values() if r.method == DEFLATED)
     if inflated > budget:

@@ -6,10 +6,12 @@ entry, as torch does): `data.pkl` (the pickle), `version` or `.data/version`, op
 storage's bytes. torch writes records uncompressed (stored); a re-zipped checkpoint may deflate them.
 
 Every record is read through its own compression method: a stored record is memory-mapped at the data
-offset its local header gives (after checking that header against the central directory); a deflated
-one is inflated, bounded by its declared size, which must equal the bytes its storage needs; any other
-method, an encrypted record, a duplicate name or records that overlap is refused in one line. CRC-32s
-are checked on first use (torch does not check them for stored records; this reader does).
+offset its local header gives; a deflated one is inflated, bounded by its declared size, which must equal
+the bytes its storage needs. When the archive is opened, every entry (used or not, as torch's own reader
+checks them) must be inside the archive folder, stored or deflated, unencrypted, with a local header
+that matches the central directory and data that ends before it; duplicate names, overlapping entries,
+inconsistent central-directory lengths and multi-disk end records are refused in one line. CRC-32s are
+checked on first use (torch does not check them for stored records; this reader does).
 """
 from __future__ import annotations
 
@@ -69,17 +71,15 @@ class TorchZip:
         self.by_name = dict(zip(names, infos))
         self.cd_start = int(getattr(self.zf, "start_dir", size))
         self.mm = np.memmap(f, dtype=np.uint8, mode="r") if size > 0 else np.zeros(0, np.uint8)
-        # every entry, used or not, as torch's reader (miniz) checks them when it opens the archive
+        # every entry, used or not, as torch's reader (miniz) checks them when it opens or reads the archive
+        self._check_end_record()
         self._check_central_directory(infos)
+        self.records: dict[str, Record] = {}
         for name, info in self.by_name.items():
             if not name.startswith(self.prefix):
                 raise SourceError(f"{base}: zip entry {name[:80]!r} is outside the archive folder {self.prefix!r}")
-            if info.header_offset < 0 or info.header_offset + 30 + info.compress_size > min(self.cd_start, size):
-                raise SourceError(f"{base}: zip entry {name[:80]!r} runs past the end of the archive's data "
-                                  f"(truncated or corrupt?)")
-            if info.compress_type == STORED and info.compress_size != info.file_size:
-                raise SourceError(f"{base}: stored zip entry {name[:80]!r} has {info.compress_size:,} bytes, its "
-                                  f"header says {info.file_size:,}")
+            self.records[name] = self._local(info)
+        self.check_disjoint(list(self.records.values()))
         if self.has("constants.pkl") or not self.has("data.pkl"):
             what = "a TorchScript archive" if self.has("constants.pkl") else "a zip without data.pkl"
             raise SourceError(f"{base}: {what}, not a torch.save checkpoint")
@@ -88,12 +88,24 @@ class TorchZip:
         ver = self.read_small(".data/version" if self.has(".data/version") else "version", 16).strip()
         if not ver.isdigit():
             raise SourceError(f"{base}: torch zip checkpoint with version record {ver[:16]!r} (not a number)")
+        if self.has(".storage_alignment") and not self.read_small(".storage_alignment", 16).strip().isdigit():
+            raise SourceError(f"{base}: torch zip checkpoint with a .storage_alignment record that is not a number")
         self.big_endian = False
         if self.has("byteorder"):
             bo = self.read_small("byteorder", 16)
             if bo not in (b"little", b"big"):
                 raise SourceError(f"{base}: byteorder record {bo[:16]!r} is neither 'little' nor 'big'")
             self.big_endian = bo == b"big"
+
+    def _check_end_record(self) -> None:
+        """A single-disk archive (zipfile ignores the classic end record's disk fields; torch does not)."""
+        tail = self.mm[max(0, self.size - 65557):].tobytes()
+        i = tail.rfind(b"PK\x05\x06")
+        if i < 0 or len(tail) - i < 22:
+            raise SourceError(f"{self.base}: the zip end record is missing (truncated?)")
+        disk, cd_disk, n_here, n_total = struct.unpack("<4H", tail[i + 4:i + 12])
+        if (disk, cd_disk) not in ((0, 0), (0xFFFF, 0xFFFF)) or n_here != n_total:
+            raise SourceError(f"{self.base}: a multi-disk zip archive (not a torch checkpoint)")
 
     def _check_central_directory(self, infos) -> None:
         """The central directory's own length fields agree with what zipfile decoded from them (zipfile
@@ -121,11 +133,6 @@ class TorchZip:
         info = self.by_name.get(self.prefix + rel)
         if info is None:
             raise SourceError(f"{self.base}: record {rel[:80]!r} is missing from the zip (truncated or corrupt?)")
-        if info.flag_bits & 0x1:
-            raise SourceError(f"{self.base}: record {rel[:80]!r} is encrypted")
-        if info.compress_type not in (STORED, DEFLATED):
-            raise SourceError(f"{self.base}: record {rel[:80]!r} uses zip compression method {info.compress_type} "
-                              f"(only stored and deflated are read)")
         return info
 
     def read_small(self, rel: str, limit: int) -> bytes:
@@ -134,7 +141,6 @@ class TorchZip:
         if info.file_size > limit:
             raise SourceError(f"{self.base}: record {rel!r} declares {info.file_size:,} bytes, above the "
                               f"{limit:,}-byte limit")
-        self.record(rel, info.file_size)      # local header and bounds, as for storages
         try:
             with self.zf.open(info) as z:
                 data = z.read(limit + 1)
@@ -145,16 +151,18 @@ class TorchZip:
                               f"{info.file_size:,}")
         return data
 
-    def record(self, rel: str, nbytes: int) -> Record:
-        """The record `rel` checked against the storage size it must hold (`nbytes`)."""
-        info = self._info(rel)
-        if info.file_size != nbytes:
-            raise SourceError(f"{self.base}: record {rel!r} holds {info.file_size:,} bytes, its storage needs "
-                              f"{nbytes:,}")
+    def _local(self, info: zipfile.ZipInfo) -> Record:
+        """The entry's local header checked against the central directory, and its data bounds."""
+        name = info.orig_filename[len(self.prefix):]
+        if info.flag_bits & 0x1:
+            raise SourceError(f"{self.base}: record {name[:80]!r} is encrypted")
+        if info.compress_type not in (STORED, DEFLATED):
+            raise SourceError(f"{self.base}: record {name[:80]!r} uses zip compression method {info.compress_type} "
+                              f"(only stored and deflated are read)")
         start = info.header_offset
         head = self.mm[start:start + _LOCAL.size].tobytes() if 0 <= start else b""
         if len(head) != _LOCAL.size:
-            raise SourceError(f"{self.base}: record {rel!r}: local header at {start} is outside the file")
+            raise SourceError(f"{self.base}: record {name[:80]!r}: local header at {start} is outside the file")
         sig, _, flags, method, _, _, _, _, _, n, m = _LOCAL.unpack(head)
         raw_name = self.mm[start + 30:start + 30 + n].tobytes()
         try:
@@ -162,21 +170,29 @@ class TorchZip:
         except UnicodeDecodeError:
             local_name = None
         if sig != _LOCAL_SIG or method != info.compress_type or local_name != info.orig_filename:
-            raise SourceError(f"{self.base}: record {rel!r}: its local header does not match the central "
+            raise SourceError(f"{self.base}: record {name[:80]!r}: its local header does not match the central "
                               f"directory (corrupt or crafted zip)")
-        data_offset = start + 30 + n + m
         if info.compress_type == STORED and info.compress_size != info.file_size:
-            raise SourceError(f"{self.base}: stored record {rel!r} has {info.compress_size:,} bytes, its header "
-                              f"says {info.file_size:,}")
+            raise SourceError(f"{self.base}: stored record {name[:80]!r} has {info.compress_size:,} bytes, its "
+                              f"header says {info.file_size:,}")
+        data_offset = start + 30 + n + m
         end = data_offset + info.compress_size
         if end > min(self.cd_start, self.size):
-            raise SourceError(f"{self.base}: record {rel!r} ends at byte {end:,}, past the end of its data "
+            raise SourceError(f"{self.base}: record {name[:80]!r} ends at byte {end:,}, past the end of its data "
                               f"({min(self.cd_start, self.size):,}; truncated?)")
         return Record(info.orig_filename, info.compress_type, start, data_offset, info.compress_size,
                       info.file_size, info.CRC, info)
 
+    def record(self, rel: str, nbytes: int) -> Record:
+        """The record `rel` checked against the storage size it must hold (`nbytes`)."""
+        info = self._info(rel)
+        if info.file_size != nbytes:
+            raise SourceError(f"{self.base}: record {rel!r} holds {info.file_size:,} bytes, its storage needs "
+                              f"{nbytes:,}")
+        return self.records[info.orig_filename]
+
     def check_disjoint(self, records: list[Record]) -> None:
-        """Refuse records whose bytes overlap (one byte range read as two storages)."""
+        """Refuse records whose bytes overlap (one byte range read as two records)."""
         spans = sorted((r.start, r.data_offset + r.compressed, r.name) for r in records)
         for (a0, a1, an), (b0, _, bn) in zip(spans, spans[1:]):
             if b0 < a1:

@@ -134,8 +134,9 @@ class LazyTensor(_Frozen):
         if self.numel == 0:
             a = np.zeros(self.shape, dt)
         else:
-            view = np.lib.stride_tricks.as_strided(base[self.offset:], self.shape, [s * size for s in self.stride],
-                                                   writeable=False)
+            # a stride on a dimension of size 1 is never applied: 0 keeps numpy's intp arithmetic in range
+            strides = [s * size if d > 1 else 0 for d, s in zip(self.shape, self.stride)]
+            view = np.lib.stride_tricks.as_strided(base[self.offset:], self.shape, strides, writeable=False)
             a = view if view.flags.c_contiguous else np.array(view)
         if big and size > 1:
             a = a.astype(dt.newbyteorder("="))
@@ -169,8 +170,13 @@ def _tensor(storage, offset, size, stride, dtype: DType | None = None):
     shape, stride = _ints(size, "shape"), _ints(stride, "stride")
     if len(shape) != len(stride):
         raise SourceError(f"a tensor has {len(shape)} dimensions but {len(stride)} strides")
-    if any(d < 0 for d in shape) or any(s < 0 for s in stride):
-        raise SourceError("a tensor has a negative dimension or stride")
+    if any(d < 0 for d in shape):
+        raise SourceError("a tensor has a negative dimension")
+    if max(shape + stride + (offset,)) > L.MAX_DIM or min(stride, default=0) < -L.MAX_DIM:
+        raise SourceError("a tensor's size, stride or offset does not fit in 64 bits")   # torch holds int64
+    if 0 not in shape and any(s < 0 and d > 1 for d, s in zip(shape, stride)):
+        # as torch: a negative stride is refused where it would be applied (a dimension of size > 1)
+        raise SourceError("a tensor has a negative stride")
     t = LazyTensor(storage, dtype, offset, shape, stride)
     if t.numel and offset * dtype.itemsize + t.span_bytes > storage.nbytes:
         raise SourceError(f"a tensor of shape {list(shape)} (offset {offset}, strides {list(stride)}) reaches "
@@ -254,8 +260,11 @@ class NpDType(_Frozen):
         self._init(code=code, order="<")
 
     def __setstate__(self, state):
-        if type(state) is not tuple or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
-            raise SourceError("a numpy dtype's pickled state is malformed")
+        # numpy pickles a plain numeric dtype as (3, order, None, None, None, -1, -1, 0); anything else
+        # (subarrays, fields, flags such as NPY_LIST_PICKLE) describes another kind of dtype
+        if (type(state) is not tuple or len(state) != 8 or state[1] not in ("<", ">", "|", "=")
+                or state[:1] + state[2:] != (3, None, None, None, -1, -1, 0)):
+            raise SourceError("a numpy dtype's pickled state is not that of a plain numeric dtype")
         object.__setattr__(self, "order", state[1])
 
 
