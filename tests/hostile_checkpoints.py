@@ -1012,6 +1012,39 @@ def random_safetensors(rng: random.Random) -> bytes:
     return safetensors_bytes(arrs)
 
 
+def random_folder(rng: random.Random) -> dict:
+    """A diffusers folder tree: per component a weight file that may be valid, damaged, or not a regular
+    file at all, a config that may be valid or not, and junk (FIFOs, /dev/zero links) around them."""
+    nrng = np.random.default_rng(rng.getrandbits(32))
+    tree: dict = {}
+    for comp in rng.sample(["unet", "vae", "text_encoder"], rng.randint(1, 3)):
+        kind = rng.choice(["st", "st", "bin", "bin-deflated", "fifo", "devzero", "dangling", "dir", "garbage"])
+        a = nrng.standard_normal((rng.randint(1, 4), rng.randint(1, 5))).astype(np.float32)
+        if kind == "st":
+            tree[f"{comp}/diffusion_pytorch_model.safetensors"] = safetensors_bytes({"conv.weight": a})
+        elif kind.startswith("bin"):
+            tree[f"{comp}/diffusion_pytorch_model.bin"] = torch_zip(
+                dumps(OD({"conv.weight": tensor("0", a.shape)})), {"0": a.astype("<f4").tobytes()},
+                method=8 if kind == "bin-deflated" else 0)
+        elif kind == "garbage":
+            tree[f"{comp}/model.safetensors"] = bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
+        else:
+            tree[f"{comp}/diffusion_pytorch_model.safetensors"] = {
+                "fifo": ("fifo",), "devzero": ("symlink", "/dev/zero"), "dangling": ("symlink", "/nonexistent"),
+                "dir": ("dir",)}[kind]
+        cfg = rng.choice(["ok", "ok", "none", "nan", "array", "fifo", "devzero", "big"])
+        if cfg != "none":
+            tree[f"{comp}/config.json"] = {"ok": b'{"sample_size": 8}', "nan": b'{"a": NaN}', "array": b"[1]",
+                                           "fifo": ("fifo",), "devzero": ("symlink", "/dev/zero"),
+                                           "big": b"{}" + b" " * (1 << 20)}[cfg]
+    for j in range(rng.randint(0, 3)):                      # junk the conversion must not open
+        tree[rng.choice(["", "unet/", "vae/", "tokenizer/"]) + f"junk{j}"] = rng.choice(
+            [("fifo",), ("symlink", "/dev/zero"), b"x" * 10])
+    if rng.random() < 0.5:
+        tree["scheduler/scheduler_config.json"] = rng.choice([b'{"num_train_timesteps": 1000}', ("fifo",), b"{"])
+    return tree
+
+
 def mutations(seed_cases: list[Case], n: int, rng: random.Random) -> Iterator[Case]:
     ckpts = [c for c in seed_cases if c.kind == "ckpt"]
     sts = [c for c in seed_cases if c.kind == "safetensors"]
@@ -1024,6 +1057,8 @@ def mutations(seed_cases: list[Case], n: int, rng: random.Random) -> Iterator[Ca
             yield Case(f"mutate/{i:06d}/random-ckpt", "ckpt", data)
         elif r < 0.38:
             yield Case(f"mutate/{i:06d}/random-safetensors", "safetensors", random_safetensors(rng), suffix=".safetensors")
+        elif r < 0.43:
+            yield Case(f"mutate/{i:06d}/random-folder", "folder", tree=random_folder(rng))
         elif r < 0.7:                                # pickle mutations inside a valid zip
             c = rng.choice(ckpts)
             zin = zipfile.ZipFile(io.BytesIO(c.data))
@@ -1105,8 +1140,12 @@ def reference(case: Case, path: str) -> Reference:
             return _ref_safetensors(path)
         tensors = {}
         for comp in ("unet", "vae", "text_encoder"):
-            for f in ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
-                      "pytorch_model.bin"):
+            names = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
+                     "pytorch_model.bin")
+            if os.path.isdir(os.path.join(path, comp)) and not any(
+                    os.path.lexists(os.path.join(path, comp, f)) for f in names):
+                return Reference(False, error=f"{comp}/ holds no weight file")    # diffusers cannot load it either
+            for f in names:
                 p = os.path.join(path, comp, f)
                 if os.path.lexists(p):
                     import stat
