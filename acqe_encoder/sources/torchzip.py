@@ -154,6 +154,10 @@ class TorchZip:
     def _local(self, info: zipfile.ZipInfo) -> Record:
         """The entry's local header checked against the central directory, and its data bounds."""
         name = info.orig_filename[len(self.prefix):]
+        if info.orig_filename.endswith("/") or info.external_attr & 0x10:
+            # torch's reader (miniz) treats such an entry as a directory and reads no bytes from it: a
+            # storage record marked so loads as zeros there. Neither reading is safe: refuse.
+            raise SourceError(f"{self.base}: zip entry {name[:80]!r} is marked as a directory (corrupt or crafted)")
         if info.flag_bits & 0x1:
             raise SourceError(f"{self.base}: record {name[:80]!r} is encrypted")
         if info.compress_type not in (STORED, DEFLATED):
