@@ -107,7 +107,16 @@ def _read(z: TorchZip, path: str, base: str, rf) -> Source:
 
 
 def tensor_entries(sd: dict, base: str = "checkpoint", prefix: str = "") -> tuple[list, dict]:
-    """([(Entry, LazyTensor)], JSON-able non-tensor values) of a flat dict that may mix tensors and values."""
+    """([(Entry, LazyTensor)], JSON-able non-tensor values) of a flat dict that may mix tensors and values.
+
+    The broadcast rule: a kept tensor may materialise to at most EXPANSION_FACTOR (16) times the storage
+    bytes its view spans, or to EXPANSION_FREE_BYTES (64 KiB) whatever its strides. Zero and overlapping
+    strides are legitimate but rare in checkpoints, and small where they occur: CLIP's `position_ids`
+    (`arange(77).expand(1, -1)`, stride 0 on a size-1 dimension, ratio 1) or a broadcast bias buffer.
+    Refusing every zero stride would refuse those; allowing any ratio lets 4 bytes declare 1.6 GB (a
+    (20000, 20000) view with strides (0, 0)). 16x keeps a crafted tensor within a small multiple of the
+    bytes behind it, and the per-checkpoint total (16x the file + 16 MiB) bounds shared storages.
+    """
     entries, scalars = [], {}
     for k, v in sd.items():
         if isinstance(v, (LazyTensor, Refused)):
