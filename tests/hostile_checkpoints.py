@@ -1258,7 +1258,7 @@ STRICTER_THAN_REFERENCE = {
                                                      "inflates to"),
     "only regular files": ("expected a regular file",),
     "zip structure refused (local headers, overlaps, duplicates)": ("local header does not match", "overlap",
-                                                                    "appears twice"),
+                                                                    "appears twice", "past the end of its data"),
     "zip entry marked as a directory (torch reads it as zeros)": ("marked as a directory",),
     "SD key names in a layout the encoder cannot infer": ("unknown layout",),
     "expansion rule (16x the spanned storage, or 64 KiB)": ("would expand",),

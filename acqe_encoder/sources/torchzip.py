@@ -115,7 +115,10 @@ class TorchZip:
             head = self.mm[pos:pos + 46].tobytes()
             if len(head) != 46 or head[:4] != b"PK\x01\x02":
                 raise SourceError(f"{self.base}: the zip central directory is malformed at byte {pos:,}")
-            n, m, k = struct.unpack("<HHH", head[28:34])
+            n, m, k, disk = struct.unpack("<HHHH", head[28:36])
+            if disk not in (0, 0xFFFF):
+                raise SourceError(f"{self.base}: zip entry {info.orig_filename[:80]!r} starts on disk {disk} "
+                                  f"(a multi-disk archive, not a torch checkpoint)")
             try:
                 raw = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
             except UnicodeEncodeError:

@@ -504,16 +504,16 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise SourceError(f"{self.base}: storage key {_clean(key, 40)!r} is not a plain record name")
         if type(location) not in (str, bytes) or len(location) > 64:
             raise SourceError(f"{self.base}: storage {key!r} has a malformed device location")
+        untyped = stype.name.endswith("UntypedStorage")
+        ref = self.storages.get(key)
+        if ref is not None:          # torch silently keeps the first declaration; a different one is refused
+            if ref.dtype.name != stype.dtype.name or ref.untyped != untyped or ref.numel != numel:
+                raise SourceError(f"{self.base}: storage {key!r} is declared twice with different types or sizes")
+            return ref
         if type(numel) is not int or numel < 0:
             raise SourceError(f"{self.base}: storage {key!r} has a size that is not a non-negative integer")
         if not stype.dtype.supported:
             return Refused(f"uses unsupported storage type {stype.name}")
-        untyped = stype.name.endswith("UntypedStorage")
-        ref = self.storages.get(key)
-        if ref is not None:
-            if ref.dtype.name != stype.dtype.name or ref.untyped != untyped or ref.numel != numel:
-                raise SourceError(f"{self.base}: storage {key!r} is declared twice with different types or sizes")
-            return ref
         ref = StorageRef(key, stype.dtype, numel, untyped)
         self.storages[key] = ref
         return ref
