@@ -4,10 +4,11 @@
 
 Cases come from `tests/hostile_checkpoints.py` (seeds, every hand-written attack, then `--mutations`
 seeded mutations: random well-formed checkpoints, pickle byte mutations inside valid zips, zip-level
-damage, safetensors header damage). Each is judged in a worker process by `hostile_checkpoints.judge`:
-`acqe convert --lossless` in-process against torch.load(weights_only=True) / safetensors, with a
-20 s alarm; the parent kills a worker that gives no answer within --hard-timeout and counts a hang, and
-counts a worker that dies as a crash. Peak RSS growth per case comes from /proc/self/status (VmHWM,
+damage, safetensors header damage, random diffusers folders), plus valid 4 and 32 MiB checkpoints. Each
+is judged in a worker process by `hostile_checkpoints.judge`: `acqe convert --lossless` in-process
+against torch.load(weights_only=True) / safetensors, with a 20 s alarm (+2 s per MiB of input); the
+parent kills a worker that gives no answer within --hard-timeout and counts a hang, and counts a worker
+that dies as a crash. Peak RSS growth per case comes from /proc/self/status (VmHWM,
 reset before each case through /proc/self/clear_refs).
 
 Prints: cases, tracebacks, hangs, crashes, silently wrong values, conversions of inputs the reference
@@ -32,6 +33,12 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 
+def case_timeout(base: float, size: int) -> float:
+    """Seconds a case may take before it counts as a hang: `base`, plus 2 s per MiB of input (the 32 MiB
+    valid checkpoints legitimately take several seconds on a loaded machine)."""
+    return base + 2.0 * size / (1 << 20)
+
+
 def _worker(conn, workdir: str, timeout: float) -> None:
     import hostile_checkpoints as H
     warm = True
@@ -48,7 +55,7 @@ def _worker(conn, workdir: str, timeout: float) -> None:
             shutil.rmtree(work, ignore_errors=True)
             os.makedirs(work)
             warm = False
-        o = H.judge(case, work, timeout=timeout)
+        o = H.judge(case, work, timeout=case_timeout(timeout, case.size))
         conn.send(o.__dict__)
 
 
@@ -115,9 +122,9 @@ class Pool:
                     self._stop(s, kill=True)
                     self.slots[i] = self._start()
                     busy -= 1
-                elif time.time() - s["t0"] > self.hard:
-                    on_result(c, {"name": c.name, "verdict": "hang", "detail": f"killed after {self.hard} s",
-                                  "size": c.size})
+                elif time.time() - s["t0"] > case_timeout(self.hard, c.size):
+                    on_result(c, {"name": c.name, "verdict": "hang",
+                                  "detail": f"killed after {case_timeout(self.hard, c.size):.0f} s", "size": c.size})
                     self._stop(s, kill=True)
                     self.slots[i] = self._start()
                     busy -= 1
@@ -132,8 +139,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mutations", type=int, default=12000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=20.0, help="per-case alarm inside the worker (s)")
-    ap.add_argument("--hard-timeout", type=float, default=90.0, help="per-case kill from the parent (s)")
+    ap.add_argument("--timeout", type=float, default=20.0,
+                    help="per-case alarm inside the worker (s), plus 2 s per MiB of input")
+    ap.add_argument("--hard-timeout", type=float, default=90.0,
+                    help="per-case kill from the parent (s), plus 2 s per MiB of input")
     ap.add_argument("--no-large", action="store_true", help="skip the 4 and 32 MiB valid checkpoints")
     ap.add_argument("--json", help="write the counts and every bad case here")
     args = ap.parse_args(argv)
