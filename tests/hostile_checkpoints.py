@@ -1259,6 +1259,8 @@ STRICTER_THAN_REFERENCE = {
     "only regular files": ("expected a regular file",),
     "zip structure refused (local headers, overlaps, duplicates)": ("local header does not match", "overlap",
                                                                     "appears twice", "past the end of its data"),
+    "every zip entry, used or not, stored or deflated and unencrypted": ("compression method", "is encrypted"),
+    "zip headers Python's zipfile refuses (miniz is laxer)": ("not a readable zip archive",),
     "zip entry marked as a directory (torch reads it as zeros)": ("marked as a directory",),
     "SD key names in a layout the encoder cannot infer": ("unknown layout",),
     "expansion rule (16x the spanned storage, or 64 KiB)": ("would expand",),
