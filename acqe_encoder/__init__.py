@@ -1,5 +1,6 @@
-"""ACQ-E encoder: checkpoint sources, SD layouts + configs, histogram-guided clustering, rate allocation.
+"""ACQ-E encoder: checkpoint sources, histogram-guided clustering, rate allocation.
 
-Never imports torch at module level (only `sources/` and calibration do, lazily).
+Needs no torch: `.ckpt` files are read by a restricted unpickler of its own (`sources/`). Only the
+optional calibration (`--calibrate`) imports torch and diffusers, lazily.
 """
 __version__ = "0.1.0"

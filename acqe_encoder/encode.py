@@ -12,7 +12,6 @@ Sizes are honest: `--bits B` means file bytes * 8 <= B * (number of values of al
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -290,29 +289,22 @@ def convert(src_path: str, out_path: str, settings: Settings | None = None, prog
         src.close()
 
 
-def _sha256_thread(path: str) -> tuple[threading.Thread, dict]:
+def _sha256_thread(src: Source) -> tuple[threading.Thread, dict]:
+    """Hash exactly the regular files the source read (`Source.files`), in the background."""
     res: dict = {}
 
     def run():
-        h = hashlib.sha256()
-        paths = [path]
-        if os.path.isdir(path):
-            paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs)
-        for p in paths:
-            with open(p, "rb") as f:
-                while True:
-                    b = f.read(1 << 24)
-                    if not b:
-                        break
-                    h.update(b)
-        res["sha256"] = h.hexdigest()
+        try:
+            res["sha256"] = src.sha256()
+        except Exception as e:  # noqa: BLE001 - re-raised in the converting thread after join()
+            res["error"] = e
     t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, res
 
 
 def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
-    sha_t, sha = _sha256_thread(src_path)
+    sha_t, sha = _sha256_thread(src)
     shapes = {e.name: e.shape for e in src.entries}
     det = sd_v1.detect(shapes)
     naming, comps = _components(src, det)
@@ -394,6 +386,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     t1 = time.time()
     # ---- pass 3: coding
     sha_t.join()
+    if "error" in sha:
+        raise sha["error"]
     timings["sha256_wait"] = time.time() - t1
     t1 = time.time()
     sizes = {c: {"bytes": 0, "values": 0} for c in list(comp_totals) + ["other_raw"]}

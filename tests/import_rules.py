@@ -31,8 +31,8 @@ FORBIDDEN_THIRD_PARTY = {
     "acqe_encoder": tuple(h for h in HEAVY if h not in ("torch", "diffusers", "safetensors")) + ("click", "rich"),
     "recat_runtime": ("click", "rich"),
 }
-# torch and diffusers inside the encoder: only the optional calibration (--calibrate runs the UNet)
-# and the checkpoint sources (reading .ckpt)
+# torch and diffusers inside the encoder: only the optional calibration (--calibrate runs the UNet);
+# checkpoints are read without torch (acqe_encoder/sources)
 ENCODER_TORCH_FILES = ("acqe_encoder/calibrate.py",)
 ENCODER_TORCH = ("torch", "diffusers")
 # triton inside the runtime: only the kernel module, imported when a Triton rebuild runs
@@ -163,8 +163,8 @@ def check(root: str) -> list[str]:
                 bad.append(f"{where}: {a.source} imports triton (only recat_runtime/triton_kernels.py may)")
         elif src_pkg == "acqe_encoder" and tgt_pkg in ENCODER_TORCH:
             rel = os.path.relpath(a.path, root).replace(os.sep, "/")
-            if not (rel in ENCODER_TORCH_FILES or (tgt_pkg == "torch" and rel.startswith("acqe_encoder/sources/"))):
-                bad.append(f"{where}: {a.source} imports {tgt_pkg} (only calibrate.py, and sources/ for torch, may)")
+            if rel not in ENCODER_TORCH_FILES:
+                bad.append(f"{where}: {a.source} imports {tgt_pkg} (only calibrate.py may)")
     for cyc in cycles(found):
         bad.append(f"import cycle: {' -> '.join(cyc)}")
     return bad

@@ -41,6 +41,7 @@ def _append(root, rel, line):
     ("recat_runtime/loading.py", "from acqe_encoder import encode", "recat_runtime may not import acqe_encoder"),
     ("acqe_format/writer.py", "import acqe_demo", "acqe_format may not import acqe_demo"),
     ("acqe_encoder/clustering.py", "import torch", "only calibrate.py"),
+    ("acqe_encoder/sources/ckpt.py", "def f():\n    import torch", "only calibrate.py"),
     ("acqe_format/layout.py", "def f():\n    from acqe_format import reader", "import cycle"),
     ("recat_runtime/sampling.py", "def f():\n    from recat_runtime.api import generate", "import cycle"),
     ("recat_runtime/compact.py", "def f():\n    import triton", "only recat_runtime/triton_kernels.py"),

@@ -1,143 +1,75 @@
-"""Lightning / CompVis `.ckpt` (torch zip pickle) read with `torch.load(weights_only=True, mmap=True)`.
+"""Lightning / CompVis `.ckpt` (a torch zip pickle) read without torch.
 
-Real SD checkpoints pickle a few inert objects besides tensors: pytorch_lightning's `ModelCheckpoint`
-callback (as a dict key, or an instance holding its state) and sometimes numpy scalars. These are
-allowed by an explicit list of stub classes that only record their state. Anything else a pickle asks
-for is refused (`SourceError`); there is never a fall-back to unrestricted unpickling.
+`torchzip.TorchZip` reads the zip records through their compression method; `unpickle.unpickle` runs
+the restricted unpickler, which builds `LazyTensor`s (dtype, shape, strides, offset of a storage record)
+and nothing else a pickle could ask for beyond the allowlist. Entries load lazily: a stored record is a
+view of the memory map, a deflated one is inflated when first read.
+
+Size rules (see README.md): a kept tensor may materialise to at most EXPANSION_FACTOR times the storage
+bytes its view spans (or EXPANSION_FREE_BYTES), and all kept tensors together, like all inflated records
+together, to at most TOTAL_FACTOR times the file size plus TOTAL_FREE_BYTES.
+
+Legacy (pre-1.6, non-zip) torch pickles are refused with a one-line error that says how to re-save them.
 """
 from __future__ import annotations
 
-import json
 import os
-import pickle
-import re
-import zipfile
 
-import numpy as np
-
-from acqe_encoder.sources import Entry, Source, jsonable
+from acqe_encoder.sources import Entry, Source, acqe_configs, json_key, jsonable
+from acqe_encoder.sources import limits as L
+from acqe_encoder.sources.files import open_regular, shown
+from acqe_encoder.sources.torchzip import DEFLATED, TorchZip
+from acqe_encoder.sources.unpickle import (ALLOWED_STUB_PATHS, STUBS, LazyTensor, Refused,  # noqa: F401
+                                           unpickle)
 from acqe_format.errors import SourceError
 
-# Full pickle paths of inert classes a training checkpoint may reference (Lightning callbacks).
-ALLOWED_STUB_PATHS = (
-    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
-    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
-    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
-    "lightning.pytorch.callbacks.early_stopping.EarlyStopping",
-    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
-    "lightning.pytorch.callbacks.lr_monitor.LearningRateMonitor",
-)
+DROPPED_KEYS = ("optimizer_states", "lr_schedulers", "loops")
+
+LEGACY_HINT = ("re-save it with torch >= 1.6 and convert the new file: python -c \"import torch; "
+               "torch.save(torch.load('OLD.ckpt', weights_only=True), 'NEW.ckpt')\"")
 
 
-def _make_stub(path: str) -> type:
-    module, _, qual = path.rpartition(".")
-
-    def __setstate__(self, state):
-        self._acqe_state = state
-
-    def __init__(self, *args, **kwargs):  # never called by the unpickler (NEWOBJ uses __new__)
-        self._acqe_state = {"args": args, "kwargs": kwargs}
-
-    cls = type(qual, (), {"__setstate__": __setstate__, "__init__": __init__, "_acqe_path": path,
-                          "__module__": module, "__doc__": f"Inert stand-in for {path}: records its state only."})
-    cls.__qualname__ = qual
-    return cls
-
-
-STUBS = {p: _make_stub(p) for p in ALLOWED_STUB_PATHS}
-
-
-def _safe_globals():
-    import torch  # noqa: F401
-    allowed = [(cls, path) for path, cls in STUBS.items()]
-    # numpy scalars / dtypes as stored by some trainers (inert value constructors)
+def open_ckpt(path: str, opened=None) -> Source:
+    """A torch zip checkpoint as a `Source` (`opened`: the (file, RegularFile) pair `open_source` made)."""
+    base = shown(os.path.basename(path))
+    f, rf = opened if opened is not None else open_regular(path, base)
     try:
-        from numpy.core.multiarray import scalar as np_scalar  # type: ignore
-    except Exception:  # noqa: BLE001
-        np_scalar = None
-    if np_scalar is not None:
-        allowed += [(np_scalar, "numpy.core.multiarray.scalar"), (np_scalar, "numpy._core.multiarray.scalar")]
-    allowed += [(np.dtype, "numpy.dtype")]
-    for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType"):
-        t = getattr(np.dtypes, name, None)
-        if t is not None:
-            allowed.append((t, f"numpy.dtypes.{name}"))
-    return allowed
-
-
-_GLOBAL_RE = re.compile(r"(?:Unsupported global: GLOBAL|unrecognized function|global)\s+([\w.]+)")
-
-
-def _load(path: str):
-    import torch
-    base = os.path.basename(path)
-    with open(path, "rb") as f:
-        lead = f.read(4)
-    if lead.startswith(b"PK") and not zipfile.is_zipfile(path):
-        raise SourceError(f"{base}: torch zip checkpoint without its central directory (truncated or corrupt)")
-    if not zipfile.is_zipfile(path):
-        # legacy (pre-1.6) torch pickles cannot be memory-mapped; weights_only still applies
-        mmap = False
-        with open(path, "rb") as f:
-            magic = f.read(2)
-        if magic[:1] != b"\x80":
-            raise SourceError(f"{base}: neither a torch zip checkpoint nor a pickle (starts with {magic!r})")
-    else:
-        mmap = True
+        lead = os.pread(f.fileno(), 4, 0)
+        if not lead.startswith(b"PK"):
+            if lead[:1] == b"\x80":
+                raise SourceError(f"{base}: a legacy (pre-1.6, non-zip) torch pickle, which this reader does "
+                                  f"not open; {LEGACY_HINT}")
+            raise SourceError(f"{base}: neither a torch zip checkpoint nor a safetensors file "
+                              f"(starts with {lead[:4]!r})")
+        z = TorchZip(f, rf.size, base)
+    except BaseException:
+        f.close()
+        raise
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        m = re.search(r"GLOBAL ([\w.]+)", msg) or _GLOBAL_RE.search(msg)
-        what = m.group(1) if m else msg.strip().splitlines()[0][:160]
-        raise SourceError(f"{base}: the pickle asks for {what}, which is not on the allowlist of inert "
-                          f"classes; refusing to unpickle it") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError, zipfile.BadZipFile) as e:
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise SourceError(f"{base}: cannot read checkpoint (truncated or corrupt?): {line}") from None
+        src = _read(z, path, base, rf)
+    except BaseException:
+        z.close()
+        raise
+    src._closers.append(z.close)
+    return src
 
 
-def _np_view(t) -> np.ndarray:
-    """A torch CPU tensor -> numpy (no copy where possible); bf16 -> float32 values (exact)."""
-    import torch
-    t = t.detach()
-    if t.dtype == torch.bfloat16:
-        u = t.contiguous().view(torch.int16).numpy().view(np.uint16)
-        return (u.astype(np.uint32) << 16).view(np.float32)
-    if not t.is_contiguous():
-        t = t.contiguous()
-    return t.numpy()
+def _read(z: TorchZip, path: str, base: str, rf) -> Source:
+    pkl = z.read_small("data.pkl", L.MAX_PICKLE_BYTES)
+    obj, storages = unpickle(pkl, base)
+    records = {key: z.record(f"data/{key}", ref.nbytes) for key, ref in storages.items()}
+    budget = L.TOTAL_FACTOR * rf.size + L.TOTAL_FREE_BYTES
+    inflated = sum(r.size for r in records.values() if r.method == DEFLATED)
+    if inflated > budget:
+        raise SourceError(f"{base}: its deflated records inflate to {inflated:,} bytes from a {rf.size:,}-byte "
+                          f"file; more than {L.TOTAL_FACTOR}x the file is refused (a zip bomb? torch.save "
+                          f"writes records uncompressed)")
 
+    def reader(storage):
+        return z.data(records[storage.key]), z.big_endian
+    for ref in storages.values():
+        ref.bind(reader)
 
-_DTYPES = {"torch.float32": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16",
-           "torch.float64": "float64", "torch.int64": "int64", "torch.int32": "int32", "torch.int16": "int16",
-           "torch.int8": "int8", "torch.uint8": "uint8", "torch.bool": "bool"}
-
-
-def tensor_entries(sd: dict, prefix: str = "") -> tuple[list[Entry], dict]:
-    """(tensor entries, JSON-able scalars) of a flat dict that may mix tensors and plain values."""
-    import torch
-    entries, scalars = [], {}
-    for k, v in sd.items():
-        name = prefix + str(k)
-        if isinstance(v, torch.Tensor):
-            dt = _DTYPES.get(str(v.dtype))
-            if dt is None:
-                raise SourceError(f"tensor {name!r} has unsupported dtype {v.dtype}")
-            if v.is_sparse or v.layout != torch.strided:
-                raise SourceError(f"tensor {name!r} is not a dense tensor")
-            entries.append(Entry(name, tuple(int(d) for d in v.shape), dt, (lambda t=v: _np_view(t))))
-        else:
-            scalars[name] = jsonable(v)
-    return entries, scalars
-
-
-def open_ckpt(path: str) -> Source:
-    import torch
-    base = os.path.basename(path)
-    obj = _load(path)
     extras: dict = {}
     dropped: list[str] = []
     configs = architecture = None
@@ -147,29 +79,70 @@ def open_ckpt(path: str) -> Source:
             if k == "state_dict":
                 continue
             if k == "acqe_configs":
-                try:
-                    cfg = json.loads(v) if isinstance(v, str) else v
-                    if not isinstance(cfg, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as e:
-                    raise SourceError(f"{base}: acqe_configs is not a JSON object ({e})") from None
-                architecture = cfg.get("architecture")
-                configs = {c: cfg[c] for c in ("unet", "vae", "text_encoder", "scheduler") if c in cfg}
+                architecture, configs = acqe_configs(v, f"{base}: acqe_configs")
                 continue
-            if k in ("optimizer_states", "lr_schedulers", "loops"):
+            if k in DROPPED_KEYS:
                 dropped.append(k)
                 continue
-            if isinstance(v, torch.Tensor):
-                extras[k] = jsonable(v) if v.numel() <= 16 else f"<tensor {list(v.shape)} dropped>"
+            key = json_key(k)
+            if isinstance(v, LazyTensor):
+                extras[key] = jsonable(v) if v.numel <= 16 else f"<tensor {list(v.shape)} dropped>"
                 continue
-            j = jsonable(v)
-            extras[k] = j
+            extras[key] = jsonable(v)
     elif isinstance(obj, dict):
         sd = obj
     else:
-        raise SourceError(f"{base}: the checkpoint holds a {type(obj).__name__}, not a state dict")
-    entries, scalars = tensor_entries(sd)
+        what = "tensor" if isinstance(obj, (LazyTensor, Refused)) else type(obj).__name__
+        raise SourceError(f"{base}: the checkpoint holds a {what}, not a state dict")
+    entries, scalars = tensor_entries(sd, base)
     extras.update({f"state_dict.{k}": v for k, v in scalars.items()})
     if not entries:
         raise SourceError(f"{base}: no tensors found in the checkpoint (unknown layout)")
-    return Source(path, "ckpt", entries, extras, configs, architecture, None, dropped)
+    total = sum(t.nbytes for _, t in entries)
+    if total > budget:
+        raise SourceError(f"{base}: its tensors materialise to {total:,} bytes from a {rf.size:,}-byte file "
+                          f"(shared or expanded storages); more than {L.TOTAL_FACTOR}x the file is refused")
+    return Source(path, "ckpt", [e for e, _ in entries], extras, configs or None, architecture, None, dropped,
+                  files=[rf])
+
+
+def tensor_entries(sd: dict, base: str = "checkpoint", prefix: str = "") -> tuple[list, dict]:
+    """([(Entry, LazyTensor)], JSON-able non-tensor values) of a flat dict that may mix tensors and values.
+
+    The broadcast rule: a kept tensor may materialise to at most EXPANSION_FACTOR (16) times the storage
+    bytes its view spans, or to EXPANSION_FREE_BYTES (64 KiB) whatever its strides. Zero and overlapping
+    strides are legitimate but rare in checkpoints, and small where they occur: CLIP's `position_ids`
+    (`arange(77).expand(1, -1)`, stride 0 on a size-1 dimension, ratio 1) or a broadcast bias buffer.
+    Refusing every zero stride would refuse those; allowing any ratio lets 4 bytes declare 1.6 GB (a
+    (20000, 20000) view with strides (0, 0)). 16x keeps a crafted tensor within a small multiple of the
+    bytes behind it, and the per-checkpoint total (16x the file + 16 MiB) bounds shared storages.
+    """
+    entries, scalars = [], {}
+    for k, v in sd.items():
+        if isinstance(v, (LazyTensor, Refused)):
+            if isinstance(k, bool) or not isinstance(k, (str, int)):
+                raise SourceError(f"{base}: a tensor's key is a {type(k).__name__}, not a string")
+            name = prefix + str(k)
+            if isinstance(v, Refused):
+                raise SourceError(f"{base}: tensor {shown(name)[:100]!r} {v.reason}; refusing it")
+            limit = max(L.EXPANSION_FACTOR * v.span_bytes, L.EXPANSION_FREE_BYTES)
+            if v.nbytes > limit:
+                raise SourceError(f"{base}: tensor {shown(name)[:100]!r} of shape {list(v.shape)} (strides "
+                                  f"{list(v.stride)}) would expand {v.span_bytes:,} bytes of storage into "
+                                  f"{v.nbytes:,}; more than {L.EXPANSION_FACTOR}x is refused (see "
+                                  f"acqe_encoder/sources/README.md)")
+            entries.append((Entry(name, v.shape, v.dtype.name, _loader(v, base)), v))
+        else:
+            scalars[prefix + json_key(k)] = jsonable(v)
+    return entries, scalars
+
+
+def _loader(t: LazyTensor, base: str):
+    def load():
+        try:
+            return t.load()
+        except SourceError as e:
+            if str(e).startswith(f"{base}: "):
+                raise
+            raise SourceError(f"{base}: {e}") from None
+    return load
