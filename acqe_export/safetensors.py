@@ -21,9 +21,11 @@ SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "f
                       "uint32": "U32", "uint64": "U64"}
 
 
-def export_safetensors(src: str, out: str, dtype: str | None = None, threads: int | None = None) -> tuple[int, int]:
+def export_safetensors(src: str, out: str, dtype: str | None = None, threads: int | None = None,
+                       progress=None) -> tuple[int, int]:
     """Write every tensor of ``src`` to ``out``; floats cast to ``dtype`` ("fp16", "bfloat16", ...; None keeps
-    each tensor's decoded dtype). Returns (tensor count, file bytes)."""
+    each tensor's decoded dtype). ``progress(bytes_done, bytes_total)`` is called after each tensor.
+    Returns (tensor count, file bytes)."""
     want = dtypes.cast_target(dtype) if dtype else None
     with AcqeReader(src) as r:
         plan, off = [], 0
@@ -42,6 +44,7 @@ def export_safetensors(src: str, out: str, dtype: str | None = None, threads: in
             f.write(struct.pack("<Q", len(hb)))
             f.write(hb)
             decoded = r.iter_tensors(threads=threads, dtype=want)
+            done = 0
             for (name, nbytes), (got, arr) in zip(plan, decoded):
                 if got != name:
                     raise ValueError("reader returned tensors out of directory order")
@@ -52,4 +55,7 @@ def export_safetensors(src: str, out: str, dtype: str | None = None, threads: in
                 if len(b) != nbytes:
                     raise ValueError(f"tensor {name!r}: {len(b)} bytes decoded, {nbytes} expected")
                 f.write(b)
+                done += nbytes
+                if progress is not None:
+                    progress(done, off)
     return len(plan), os.path.getsize(out)

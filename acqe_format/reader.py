@@ -493,21 +493,30 @@ class AcqeReader:
                 n, f = window.popleft()
                 yield n, f.result()
 
-    def verify(self, threads: int | None = None) -> None:
+    def verify(self, threads: int | None = None, progress=None) -> None:
         """Everything the spec lets a reader check: every section CRC, assets, every payload and chunk
-        CRC, full decode of every tensor, every padding byte, and the footer SHA-256."""
+        CRC, full decode of every tensor, every padding byte, and the footer SHA-256.
+
+        ``progress``: called as ``progress(phase, done, total)``: ``"decode"`` in values, then
+        ``"sha256"`` in bytes."""
         for i, s in enumerate(self.sections):
             if s.kind != C.SectionKind.DATA:
                 self._section_bytes(s, C.SectionKind(s.kind).name if s.kind in C.SectionKind._value2member_map_
                                     else f"section {i} (kind {s.kind})")
         self.assets
-        for _name, _array in self.iter_tensors(threads=threads):
-            pass
+        total, done = sum(t.numel for t in self.tensors), 0
+        numel = {t.name: t.numel for t in self.tensors}
+        for name, _array in self.iter_tensors(threads=threads):
+            done += numel[name]
+            if progress is not None:
+                progress("decode", done, total)
         h = hashlib.sha256()
         body = self._buf[:self.file_size - C.FOOTER_SIZE]
         step = 1 << 24
         for i in range(0, len(body), step):
             h.update(body[i:i + step])
+            if progress is not None:
+                progress("sha256", min(i + step, len(body)), len(body))
         if h.digest() != self.footer_sha256:
             raise ChecksumMismatchError(f"file SHA-256 is {h.hexdigest()[:16]}..., footer says "
                                         f"{self.footer_sha256.hex()[:16]}...")

@@ -81,11 +81,15 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
              seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
              branch: int | None = None, correction: bool = True, compact: bool = False,
-             forecast: bool = False) -> GenerateResult:
+             forecast: bool = False, progress: Callable[[str, int, int | None], None] | None = None
+             ) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
 
     ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
     (identical images, about half the UNet weight memory of fp16, slower steps).
+
+    ``progress(label, done, total)``: ``"load"`` (total None) and ``"denoise"`` steps; when given, diffusers'
+    own progress bar is turned off (otherwise it shows, as diffusers sets it).
 
     Image ``j`` of prompt ``i`` uses seed ``seed + i * batch + j``. ``budget`` (full UNet steps) is
     ignored with ``cache="none"``. ``dtype``: "fp32", "fp16", "bf16" (or any spelling of
@@ -101,12 +105,20 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     config = cache_config(cache, steps=steps, budget=budget, metadata=metadata, sampler=scheduler,
                           guidance=guidance, branch=branch, correction=correction, forecast=forecast)
     t0 = time.perf_counter()
+    if progress is not None:
+        progress("load", 0, None)
     pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact)
     load_s = time.perf_counter() - t0
+    on_step = None
+    if progress is not None:
+        progress("load", 1, 1)
+        pipe.set_progress_bar_config(disable=True)
+        on_step = lambda done, total: progress("denoise", done, total)  # noqa: E731
     all_prompts = [p for p in prompts for _ in range(batch)]
     seeds = [seed + k for k in range(len(all_prompts))]
     latents, images, loop_s, dec_s, full = denoise_and_decode(
-        pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config)
+        pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config,
+        on_step=on_step)
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
             "guidance": guidance,
             "branch": None if config is None else config.branch,
@@ -176,6 +188,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     if prompts is None:     # one stream: profiling takes the first `samples`, validation continues it
         prompts = default_prompts(model.architecture, samples + (validation_samples if weighting == "auto" else 0))
     pipe = load_pipeline(path, device=device, torch_dtype=torch_dtype(dtype), scheduler=scheduler)
+    if progress:      # progress comes through the callback: no diffusers bar per profiling batch
+        pipe.set_progress_bar_config(disable=True)
     sampler = _sampler_name(pipe)
     settings = ProfileSettings(steps=steps, guidance=guidance, branch=branch, height=height, width=width,
                                samples=samples, batch_size=batch_size, seed=seed)

@@ -1,7 +1,8 @@
 """Runtime errors; all derive from ``acqe_format.errors.AcqeError`` so the CLI prints them as one line."""
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
-__all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError"]
+__all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError", "CompactWeightError",
+           "UnsupportedDiffusersError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
@@ -26,3 +27,16 @@ class CacheSettingsError(AcqeError, ValueError):
 
 class ForecastConflictError(CacheSettingsError):
     """A plain forecast asked for on top of a stored correction that already forecasts the feature."""
+
+
+class CompactWeightError(AcqeError, TypeError):
+    """An operation a compact weight cannot do without silently losing it (writing arbitrary values into its
+    codes), or a request compact weights do not support."""
+
+    cli_prefix = "compact weights"
+
+
+class UnsupportedDiffusersError(AcqeError, ImportError):
+    """The installed diffusers is outside the range the `.acqe` integration was built and tested against."""
+
+    cli_prefix = "unsupported diffusers"

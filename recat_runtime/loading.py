@@ -94,7 +94,7 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         strip_prefix: drop the component prefix from the names.
         threads: decoder threads (default: all cores).
         compact_parts: when a dict, codebook matrices/kernels with uint8 indices are not decoded: their
-            codebook parts go into it (by key) and the state holds a ``meta`` placeholder of the shape.
+            codebook parts go into it (by key) and the state holds a `recat_runtime.compact.CompactTensor`.
     """
     threads = threads or os.cpu_count() or 1
     with _reader(path_or_reader) as r:
@@ -102,14 +102,14 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)}
         out: dict[str, torch.Tensor] = {}
         if compact_parts is not None:
-            from recat_runtime.compact import eligible
+            from recat_runtime.compact import CompactTensor, eligible
 
             for name in [n for n, i in infos.items() if i.codec != CodecId.RAW and len(i.shape) >= 2]:
                 parts = r.read_codebook(name, threads)
                 if eligible(parts):
                     key = name[len(prefix):] if strip_prefix else name
                     compact_parts[key] = parts
-                    out[key] = torch.empty(parts.shape, dtype=torch_dtype or torch.float32, device="meta")
+                    out[key] = CompactTensor.from_codebook(parts, torch_dtype or torch.float32, device)
                     del infos[name]
         # the reader rounds floats to the target dtype inside the decode kernel (same values as .to())
         want = None if torch_dtype is None else dtypes.canonical(torch_dtype)
@@ -126,9 +126,8 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         return out
 
 
-def _fill(model, state: dict, what: str, compact_keys=frozenset()):
-    """Makes the given tensors the model's parameters (``assign=True``), checking names and shapes.
-    ``compact_keys`` are placeholders (``meta``) that compact weights replace afterwards."""
+def _fill(model, state: dict, what: str):
+    """Makes the given tensors the model's parameters (``assign=True``), checking names and shapes."""
     expected = model.state_dict()
     # transformers >= 5 drops the `text_model.` level from CLIPTextModel state dicts; LDM keeps it
     for k in [k for k in state if k not in expected and k.startswith("text_model.")]:
@@ -150,7 +149,7 @@ def _fill(model, state: dict, what: str, compact_keys=frozenset()):
         if tuple(v.shape) != tuple(expected[k].shape):
             raise RuntimeLoadError(f"{what}: {k} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
     model.load_state_dict(state, strict=True, assign=True)
-    leftover = [n for n, p in model.named_parameters() if p.is_meta and n not in compact_keys]
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:
         raise RuntimeLoadError(f"{what}: parameters left unfilled: {leftover[:3]}")
     return model.eval().requires_grad_(False)
@@ -175,8 +174,6 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
                                      threads=threads,
                                      strip_prefix=(naming == Naming.DIFFUSERS or component == Component.TEXT_ENCODER),
                                      compact_parts=parts)
-    # placeholders are followed through the key conversion by identity (the converters move tensors)
-    placeholder_of = {id(state[k]): k for k in (parts or {})}
     if component == "unet":
         from diffusers import UNet2DConditionModel
         from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
@@ -200,20 +197,11 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
         model = _empty(lambda: CLIPTextModel(text_cfg))
     else:
         raise ValueError(f"unknown component {component!r}")
-    compact_map = {k: placeholder_of[id(v)] for k, v in state.items() if id(v) in placeholder_of}
-    if parts and len(compact_map) != len(parts):
-        raise RuntimeLoadError(f"{component}: {len(parts) - len(compact_map)} compact weights were changed by the "
-                               "key conversion; load without compact weights")
-    model = _fill(model, state, component, frozenset(compact_map))
-    if compact_map:
-        from recat_runtime.compact import make_compact
+    model = _fill(model, state, component)       # compact weights (CompactTensor) became parameters as they are
+    if parts and component != Component.TEXT_ENCODER:
+        from recat_runtime.compact_quantizer import attach_quantizer
 
-        for key, src in compact_map.items():
-            owner, _, leaf = key.rpartition(".")
-            module = model.get_submodule(owner)
-            if leaf != "weight":
-                raise RuntimeLoadError(f"{component}: cannot keep {key} compact (not a layer weight)")
-            make_compact(module, parts[src], torch_dtype or torch.float32, device)
+        attach_quantizer(model, torch_dtype)      # save_pretrained writes dense weights, dequantize() works
     # buffers that are not stored (e.g. position_ids) were created on the CPU: move them along
     for mod in model.modules():
         for name, buf in list(mod.named_buffers(recurse=False)):
@@ -234,9 +222,9 @@ def load_unet(path_or_reader, *, torch_dtype=torch.float32, device=None, threads
     return _load_component(path_or_reader, "unet", torch_dtype, device, threads, compact)
 
 
-def load_vae(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
-    """The ``AutoencoderKL`` of a `.acqe` file."""
-    return _load_component(path_or_reader, "vae", torch_dtype, device, threads)
+def load_vae(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None, compact: bool = False):
+    """The ``AutoencoderKL`` of a `.acqe` file (``compact``: as in `load_unet`)."""
+    return _load_component(path_or_reader, "vae", torch_dtype, device, threads, compact)
 
 
 def load_text_encoder(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
@@ -312,5 +300,4 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -36,10 +36,18 @@ def synchronize(device) -> None:
 
 def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: float, seeds: Sequence[int],
                        height=None, width=None, config: RecatCacheConfig | None = None,
-                       negative_prompt=None) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
-    """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps)."""
+                       negative_prompt=None, on_step: Callable[[int, int], None] | None = None,
+                       ) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
+    """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps).
+    ``on_step(done, steps)`` is called after each denoising step."""
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    extra = {}
+    if on_step is not None:
+        def step_end(_pipe, i, _t, tensors):
+            on_step(i + 1, steps)
+            return tensors
+        extra["callback_on_step_end"] = step_end
     hook = apply_recat_cache(pipe, config) if config is not None else None
     try:
         synchronize(device)
@@ -47,7 +55,7 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
         with torch.inference_mode():
             latents = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gens,
                            height=height, width=width, output_type="latent",
-                           negative_prompt=negative_prompt).images
+                           negative_prompt=negative_prompt, **extra).images
         synchronize(device)
         t1 = time.perf_counter()
     finally:

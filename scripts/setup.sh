@@ -16,6 +16,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
 pip install -q "torch==2.13.0"
+# peft (runtime extra) and triton (test extra, Linux) resolve against the pinned torch without replacing it
 pip install -q "torch==2.13.0" -e ".[runtime,encoder,test,bench]"
 # open_clip_torch only supplies CLIP's BPE vocabulary file (read, never imported) and DeepCache is a
 # benchmark peer; both would drag in torchvision or another torch through their dependencies.

@@ -35,6 +35,8 @@ FORBIDDEN_THIRD_PARTY = {
 # checkpoints are read without torch (acqe_encoder/sources)
 ENCODER_TORCH_FILES = ("acqe_encoder/calibrate.py",)
 ENCODER_TORCH = ("torch", "diffusers")
+# triton inside the runtime: only the kernel module, imported when a Triton rebuild runs
+RUNTIME_TRITON_FILES = ("recat_runtime/triton_kernels.py",)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ def check(root: str) -> list[str]:
             continue
         if tgt_pkg in FORBIDDEN_THIRD_PARTY.get(src_pkg, ()):
             bad.append(f"{where}: {a.source} imports {tgt_pkg}")
+        elif src_pkg == "recat_runtime" and tgt_pkg == "triton":
+            if os.path.relpath(a.path, root).replace(os.sep, "/") not in RUNTIME_TRITON_FILES:
+                bad.append(f"{where}: {a.source} imports triton (only recat_runtime/triton_kernels.py may)")
         elif src_pkg == "acqe_encoder" and tgt_pkg in ENCODER_TORCH:
             rel = os.path.relpath(a.path, root).replace(os.sep, "/")
             if rel not in ENCODER_TORCH_FILES:

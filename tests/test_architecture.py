@@ -44,6 +44,8 @@ def _append(root, rel, line):
     ("acqe_encoder/sources/ckpt.py", "def f():\n    import torch", "only calibrate.py"),
     ("acqe_format/layout.py", "def f():\n    from acqe_format import reader", "import cycle"),
     ("recat_runtime/sampling.py", "def f():\n    from recat_runtime.api import generate", "import cycle"),
+    ("recat_runtime/compact.py", "def f():\n    import triton", "only recat_runtime/triton_kernels.py"),
+    ("acqe_export/gguf.py", "import torch", "acqe_export.gguf imports torch"),
 ])
 def test_a_broken_arrow_is_found(copy_of_tree, rel, line, expect):
     assert R.check(str(copy_of_tree)) == []

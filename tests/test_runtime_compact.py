@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recat_runtime.cache import RecatCacheConfig, recat_cache
-from recat_runtime.compact import CompactWeight, compact_bytes
+from recat_runtime.compact import CompactTensor, compact_bytes, compact_layers
 from recat_runtime.loading import load_pipeline, load_unet
 from recat_runtime.testing import tiny_pipeline
 from runtime_fixtures import write_tiny_acqe
@@ -24,30 +24,33 @@ def tiny(tmp_path_factory):
 def test_compact_unet_rebuilds_exactly_the_loaded_weights(tiny, dtype):
     dense = load_unet(tiny, device="cpu", torch_dtype=dtype)
     compact = load_unet(tiny, device="cpu", torch_dtype=dtype, compact=True)
-    layers = [(n, m) for n, m in compact.named_modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
+    layers = compact_layers(compact)
     assert len(layers) > 10                        # most layer weights really are compact
     dense_mods = dict(dense.named_modules())
     for name, m in layers:
-        assert m.weight is None and "weight" not in dict(m.named_parameters(recurse=False))
-        assert m.acqe_weight.indices.dtype == torch.uint8
-        rebuilt = m.acqe_weight()
+        assert isinstance(m.weight, torch.nn.Parameter) and m.weight.codes.dtype == torch.uint8
+        assert m.weight.dtype == dtype and m.weight.shape == dense_mods[name].weight.shape
+        rebuilt = m.weight.dequantize()
         want = dense_mods[name].weight
         assert rebuilt.dtype == want.dtype and torch.equal(rebuilt, want), name
     x, ehs = torch.randn(2, 4, 8, 8).to(dtype), torch.randn(2, 77, 32).to(dtype)
     with torch.no_grad():
         assert torch.equal(compact(x, 500, ehs).sample, dense(x, 500, ehs).sample)
-    assert all(m.weight is None for _, m in layers)   # released after the forward
+    assert all(isinstance(m.weight, CompactTensor) for _, m in layers)   # still compact after the forward
     held, full = compact_bytes(compact)
     assert 0 < held < full
 
 
 def test_compact_survives_dtype_casts_of_the_model(tiny):
-    """model.half() must not round the stored codebook (it is kept as int32 bit patterns)."""
-    compact = load_unet(tiny, device="cpu", torch_dtype=torch.float16, compact=True)
-    before = [m.acqe_weight() for m in compact.modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
+    """model.half() re-types the rebuild, never the stored codebook: the weights equal the fp16 load's."""
+    compact = load_unet(tiny, device="cpu", torch_dtype=torch.float32, compact=True)
+    dense16 = load_unet(tiny, device="cpu", torch_dtype=torch.float16)
     compact.half()
-    after = [m.acqe_weight() for m in compact.modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
-    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    layers = compact_layers(compact)
+    assert layers and all(isinstance(m.weight, CompactTensor) and m.weight.dtype == torch.float16 for _, m in layers)
+    assert all(m.weight.codebook.dtype == torch.float32 for _, m in layers)
+    ref = dict(dense16.named_modules())
+    assert all(torch.equal(m.weight.dequantize(), ref[n].weight) for n, m in layers)
 
 
 def test_compact_pipeline_with_caching_equals_dense(tiny):
@@ -87,11 +90,13 @@ def test_rebuild_formula_is_exact_with_and_without_row_scales(decoded, dtype, sc
     rows, cols = 12, 33
     idx = torch.randint(0, 256, (rows * cols,), generator=g, dtype=torch.uint8)
     scales = torch.rand(rows, generator=g) * 3 + 0.25 if scaled else None
-    cw = CompactWeight(codebook, idx, scales, (rows, cols), decoded, dtype)
+    from recat_runtime.compact import CompactParts
+
+    cw = CompactTensor(CompactParts(idx, codebook, scales, (rows, cols), getattr(torch, decoded), dtype))
     want = codebook[idx.long()]
     if scaled:
         want = want.view(rows, -1) * scales.view(rows, 1)
     want = want.to(getattr(torch, decoded)).to(dtype).view(rows, cols)
-    got = cw()
+    got = cw.dequantize()
     assert got.dtype == dtype and got.shape == (rows, cols)
     assert torch.equal(got.view(-1).view(torch.int8), want.view(-1).view(torch.int8))  # bits: signed zeros count

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from recat_runtime import rebuild
 from recat_runtime.cache import RecatCacheConfig, recat_cache
 from recat_runtime.loading import load_pipeline, load_unet
 from recat_runtime.testing import tiny_pipeline
@@ -70,16 +71,85 @@ def test_cli_generate_on_cuda(tiny, tmp_path):
 
 
 def test_compact_weights_on_cuda_equal_dense(tiny):
-    from recat_runtime.compact import CompactWeight
+    from recat_runtime.compact import compact_layers
 
     dense = load_unet(tiny, device="cuda", torch_dtype=torch.float16)
     compact = load_unet(tiny, device="cuda", torch_dtype=torch.float16, compact=True)
-    cws = [m.acqe_weight for m in compact.modules() if isinstance(getattr(m, "acqe_weight", None), CompactWeight)]
-    assert cws and all(c.indices.device.type == "cuda" for c in cws)
+    layers = compact_layers(compact)
+    assert layers and all(m.weight.codes.device.type == "cuda" for _, m in layers)
     x = torch.randn(2, 4, 8, 8, device="cuda", dtype=torch.float16)
     ehs = torch.randn(2, 77, 32, device="cuda", dtype=torch.float16)
     with torch.no_grad():
-        assert torch.equal(compact(x, 500, ehs).sample, dense(x, 500, ehs).sample)
+        want = dense(x, 500, ehs).sample
+        for backend in ("auto", "torch", "triton", "compile"):   # auto = the fused Triton kernel on CUDA
+            rebuild.set_backend(backend)
+            try:
+                assert torch.equal(compact(x, 500, ehs).sample, want), backend
+            finally:
+                rebuild.set_backend("auto")
+
+
+@pytest.mark.parametrize("decoded", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_triton_rebuild_is_bit_identical_on_cuda(decoded, dtype, scaled):
+    """The real (compiled) kernel: the same bits as the formula on the CPU, subnormals and ties included."""
+    from test_runtime_rebuild import _bits, _parts
+
+    for rows, cols in ((12, 33), (320, 2880)):
+        codes, codebook, scales = _parts(rows, cols, scaled)
+        want = rebuild.rebuild_torch(codes, codebook, scales, (rows, cols), decoded, dtype)
+        got = rebuild.rebuild_triton(codes.cuda(), codebook.cuda(), None if scales is None else scales.cuda(),
+                                     (rows, cols), decoded, dtype)
+        assert torch.equal(_bits(got.cpu()), _bits(want)), (rows, cols)
+
+
+def _pipe_images(pipe, cache=False):
+    pipe.set_progress_bar_config(disable=True)
+    if not cache:
+        return _run(pipe, steps=6)
+    with recat_cache(pipe, RecatCacheConfig(num_inference_steps=6, full_steps=(0, 3))) as hook:
+        out = _run(pipe, steps=6)
+    assert hook.cached_calls == 4
+    return out
+
+
+@pytest.mark.parametrize("offload", ["enable_model_cpu_offload", "enable_sequential_cpu_offload"])
+def test_offloaded_compact_pipeline_equals_dense(tiny, offload):
+    outs = []
+    for compact in (False, True):
+        pipe = load_pipeline(tiny, device="cpu", torch_dtype=torch.float16, compact=compact)
+        getattr(pipe, offload)()
+        outs += [_pipe_images(pipe), _pipe_images(pipe, cache=True)]
+    assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[3])
+
+
+def test_compiled_compact_unet_equals_compiled_dense_on_cuda(tiny):
+    import torch._dynamo
+
+    outs = []
+    for compact in (False, True):
+        torch._dynamo.reset()
+        pipe = load_pipeline(tiny, device="cuda", torch_dtype=torch.float16, compact=compact)
+        pipe.unet = torch.compile(pipe.unet)
+        outs += [_pipe_images(pipe), _pipe_images(pipe, cache=True)]
+    assert np.array_equal(outs[0], outs[2]) and np.array_equal(outs[1], outs[3])
+
+
+def test_from_single_file_compact_on_cuda(tiny):
+    from diffusers import UNet2DConditionModel
+
+    from recat_runtime.compact import compact_layers
+    from recat_runtime.diffusers_integration import AcqeQuantizationConfig
+
+    unet = UNet2DConditionModel.from_single_file(
+        str(tiny), quantization_config=AcqeQuantizationConfig(compute_dtype=torch.float16), device="cuda")
+    assert all(m.weight.codes.is_cuda for _, m in compact_layers(unet))
+    dense = load_unet(tiny, device="cuda", torch_dtype=torch.float16)
+    x = torch.randn(2, 4, 8, 8, device="cuda", dtype=torch.float16)
+    ehs = torch.randn(2, 77, 32, device="cuda", dtype=torch.float16)
+    with torch.no_grad():
+        assert torch.equal(unet(x, 500, ehs).sample, dense(x, 500, ehs).sample)
 
 
 def test_trend_correction_on_cuda_matches_cpu(tiny):

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
+
+from acqe_cli.progress import progress_display
 
 EXAMPLES = """
 Examples:
@@ -12,27 +13,6 @@ Examples:
   acqe convert sd-v1-4.ckpt sd14-small.acqe --bits 3
   acqe convert model.safetensors model.acqe --lossless
 """
-
-
-def _renderer(quiet: bool):
-    """(progress callback, context manager): one rich bar per (phase, component); silent when not a TTY."""
-    if quiet or not sys.stderr.isatty():
-        import contextlib
-        return (lambda *a: None), contextlib.nullcontext()
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    prog = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                    TextColumn("{task.fields[values]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=False)
-    tasks: dict = {}
-
-    def cb(phase: str, component: str, done: int, total: int) -> None:
-        key = (phase, component)
-        if key not in tasks:
-            tasks[key] = prog.add_task(f"{phase} {component}", total=total, values="")
-        prog.update(tasks[key], completed=done, values=f"{done / 1e6:,.1f}/{total / 1e6:,.1f} M")
-    return cb, prog
 
 
 @click.command("convert", epilog=EXAMPLES)
@@ -73,9 +53,10 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
                   calibrate=calibrate, objective=objective, contexts=not no_contexts, min_numel=min_numel,
                   embed_tokenizer={"auto": None, "embed": True, "omit": False}[tokenizer],
                   compress_sections=not format_10)
-    cb, ctx = _renderer(quiet or as_json)
-    with ctx:
-        rep = convert(src, out, st, progress=cb, log=lambda s: click.echo(s, err=True))
+    with progress_display(quiet or as_json) as show:
+        rep = convert(src, out, st, progress=lambda phase, component, done, total: show(f"{phase} {component}",
+                                                                                        done, total),
+                      log=lambda s: click.echo(s, err=True))
     if as_json:
         click.echo(json.dumps({"out": rep.out, "file_bytes": rep.file_bytes, "values": rep.values,
                                "bits_per_value": rep.bits_per_value, "target_bits": rep.target_bits,

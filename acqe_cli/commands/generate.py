@@ -6,6 +6,7 @@ import math
 
 import click
 
+from acqe_cli.progress import progress_display
 from acqe_format.dtypes import CLI_FLOAT_CHOICES
 from recat_runtime.options import CACHE_MODES, SAMPLERS
 
@@ -64,8 +65,9 @@ def _grid(images, cols: int):
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(model, prompts, steps, cache, budget, seed, out, height, width, guidance, device, dtype, sampler,
-            batch, branch, no_correction, forecast, compact, threads, as_json):
+            batch, branch, no_correction, forecast, compact, threads, as_json, quiet):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from recat_runtime.api import generate
 
@@ -80,9 +82,11 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, guid
         raise click.UsageError(f"--cache {cache} needs --full-steps B")
     elif budget > steps:
         raise click.UsageError(f"--full-steps {budget} is more than --steps {steps}")
-    res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
-                   height=height, width=width, guidance=guidance, device=device, dtype=dtype, scheduler=sampler,
-                   branch=branch, correction=not no_correction, compact=compact, forecast=forecast)
+    with progress_display(quiet or as_json) as show:
+        res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
+                       height=height, width=width, guidance=guidance, device=device, dtype=dtype, scheduler=sampler,
+                       branch=branch, correction=not no_correction, compact=compact, forecast=forecast,
+                       progress=show)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))
     img.save(out, format="PNG")
     report = {"out": out, "images": len(res.images), "steps": steps, "cache": cache,

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
+from acqe_cli.progress import progress_display
 from acqe_format.dtypes import CLI_FLOAT_CHOICES
 from recat_runtime.options import SAMPLERS
 
@@ -67,7 +67,7 @@ def _read_prompts(path: str) -> list[str]:
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
-@click.option("-q", "--quiet", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
             batch_size, seed, no_correction, weighting, validation_samples, no_trend, on_policy_samples, reprofile,
             threads, as_json, quiet):
@@ -84,14 +84,13 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
         if b > steps:
             raise click.UsageError(f"--full-steps {b} is more than --steps {steps}")
     prompts = _read_prompts(prompts_file) if prompts_file else None     # None: the model's domain
-    log = (lambda *a: None) if (quiet or as_json) else (
-        lambda phase, i, n: click.echo(f"{phase}: batch {i}/{n}", err=True) if sys.stderr.isatty() or i == n else None)
-    rep = profile_cache(model, steps=steps, budgets=list(budgets), prompts=prompts, samples=samples, branch=branch,
-                        guidance=guidance, scheduler=sampler, height=height, width=width, device=device,
-                        dtype=dtype, batch_size=batch_size, seed=seed, correction=not no_correction,
-                        reprofile=reprofile, progress=log, weighting=weighting,
-                        validation_samples=validation_samples, trend=not no_trend,
-                        on_policy_samples=on_policy_samples)
+    with progress_display(quiet or as_json) as show:
+        rep = profile_cache(model, steps=steps, budgets=list(budgets), prompts=prompts, samples=samples,
+                            branch=branch, guidance=guidance, scheduler=sampler, height=height, width=width,
+                            device=device, dtype=dtype, batch_size=batch_size, seed=seed,
+                            correction=not no_correction, reprofile=reprofile, progress=show, weighting=weighting,
+                            validation_samples=validation_samples, trend=not no_trend,
+                            on_policy_samples=on_policy_samples)
     if as_json:
         click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity", "moments")}, indent=1))
         return

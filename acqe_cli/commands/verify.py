@@ -7,12 +7,13 @@ import click
 
 from acqe_cli import status_codes
 from acqe_cli._errors import format_error
+from acqe_cli.progress import progress_display
 
 
 @click.command("verify")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="decode threads (default: all CPUs)")
-@click.option("-q", "--quiet", is_flag=True, help="print nothing when the file is valid")
+@click.option("-q", "--quiet", is_flag=True, help="print nothing (no progress) when the file is valid")
 @click.pass_context
 def command(ctx, file, threads, quiet):
     """Check FILE completely: structure, limits, every section/payload/chunk checksum, full decode of
@@ -24,8 +25,8 @@ def command(ctx, file, threads, quiet):
 
     t0 = time.perf_counter()
     try:
-        with AcqeReader(file) as r:
-            r.verify(threads=threads)
+        with AcqeReader(file) as r, progress_display(quiet) as show:
+            r.verify(threads=threads, progress=show)
             n, params, size = len(r), sum(t.numel for t in r.tensors), r.file_size
     except AcqeError as exc:
         click.echo(f"Error: {format_error(exc)}", err=True)

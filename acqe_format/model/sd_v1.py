@@ -432,13 +432,14 @@ def text_encoder_shapes(cfg: dict | None = None, position_ids: bool = True) -> d
 
 
 class _ShapeOnly:
-    """Stand-in tensor for mapping shapes through `diffusers_to_ldm`."""
+    """Stand-in tensor for mapping names and shapes through `diffusers_to_ldm` (``origin``: where it came from)."""
 
-    def __init__(self, shape):
+    def __init__(self, shape, origin=None):
         self.shape = tuple(shape)
+        self.origin = origin
 
     def reshape(self, shape):
-        return _ShapeOnly(shape)
+        return _ShapeOnly(shape, self.origin)
 
 
 def ldm_shapes(unet_cfg: dict | None = None, vae_cfg: dict | None = None, text_cfg: dict | None = None) -> dict[str, tuple]:
@@ -451,6 +452,24 @@ def ldm_shapes(unet_cfg: dict | None = None, vae_cfg: dict | None = None, text_c
     m = diffusers_to_ldm(wrap(diffusers_unet_shapes(unet_cfg)), wrap(diffusers_vae_shapes(vae_cfg)),
                          wrap(text_encoder_shapes(text_cfg)))
     return {k: v.shape for k, v in m.items()}
+
+
+def ldm_names(components: dict[str, dict[str, tuple]]) -> dict[str, tuple[str, str, tuple]]:
+    """LDM key -> (component, diffusers key, LDM shape), for diffusers-named tensors given per component
+    (``{"unet": {key: shape}, "vae": ..., "text_encoder": ...}``, keys without the component prefix).
+
+    The names and shapes `diffusers_to_ldm` gives the tensors, without touching them (the VAE attention
+    matrices become [C, C, 1, 1]); the text encoder's ``position_ids`` it would add is left out.
+
+    Raises:
+        LayoutMappingError: a key has no SD v1 counterpart.
+    """
+    def wrap(component):
+        shapes = components.get(component)
+        return {k: _ShapeOnly(s, (component, k)) for k, s in shapes.items()} if shapes else None
+
+    mapped = diffusers_to_ldm(wrap("unet"), wrap("vae"), wrap("text_encoder"))
+    return {k: (*v.origin, v.shape) for k, v in mapped.items() if isinstance(v, _ShapeOnly)}
 
 
 # --------------------------------------------------------------------------------------------------

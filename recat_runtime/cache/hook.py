@@ -155,10 +155,28 @@ class RecatCacheConfig:
 
 def _resolve(pipe_or_unet):
     unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
+    compiled = hasattr(unet, "_orig_mod") or getattr(unet, "_compiled_call_impl", None) is not None
+    # `torch.compile(unet)` wraps the UNet: the hook goes on the UNet itself (whose forward the compiled
+    # wrapper calls), where the forward's signature and the blocks are
+    unet = getattr(unet, "_orig_mod", unet)
+    if compiled:
+        _guard_hooks_under_compile()
     scheduler = getattr(pipe_or_unet, "scheduler", None)
     if not hasattr(unet, "up_blocks") or not hasattr(unet, "down_blocks"):
         raise TypeError(f"expected a UNet2DConditionModel or a pipeline with .unet, got {type(pipe_or_unet).__name__}")
     return unet, scheduler
+
+
+def _guard_hooks_under_compile() -> None:
+    """torch.compile does not re-check module hooks by default (``skip_nnmodule_hook_guards``), so a ReCaT
+    hook added to (or removed from) a UNet that already ran compiled would be silently ignored. Turn the
+    hook guards on; code compiled before that has no such guards and is dropped once (recompiled on its
+    next call). Afterwards enabling and disabling the cache reuse their compiled graphs."""
+    import torch._dynamo
+
+    if torch._dynamo.config.skip_nnmodule_hook_guards:
+        torch._dynamo.config.skip_nnmodule_hook_guards = False
+        torch._dynamo.reset()
 
 
 class RecatCacheHook(ModelHook):
@@ -291,6 +309,10 @@ class RecatCacheHook(ModelHook):
             out = out + self._detail[1] * trend
         return out
 
+    # Under torch.compile the step bookkeeping below runs as plain Python (this frame is skipped), while the
+    # full forward and the shallow forward it calls are compiled as graphs of their own: tracing the
+    # per-step state would recompile on every step.
+    @torch.compiler.disable(recursive=False)
     def new_forward(self, module, *args, **kwargs):
         bound = self._signature.bind(module, *args, **kwargs)
         bound.apply_defaults()
