@@ -39,6 +39,7 @@ def _profile_hint(exc) -> str | None:
 # (exception type, hint) — a command line's advice appended to the library's one-line message
 HINTS: list[tuple[type[BaseException], object]] = [
     (NoScheduleError, _profile_hint),
+    (E.DecodedSizeError, lambda exc: f"if you trust the file, allow it with --max-decoded-size {exc.decoded}"),
     (ForecastConflictError, lambda exc: "drop --forecast, or add --no-correction to use the plain forecast"),
 ]
 

@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             return getattr(cause, "exit_code", status_codes.ERROR)
         click.echo("Aborted.", err=True)
         return status_codes.INTERRUPTED
+    except click.UsageError as exc:
+        # one line, like every other error: the message, then where the help is
+        cmd = exc.ctx.command_path if exc.ctx is not None else "acqe"
+        click.echo(f"Error: {exc.format_message()} (see '{cmd} -h')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

@@ -31,6 +31,7 @@ from acqe_format import rans
 from acqe_format.codecs.codebook import RansCodec
 from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, sd_v1
 from acqe_format.model.clip_bpe import VOCAB_PACKAGE, clip_tokenizer_files
+from acqe_format.atomic import check_writable
 from acqe_format.writer import overhead_estimate, padding_estimate
 from acqe_format.errors import SourceError
 
@@ -283,6 +284,7 @@ def convert(src_path: str, out_path: str, settings: Settings | None = None, prog
     say = log or (lambda s: None)
     if st.bits is not None and not st.lossless and not (0.05 <= st.bits <= 64):
         raise ValueError(f"the size target must be 0.05..64 bits per value, got {st.bits}")
+    check_writable(out_path)        # a missing or read-only output folder fails now, not after the analysis
     src = open_source(src_path)
     try:
         return _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter)

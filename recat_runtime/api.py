@@ -16,6 +16,7 @@ import numpy as np
 from acqe_format.model import ModelInfo
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.branch import branch_plan
+from recat_runtime.cache_fit import check_cache_fits
 from recat_runtime.cache.corrections import CorrectionFitter
 from recat_runtime.cache.hook import RecatCacheConfig
 from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, profile_similarity, recat_schedule
@@ -103,6 +104,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     t0 = time.perf_counter()
     pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact)
     load_s = time.perf_counter() - t0
+    check_cache_fits(pipe.unet, config)
     all_prompts = [p for p in prompts for _ in range(batch)]
     seeds = [seed + k for k in range(len(all_prompts))]
     latents, images, loop_s, dec_s, full = denoise_and_decode(

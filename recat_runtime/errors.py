@@ -1,7 +1,7 @@
 """Runtime errors; all derive from ``acqe_format.errors.AcqeError`` so the CLI prints them as one line."""
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
-__all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError"]
+__all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError", "DeviceError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
@@ -26,3 +26,10 @@ class CacheSettingsError(AcqeError, ValueError):
 
 class ForecastConflictError(CacheSettingsError):
     """A plain forecast asked for on top of a stored correction that already forecasts the feature."""
+
+
+class DeviceError(AcqeError, ValueError):
+    """A device that torch does not know, or that this machine does not have (``cuda`` without CUDA,
+    ``cuda:3`` on a machine with two GPUs)."""
+
+    cli_prefix = "unusable device"

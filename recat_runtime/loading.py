@@ -29,6 +29,7 @@ import torch
 from acqe_format import AcqeReader, dtypes
 from acqe_format.constants import CodecId
 from acqe_format.model import Component, ModelInfo, Naming
+from recat_runtime.devices import default_device, resolve_device
 from recat_runtime.errors import RuntimeLoadError
 from recat_runtime.options import SAMPLERS
 
@@ -51,11 +52,6 @@ SCHEDULERS = SAMPLERS      # sampler name -> diffusers scheduler class name (kep
 def torch_dtype(name) -> torch.dtype:
     """``torch.float16`` for "fp16", "float16" or ``torch.float16`` (any spelling `acqe_format.dtypes` knows)."""
     return getattr(torch, dtypes.canonical(name))
-
-
-def default_device() -> torch.device:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextlib.contextmanager
@@ -169,7 +165,7 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
         naming = info.naming
         info.prefix(component)                      # a loadable naming that names the component
         cfg = info.config(component)
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         parts = {} if compact else None
         state = load_acqe_state_dict(r, component=component, torch_dtype=torch_dtype, device=device,
                                      threads=threads,
@@ -295,7 +291,7 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
     """
     from diffusers import StableDiffusionPipeline
 
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     with _reader(path) as r:
         unet = load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact)
         vae = load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)

@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from acqe_cli import checks
+
 EXAMPLES = """
 Examples:
   acqe convert sd-v1-4.ckpt sd14.acqe                 # default: 3.8 bits/value for the whole file
@@ -38,7 +40,7 @@ def _renderer(quiet: bool):
 @click.command("convert", epilog=EXAMPLES)
 @click.argument("src", type=click.Path(exists=True, path_type=str))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--bits", type=float, default=None,
+@click.option("--bits", type=checks.FiniteFloat(0.05, 64.0), default=None,
               help="target size of the whole file in bits per value (all tensors, metadata and tables "
                    "counted); default 3.8")
 @click.option("--lossless", is_flag=True, help="store every tensor exactly (RAW)")
@@ -65,6 +67,7 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
     entropy-constrained clustering, entropy-coded indices); the rest is stored exactly. The file meets
     --bits within 1% (from below).
     """
+    checks.check_output_path(out, "OUT")          # before the analysis, not after it
     from acqe_encoder.encode import DEFAULT_BITS, Settings, convert
 
     if lossless and bits is not None:

@@ -98,6 +98,26 @@ class ModelInfo:
         return found or None
 
     @property
+    def default_image_size(self) -> tuple[int, int] | None:
+        """(height, width) in pixels a pipeline makes when none is given: the UNet's ``sample_size``
+        times the VAE's downscaling (2 per block after the first), as diffusers computes it; None when
+        the configs do not say."""
+        unet, vae = self.configs.get(Component.UNET), self.configs.get(Component.VAE)
+        if not isinstance(unet, dict) or not isinstance(vae, dict):
+            return None
+        size, blocks = unet.get("sample_size", 64), vae.get("block_out_channels", [0] * 4)
+        if isinstance(size, list) and len(size) == 2:
+            size = tuple(size)
+        elif isinstance(size, int) and not isinstance(size, bool):
+            size = (size, size)
+        else:
+            return None
+        if not isinstance(blocks, list) or not blocks:
+            return None
+        scale = 2 ** (len(blocks) - 1)
+        return size[0] * scale, size[1] * scale
+
+    @property
     def default_guidance(self) -> float:
         """The guidance scale to use when the user gives none: metadata ``inference.guidance``, else the
         architecture's (4.0 for the demo model, 7.5 for SD v1)."""
