@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 
 from acqe_format.errors import MetadataError, RuntimeLoadError
-from acqe_format.model import architectures
+from acqe_format.model import architectures, schema
 from acqe_format.model.keys import Component, Inference, Keys, Naming, Tokenizer
 
 
@@ -40,7 +40,10 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "ModelInfo":
-        """Parse the model keys of a file's metadata (spec §8.2); unknown keys are ignored."""
+        """Parse the model keys of a file's metadata (spec §8.2), checked against the declared schema
+        (`acqe_format.model.schema`: types, config keys, ranges; MetadataError); unknown top-level keys
+        are ignored."""
+        schema.check_metadata(metadata)
         arch = _typed(metadata, Keys.ARCHITECTURE, str, "unknown")
         naming = _typed(metadata, Keys.NAMING, str, Naming.FLAT)
         stored = _typed(metadata, Keys.COMPONENTS, dict, {})
