@@ -17,8 +17,9 @@ fi
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build; 2.13.0 is the CPU wheel.
 pip install -q "torch==2.13.0"
 pip install -q "torch==2.13.0" -e ".[runtime,encoder,test,bench]"
-# open_clip_torch only supplies CLIP's BPE vocabulary file (read, never imported) and DeepCache is a
-# benchmark peer; both would drag in torchvision or another torch through their dependencies.
+# open_clip_torch only supplies CLIP's BPE vocabulary file, for the test that checks our shipped copy
+# (read, never imported), and DeepCache is a benchmark peer; both would drag in torchvision or another
+# torch through their dependencies.
 pip install -q --no-deps "open_clip_torch==3.3.0" "DeepCache==0.1.1"
 python - <<'PY'
 import torch

@@ -23,11 +23,13 @@ def command(ctx, file, threads, quiet, max_decoded_size):
     Exit status: 0 valid, 3 invalid (one line on stderr), 1 the file cannot be read at all.
     """
     from acqe_format import AcqeError, AcqeReader
+    from acqe_format.model import ModelInfo
 
     t0 = time.perf_counter()
     try:
         with AcqeReader(file, max_decoded_bytes=max_decoded_size) as r:
             r.verify(threads=threads)
+            ModelInfo.from_metadata(r.metadata)     # the model metadata a loader would check, too
             n, params, size = len(r), sum(t.numel for t in r.tensors), r.file_size
             decoded, expansion = r.decoded_bytes, r.expansion
     except AcqeError as exc:

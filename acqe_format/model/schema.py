@@ -295,7 +295,7 @@ def _same_count(cfg: dict, path: str, keys: tuple[str, ...]) -> None:
                             f"they must be one per block")
 
 
-MAX_LAYERS = 1024       # blocks x (layers per block + 1) x transformer layers: SDXL's UNet has 90
+MAX_LAYERS = 256        # blocks x (layers per block + 1) x transformer layers: SDXL's UNet has 90
 
 
 def _most(v) -> int:
