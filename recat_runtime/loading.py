@@ -172,7 +172,7 @@ def _model_and_converter(component: str, cfg: dict, naming: str):
             model = _empty(lambda: CLIPTextModel(text_cfg))
         else:
             raise RuntimeLoadError(f"unknown component {component!r}")
-    except preflight.CONVERSION_ERRORS as e:
+    except preflight.MODEL_ERRORS as e:
         raise RuntimeLoadError(f"{component}: the stored config does not build a model ({type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''})") from None
     return model, convert
@@ -181,7 +181,7 @@ def _model_and_converter(component: str, cfg: dict, naming: str):
 def _convert(convert, state: dict, component: str) -> dict:
     try:
         return convert(dict(state))
-    except preflight.CONVERSION_ERRORS as e:
+    except preflight.MODEL_ERRORS as e:
         raise RuntimeLoadError(f"{component}: the stored tensor names do not fit the LDM layout "
                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
@@ -280,7 +280,11 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
         cfg = ModelInfo.from_metadata(r.metadata).configs.get(Component.SCHEDULER) or {}
     cls = getattr(diffusers, SCHEDULERS[scheduler])
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    return cls.from_config(cfg)
+    try:
+        return cls.from_config(cfg)
+    except preflight.MODEL_ERRORS as e:    # a value the schema allows but this sampler does not take
+        raise RuntimeLoadError(f"scheduler: the stored config does not configure a {cls.__name__} "
+                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
 def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None,

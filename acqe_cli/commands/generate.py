@@ -75,12 +75,13 @@ def _grid(images, cols: int):
 def command(model, prompts, steps, cache, budget, seed, out, height, width, force, guidance, device, dtype, sampler,
             batch, branch, no_correction, forecast, compact, threads, as_json, max_decoded_size):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
+    from acqe_format.decode_budget import decoded_limit
+    from recat_runtime.api import generate            # first: without torch, one line naming [runtime]
+    from recat_runtime.devices import resolve_device
+
     # everything that can be checked is checked before the model is loaded
     image_format = checks.image_format(out)
     checks.check_output_path(out, "--out")
-    from acqe_format.decode_budget import decoded_limit
-    from recat_runtime.api import generate
-    from recat_runtime.devices import resolve_device
 
     dev = resolve_device(device)
     if height is None or width is None:

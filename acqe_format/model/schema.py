@@ -231,20 +231,24 @@ FIELDS: dict[str, Spec] = {
     "label2id": Obj({}, other=Int(0, 1 << 20), max_keys=4096), "problem_type": nullable(NAME, "a name"),
     "tie_word_embeddings": Bool(), "gradient_checkpointing": Bool(), "use_cache": Bool(),
     # schedulers
-    "num_train_timesteps": Int(1, 10000), "beta_start": PROB, "beta_end": PROB, "beta_schedule": NAME,
+    # (string values a scheduler reads only while sampling are enumerated: a typo would fail mid-run)
+    "num_train_timesteps": Int(1, 10000), "beta_start": PROB, "beta_end": PROB,
+    "beta_schedule": Str(64, ("linear", "scaled_linear", "squaredcos_cap_v2")),
     "trained_betas": nullable(ListOf(PROB, 1, 10000), "an array of betas in 0..1"),
     "clip_sample": Bool(), "set_alpha_to_one": Bool(), "steps_offset": Int(0, 10000),
-    "prediction_type": Str(64, ("epsilon", "v_prediction", "sample", "flow_prediction")),
+    "prediction_type": Str(64, ("epsilon", "v_prediction", "sample")),
     "thresholding": Bool(), "dynamic_thresholding_ratio": PROB, "clip_sample_range": Num(0, 1e6),
     "sample_max_value": Num(0, 1e6), "timestep_spacing": Str(64, ("leading", "trailing", "linspace")),
-    "rescale_betas_zero_snr": Bool(), "skip_prk_steps": Bool(), "interpolation_type": NAME,
+    "rescale_betas_zero_snr": Bool(), "skip_prk_steps": Bool(),
+    "interpolation_type": Str(64, ("linear", "log_linear")),
     "use_karras_sigmas": Bool(), "use_exponential_sigmas": Bool(), "use_beta_sigmas": Bool(),
     "sigma_min": nullable(Num(0, 1e6), "a number"), "sigma_max": nullable(Num(0, 1e6), "a number"),
-    "timestep_type": NAME, "final_sigmas_type": NAME, "solver_order": Int(1, 3), "algorithm_type": NAME,
-    "solver_type": NAME, "lower_order_final": Bool(), "euler_at_final": Bool(), "use_lu_lambdas": Bool(),
+    "timestep_type": Str(64, ("discrete", "continuous")), "final_sigmas_type": Str(64, ("zero", "sigma_min")),
+    "solver_order": Int(1, 3), "algorithm_type": Str(64, ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")),
+    "solver_type": Str(64, ("midpoint", "heun")), "lower_order_final": Bool(), "euler_at_final": Bool(), "use_lu_lambdas": Bool(),
     "use_flow_sigmas": Bool(), "flow_shift": Num(0, 1e3),
-    "lambda_min_clipped": Either(Num(), Null(), want="a number"), "variance_type": nullable(NAME, "a name"),
-    "use_dynamic_shifting": Bool(), "time_shift_type": NAME,
+    "lambda_min_clipped": Either(Num(), Null(), want="a number"), "variance_type": nullable(Str(64, ("learned", "learned_range")), "learned or learned_range"),
+    "use_dynamic_shifting": Bool(), "time_shift_type": Str(64, ("exponential", "linear")),
 }
 
 _UNET_KEYS = (
