@@ -95,6 +95,8 @@ def test_declared_keys_are_the_libraries_constructor_arguments():
     ("vae", "_class_name", "Evil", "not a class"),
     ("scheduler", "num_train_timesteps", 10 ** 9, "num_train_timesteps"),
     ("unet", "transformer_layers_per_block", [64, 64, 64, 64], "layers"),
+    ("scheduler", "beta_schedule", "CLIPTextModel", "beta_schedule"),      # fuzzer seed 141: NotImplementedError
+    ("scheduler", "timestep_spacing", "sideways", "timestep_spacing"),
 ])
 def test_absurd_or_unknown_config_values_are_refused(component, key, value, needle):
     cfg = sd_v1.configs()
