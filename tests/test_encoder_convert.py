@@ -206,12 +206,15 @@ def test_tokenizer_is_embedded_even_when_large_against_the_target(tiny_ckpt, tmp
     from acqe_format.model import ModelInfo
 
     out = str(tmp_path / "small.acqe")
-    rc, err = run("convert", tiny_ckpt, out, "--bits", "2", "-q")
+    rc, err = run("convert", tiny_ckpt, out, "--bits", "6", "-q")        # the tokenizer is ~23% of this target
     assert rc == 0, err
     with AcqeReader(out) as r:
         files = ModelInfo.from_metadata(r.metadata).tokenizer_files(r.assets)
         assert files is not None and "merges.txt.xz" in files
-        assert r.file_size * 8 <= 2 * sum(t.numel for t in r.tensors)       # the target still holds
+        assets = sum(len(v) for v in r.assets.values())
+        values = sum(t.numel for t in r.tensors)
+        assert assets * 8 > 0.2 * 6 * values
+        assert r.file_size * 8 <= 6 * values                               # the target still holds
 
 
 def test_tokenizer_embed_without_a_text_encoder_is_an_error(tmp_path):
