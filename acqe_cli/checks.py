@@ -109,5 +109,5 @@ def check_image_size(height: int, width: int, device_type: str, force: bool) -> 
         return
     work = (pixels / CPU_MAX_PIXELS) ** 2
     raise click.BadParameter(
-        f"{width}x{height} on the CPU: self-attention costs about {work:,.0f}x its work at 1024x1024, the "
+        f"{width}x{height} on the CPU needs about {work:,.0f}x the self-attention work of 1024x1024, the "
         f"largest image made on a CPU without --force", param_hint="--height/--width")
