@@ -172,18 +172,27 @@ def _model_and_converter(component: str, cfg: dict, naming: str):
             model = _empty(lambda: CLIPTextModel(text_cfg))
         else:
             raise RuntimeLoadError(f"unknown component {component!r}")
-    except preflight.MODEL_ERRORS as e:
+    except RuntimeLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the libraries' own validators raise their own types (huggingface_hub's
+        # StrictDataclassClassValidationError, ZeroDivisionError for heads wider than a block): all say the
+        # stored config, which passed the schema, does not describe a model they can build
         raise RuntimeLoadError(f"{component}: the stored config does not build a model ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+                               f"{_first_line(e)})") from None
     return model, convert
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
 
 
 def _convert(convert, state: dict, component: str) -> dict:
     try:
         return convert(dict(state))
-    except preflight.MODEL_ERRORS as e:
+    except preflight.CONVERSION_ERRORS as e:
         raise RuntimeLoadError(f"{component}: the stored tensor names do not fit the LDM layout "
-                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                               f"({type(e).__name__}: {_first_line(e)})") from None
 
 
 def _load_component(path_or_reader, component: str, torch_dtype, device, threads, compact: bool = False):
@@ -282,9 +291,9 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     try:
         return cls.from_config(cfg)
-    except preflight.MODEL_ERRORS as e:    # a value the schema allows but this sampler does not take
+    except Exception as e:  # noqa: BLE001 - a value the schema allows but this sampler does not take
         raise RuntimeLoadError(f"scheduler: the stored config does not configure a {cls.__name__} "
-                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                               f"({type(e).__name__}: {_first_line(e)})") from None
 
 
 def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None,

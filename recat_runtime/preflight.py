@@ -11,10 +11,10 @@ import torch
 from acqe_format import dtypes
 from recat_runtime.errors import RuntimeLoadError
 
-__all__ = ["placeholders", "align_keys", "check_fit", "MODEL_ERRORS"]
+__all__ = ["placeholders", "align_keys", "check_fit", "CONVERSION_ERRORS"]
 
-# what diffusers and transformers raise on a config they cannot build or a state dict they cannot convert
-MODEL_ERRORS = (KeyError, IndexError, ValueError, TypeError, RuntimeError, AttributeError, AssertionError)
+# what a key converter raises on a state dict that is not the layout it expects
+CONVERSION_ERRORS = (KeyError, IndexError, ValueError, TypeError, RuntimeError, AttributeError, AssertionError)
 
 # stored integer buffers a model may leave out (old checkpoints carry CLIP's position_ids)
 OPTIONAL_SUFFIXES = ("position_ids",)

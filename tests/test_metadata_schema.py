@@ -97,6 +97,7 @@ def test_declared_keys_are_the_libraries_constructor_arguments():
     ("unet", "transformer_layers_per_block", [64, 64, 64, 64], "layers"),
     ("scheduler", "beta_schedule", "CLIPTextModel", "beta_schedule"),      # fuzzer seed 141: NotImplementedError
     ("scheduler", "timestep_spacing", "sideways", "timestep_spacing"),
+    ("text_encoder", "num_attention_heads", 40, "multiple of num_attention_heads"),   # fuzzer seed 101114
 ])
 def test_absurd_or_unknown_config_values_are_refused(component, key, value, needle):
     cfg = sd_v1.configs()
@@ -177,6 +178,16 @@ def test_inspect_shows_a_damaged_file_and_says_what_is_wrong(tiny, tmp_path, cap
     assert "configs.unet must be an object" in out
     assert main(["inspect", path, "--json"]) == 0
     assert "configs.unet must be an object" in json.loads(capsys.readouterr().out)["metadata_error"]
+
+
+@pytest.mark.parametrize("component, key, value", [
+    ("unet", "attention_head_dim", 4000),     # fuzzer seed 101330: ZeroDivisionError inside diffusers
+    ("unet", "act_fn", "no-such-activation"),
+])
+def test_configs_the_schema_allows_but_the_model_cannot_build_are_one_line(tiny, tmp_path, component, key, value):
+    path = _resealed(tiny, tmp_path, lambda m: m["configs"][component].update({key: value}))
+    err = _load_error(path)
+    assert "does not build a model" in str(err) and "\n" not in str(err)
 
 
 def test_int64_in_a_float_slot_is_refused(tiny, tmp_path):

@@ -281,6 +281,12 @@ _SCHEDULER_KEYS = (
     "lambda_min_clipped variance_type use_dynamic_shifting time_shift_type").split()
 
 
+def _heads_divide_width(cfg: dict, path: str) -> None:
+    width, heads = cfg.get("hidden_size"), cfg.get("num_attention_heads")
+    if isinstance(width, int) and isinstance(heads, int) and heads > 0 and width % heads:
+        raise MetadataError(f"metadata {path}: hidden_size {width} is not a multiple of num_attention_heads {heads}")
+
+
 @dataclass(frozen=True)
 class ConfigClass:
     """A model or scheduler class a config can describe: the component it serves and the keys it takes.
@@ -328,8 +334,9 @@ SCHEDULER_CLASSES = ("DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
 CONFIG_CLASSES: dict[str, ConfigClass] = {c.name: c for c in [
     ConfigClass("UNet2DConditionModel", Component.UNET, frozenset(_UNET_KEYS), _per_block),
     ConfigClass("AutoencoderKL", Component.VAE, frozenset(_VAE_KEYS), _per_block),
-    ConfigClass("CLIPTextModel", Component.TEXT_ENCODER, frozenset(_CLIP_TEXT_KEYS)),
-    ConfigClass("CLIPTextModelWithProjection", Component.TEXT_ENCODER, frozenset(_CLIP_TEXT_KEYS)),
+    ConfigClass("CLIPTextModel", Component.TEXT_ENCODER, frozenset(_CLIP_TEXT_KEYS), _heads_divide_width),
+    ConfigClass("CLIPTextModelWithProjection", Component.TEXT_ENCODER, frozenset(_CLIP_TEXT_KEYS),
+                _heads_divide_width),
     *[ConfigClass(n, Component.SCHEDULER, frozenset(_SCHEDULER_KEYS)) for n in SCHEDULER_CLASSES],
 ]}
 DEFAULT_CLASS = {Component.UNET: "UNet2DConditionModel", Component.VAE: "AutoencoderKL",
