@@ -39,12 +39,35 @@ def _profile_hint(exc) -> str | None:
 # (exception type, hint) — a command line's advice appended to the library's one-line message
 HINTS: list[tuple[type[BaseException], object]] = [
     (NoScheduleError, _profile_hint),
+    (E.DecodedSizeError, lambda exc: f"if you trust the file, allow it with --max-decoded-size {exc.decoded}"),
     (ForecastConflictError, lambda exc: "drop --forecast, or add --no-correction to use the plain forecast"),
 ]
 
 
-def format_error(exc: BaseException) -> str | None:
-    """One line for a known exception type, or None when the exception is unexpected (a bug)."""
+# top-level modules of this project: an ImportError naming one of them is a bug, not a missing extra
+_OWN_PACKAGES = ("acqe_format", "acqe_encoder", "acqe_export", "recat_runtime", "acqe_demo", "acqe_cli")
+
+
+def missing_dependency(exc: BaseException, prefer_extra: str | None = None) -> str | None:
+    """One line for an ImportError of an optional third-party module (torch, diffusers, numba, gguf, ...)
+    naming what to install; None for anything else (an ImportError inside this project is a bug)."""
+    if not isinstance(exc, ImportError):
+        return None
+    name = getattr(exc, "name", None)
+    top = name.split(".")[0] if name else None
+    if not top or top in _OWN_PACKAGES:
+        return None
+    from acqe_cli.extras import install_hint
+
+    return f"missing dependency: {top} is not installed; {install_hint(top, prefer_extra)}"
+
+
+def format_error(exc: BaseException, prefer_extra: str | None = None) -> str | None:
+    """One line for a known exception type, or None when the exception is unexpected (a bug).
+    ``prefer_extra``: the extra the running command needs, named first in a missing-dependency line."""
+    line = missing_dependency(exc, prefer_extra)
+    if line is not None:
+        return line
     line = _message(exc)
     if line is not None:
         for kind, hint in HINTS:

@@ -22,6 +22,17 @@ COMMANDS = {
 }
 
 
+# The extra a command needs beyond the base install, named first when one of its imports is missing
+# (the extras themselves are read from the package's requirements: acqe_cli.extras).
+COMMAND_EXTRAS = {"generate": "runtime", "profile-cache": "runtime", "demo": "runtime", "convert": "encoder"}
+
+
+def _command_extra(argv: list[str] | None) -> str | None:
+    args = sys.argv[1:] if argv is None else argv
+    name = next((a for a in args if not a.startswith("-")), None)
+    return COMMAND_EXTRAS.get(name)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -52,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             return getattr(cause, "exit_code", status_codes.ERROR)
         click.echo("Aborted.", err=True)
         return status_codes.INTERRUPTED
+    except click.UsageError as exc:
+        # one line, like every other error: the message, then where the help is
+        cmd = exc.ctx.command_path if exc.ctx is not None else "acqe"
+        click.echo(f"Error: {exc.format_message()} (see '{cmd} -h')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
@@ -61,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Interrupted.", err=True)
         return status_codes.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place where errors become exit codes
-        line = format_error(exc)
+        line = format_error(exc, _command_extra(argv))
         if line is None or debug_enabled():
             raise
         click.echo(f"Error: {line}", err=True)

@@ -28,12 +28,20 @@ from acqe_format import constants as C
 from acqe_format import dtypes
 from acqe_format import rans
 from acqe_format.codecs.codebook import RansCodec
-from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, sd_v1
-from acqe_format.model.clip_bpe import VOCAB_PACKAGE, clip_tokenizer_files
+from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, schema, sd_v1
+from acqe_format.model.clip_bpe import clip_tokenizer_files
+from acqe_format.atomic import check_writable
 from acqe_format.writer import overhead_estimate, padding_estimate
-from acqe_format.errors import SourceError
+from acqe_format.errors import AcqeError, SourceError
 
 Progress = Callable[[str, str, int, int], None]   # (phase, component, done_values, total_values)
+
+
+class EncoderSettingsError(AcqeError, ValueError):
+    """Conversion settings the checkpoint cannot satisfy (e.g. a tokenizer asked for a model without a
+    text encoder)."""
+
+    cli_prefix = "cannot convert"
 
 DEFAULT_BITS = 3.8
 
@@ -56,9 +64,9 @@ class Settings:
     margin: float = 0.002               # aim this fraction below the budget
     threads: int = 2
     compress_sections: bool = True      # zlib DIRECTORY/METADATA where smaller (format 1.1; False: a 1.0 file)
-    embed_tokenizer: bool | None = None  # SD v1 CLIP tokenizer files as assets: None = when they take
-                                         # at most 1% of the target size (the runtime rebuilds them from
-                                         # open_clip's vocabulary file otherwise), True = always, False = never
+    embed_tokenizer: bool | None = None  # SD v1 CLIP tokenizer files as assets: None = whenever the model
+                                         # has a text encoder, True = the same but an error when it has
+                                         # none, False = never (the runtime then uses its shipped copy)
 
 
 @dataclass
@@ -282,6 +290,7 @@ def convert(src_path: str, out_path: str, settings: Settings | None = None, prog
     say = log or (lambda s: None)
     if st.bits is not None and not st.lossless and not (0.05 <= st.bits <= 64):
         raise ValueError(f"the size target must be 0.05..64 bits per value, got {st.bits}")
+    check_writable(out_path)        # a missing or read-only output folder fails now, not after the analysis
     src = open_source(src_path)
     try:
         return _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter)
@@ -309,6 +318,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     det = sd_v1.detect(shapes)
     naming, comps = _components(src, det)
     arch, configs = _configs(src, det, shapes)
+    if configs:
+        schema.check_configs(configs)     # what readers will refuse is refused now, before the analysis
     plans: list[TensorPlan] = []
     for e in src.entries:
         comp = architectures.component_of(e.name, comps) if comps else "model"
@@ -462,6 +473,7 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
                 break
             meta[Keys.SIZES]["file_bytes"] = file_bytes
             meta[Keys.SIZES]["bits_per_value"] = round(8 * file_bytes / values, 5)
+        schema.check_metadata(meta)
         w.set_metadata(meta)
         timings["encode"] = time.time() - t1
         t1 = time.time()
@@ -512,20 +524,22 @@ def _decoded(dtype: str) -> str:
 
 
 def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> dict[str, bytes]:
+    """The tokenizer files of a model with a text encoder: always embedded unless left out on purpose
+    (``embed_tokenizer=False``), so the file rebuilds its pipeline offline from itself alone. (They used
+    to be left out when above 1% of the size target, and the runtime then needed a package only a dev
+    setup installed; every byte is still counted in the size target.)"""
     sd_like = bool(arch) and ("stable-diffusion" in arch or "sd" in arch) and (not comps or Component.TEXT_ENCODER in comps)
-    if st.embed_tokenizer is False or not sd_like:
+    if st.embed_tokenizer is False:
+        return {}
+    if not sd_like:
+        if st.embed_tokenizer:
+            raise EncoderSettingsError(f"a tokenizer was asked for, but the checkpoint has no text encoder of a "
+                                       f"model family with a known tokenizer (architecture {arch or 'unknown'})")
         return {}
     try:
         files = clip_tokenizer_files()
-    except Exception as e:  # noqa: BLE001 - optional: the file is still valid without it
-        say(f"warning: tokenizer files not embedded ({type(e).__name__}: {e})")
-        return {}
-    size = sum(len(v) for v in files.values())
-    if st.embed_tokenizer is None and not st.lossless and st.bits and size * 8 > 0.01 * st.bits * values:
-        say(f"note: tokenizer files ({size:,} bytes) not embedded: more than 1% of the {st.bits} bits/value "
-            f"target; the runtime rebuilds SD v1's CLIP tokenizer from open_clip's vocabulary file "
-            f"(embedding can be forced)")
-        return {}
+    except (OSError, ValueError) as e:     # the shipped vocabulary is missing or damaged: a broken install
+        raise EncoderSettingsError(f"cannot embed the tokenizer: {type(e).__name__}: {e}") from None
     return {f"{Tokenizer.ASSET_PREFIX}{k}": bytes(v) for k, v in files.items()}
 
 
@@ -548,5 +562,5 @@ def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha
                                     Tokenizer.FILES: {n.split("/", 1)[1]: n for n in tok}}
     elif cfg and Component.TEXT_ENCODER in cfg and Component.TOKENIZER not in cfg:
         cfg[Component.TOKENIZER] = {Tokenizer.CLASS: "CLIPTokenizer", Tokenizer.FILES: None,
-                                    Tokenizer.SOURCE: f"SD v1 CLIP BPE from {VOCAB_PACKAGE}'s bpe_simple_vocab_16e6.txt.gz"}
+                                    Tokenizer.SOURCE: "SD v1 CLIP BPE (acqe_format.model.clip_bpe's shipped merges)"}
     return meta

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 
-__all__ = ["atomic_write", "stale_temporaries"]
+__all__ = ["atomic_write", "stale_temporaries", "check_writable", "scratch_file"]
 
 
 def _prefix(path: str) -> str:
@@ -52,6 +52,25 @@ def _remove_stale(path: str) -> None:
     for stale in stale_temporaries(path):
         with contextlib.suppress(OSError):
             os.unlink(stale)
+
+
+def scratch_file(path):
+    """An anonymous temporary file in ``path``'s folder (for spooling data that ends up in ``path``);
+    errors name ``path``, not the temporary."""
+    path = os.path.abspath(os.fspath(path))
+    try:
+        return tempfile.TemporaryFile(dir=os.path.dirname(path), prefix=".acqe-spool-")
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, path) from None
+
+
+def check_writable(path) -> None:
+    """Raise the OSError that writing ``path`` would raise (missing or read-only folder, a folder in the
+    way) now, naming ``path``: long jobs call it before their first second of work."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "Is a directory", path)
+    scratch_file(path).close()
 
 
 @contextlib.contextmanager

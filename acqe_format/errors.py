@@ -34,6 +34,15 @@ class LimitExceededError(AcqeFormatError):
     """A count, size or length is above the reader limits of the spec."""
 
 
+class DecodedSizeError(LimitExceededError):
+    """The tensors would decode to more bytes than the reader allows (``AcqeReader(max_decoded_bytes=)``);
+    ``decoded`` and ``limit`` carry the two numbers."""
+
+    def __init__(self, message: str, *, decoded: int = 0, limit: int = 0):
+        super().__init__(message)
+        self.decoded, self.limit = decoded, limit
+
+
 class LayoutError(AcqeFormatError):
     """Offsets, lengths, alignment or padding break the layout rules (overlap, holes, non-zero padding)."""
 

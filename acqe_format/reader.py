@@ -18,9 +18,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from acqe_format import constants as C
-from acqe_format import dtypes
+from acqe_format import decode_budget, dtypes
 from acqe_format.codecs import get_codec
-from acqe_format.errors import (AcqeError, ChecksumMismatchError, LayoutError, LimitExceededError,
+from acqe_format.errors import (AcqeError, ChecksumMismatchError, DecodedSizeError, LayoutError, LimitExceededError,
                                 NotAcqeFileError, TruncatedFileError, UnsupportedVersionError)
 from acqe_format.layout import (DIR_FIXED_STRUCT, DIR_TAIL_STRUCT, MIN_DIR_ENTRY_SIZE, U16, U32, U64, Footer,
                                 Header, SectionEntry, TensorInfo, checked_numel, crc32,
@@ -70,7 +70,11 @@ class AcqeReader:
         [('x', (3, 5), 'RAW')]
     """
 
-    def __init__(self, source):
+    def __init__(self, source, *, max_decoded_bytes: int | None = None):
+        """``max_decoded_bytes``: refuse to decode when the tensors together would decode to more bytes
+        than this (default: `acqe_format.decode_budget`'s rule, 64x the file size, at least 256 MiB).
+        Opening and listing are never limited; :attr:`decoded_bytes` says what decoding would take."""
+        self._max_decoded = max_decoded_bytes
         self._mmap = None
         self._file = None
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -248,6 +252,26 @@ class AcqeReader:
         # 7. metadata
         self.metadata = parse_metadata(self._section_contents(m, "METADATA"))
         self._assets = None
+        self.decoded_bytes = sum(t.numel * dtypes.itemsize(t.decoded_dtype) for t in self._tensors)
+        if self._max_decoded is None:
+            self._max_decoded = decode_budget.default_limit(size)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """The most bytes this reader lets the file's tensors decode to (see ``__init__``)."""
+        return self._max_decoded
+
+    @property
+    def expansion(self) -> float:
+        """Decoded bytes of all tensors per byte of the file."""
+        return self.decoded_bytes / max(self.file_size, 1)
+
+    def _check_decoded_budget(self) -> None:
+        if self.decoded_bytes > self._max_decoded:
+            raise DecodedSizeError(
+                f"the tensors decode to {self.decoded_bytes:,} bytes, {self.expansion:,.0f}x the file's "
+                f"{self.file_size:,} bytes; this reader's limit is {self._max_decoded:,} bytes "
+                f"(raise max_decoded_bytes to decode it)", decoded=self.decoded_bytes, limit=self._max_decoded)
 
     def _section_bytes(self, s: SectionEntry, what: str) -> bytes:
         """The stored bytes of a section, CRC-checked."""
@@ -443,6 +467,7 @@ class AcqeReader:
         (one pass, no float32 copy): the result is the same.
         """
         info = self.info(name)
+        self._check_decoded_budget()
         codec = get_codec(info.codec)
         payload = self._payload(info)
         decoded = info.decoded_dtype
@@ -456,6 +481,7 @@ class AcqeReader:
         scales, row contexts, indices as uint8 when K <= 256), CRC-checked and validated like
         :meth:`read`; ``reconstruct()`` of it equals ``read(name)``. ``None`` for a RAW tensor."""
         info = self.info(name)
+        self._check_decoded_budget()
         return get_codec(info.codec).decode_parts(self._payload(info), info, threads)
 
     def iter_tensors(self, threads: int | None = None, dtype: str | None = None,
@@ -470,6 +496,7 @@ class AcqeReader:
         if threads is None:
             threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         infos = self._tensors if names is None else [self.info(n) for n in names]
+        self._check_decoded_budget()
         if threads <= 1:
             for t in infos:
                 yield t.name, self.read(t.name, threads=1, dtype=dtype)
@@ -518,8 +545,8 @@ class AcqeReader:
             if progress is not None:
                 progress("sha256", min(i + step, len(body)), len(body))
         if h.digest() != self.footer_sha256:
-            raise ChecksumMismatchError(f"file SHA-256 is {h.hexdigest()[:16]}..., footer says "
-                                        f"{self.footer_sha256.hex()[:16]}...")
+            # whole digests: a damaged footer often differs only in its last bytes
+            raise ChecksumMismatchError(f"file SHA-256 is {h.hexdigest()}, footer says {self.footer_sha256.hex()}")
 
 
 __all__ = ["AcqeReader", "TensorInfo", "AcqeError"]

@@ -14,14 +14,13 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-import tempfile
 import struct
 import zlib
 
 import numpy as np
 
 from acqe_format import constants as C
-from acqe_format.atomic import atomic_write
+from acqe_format.atomic import atomic_write, scratch_file
 from acqe_format import dtypes
 from acqe_format.codecs import CannotEncode, EncodedPayload, codebook_codecs, codec_by_name, get_codec
 from acqe_format.codecs import codebook as cbk
@@ -107,7 +106,7 @@ class AcqeWriter:
         self.chunk_size = chunk_size
         self.compress_sections = bool(compress_sections)
         self._folder = os.path.dirname(self.path)
-        self._spool = tempfile.TemporaryFile(dir=self._folder, prefix=".acqe-spool-")
+        self._spool = scratch_file(self.path)           # a missing or read-only folder: an error naming path
         self._spool_len = 0
         self._entries: list[tuple] = []
         self._names: set[bytes] = set()

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import importlib
 
+from recat_runtime.quiet import quiet_torchvision_fallback
+
+quiet_torchvision_fallback()
+
 _EXPORTS = {
     "load_acqe_state_dict": "recat_runtime.loading",
     "load_pipeline": "recat_runtime.loading",
@@ -43,7 +47,7 @@ def require_torch() -> None:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
             "recat_runtime needs torch, diffusers, transformers and accelerate: "
-            "pip install 'acqe[runtime]' (pin torch for your platform)"
+            "pip install 'acqe[runtime]' (pin torch for your platform)", name=exc.name
         ) from exc
 
 

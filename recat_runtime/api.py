@@ -16,6 +16,7 @@ import numpy as np
 from acqe_format.model import ModelInfo
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.branch import branch_plan
+from recat_runtime.cache_fit import check_cache_fits
 from recat_runtime.cache.corrections import CorrectionFitter
 from recat_runtime.cache.hook import RecatCacheConfig
 from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, profile_similarity, recat_schedule
@@ -109,6 +110,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
         progress("load", 0, None)
     pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact)
     load_s = time.perf_counter() - t0
+    check_cache_fits(pipe.unet, config)
     on_step = None
     if progress is not None:
         progress("load", 1, 1)

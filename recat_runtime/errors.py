@@ -2,7 +2,7 @@
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
 __all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError", "CompactWeightError",
-           "UnsupportedDiffusersError"]
+           "UnsupportedDiffusersError", "DeviceError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
@@ -40,3 +40,10 @@ class UnsupportedDiffusersError(AcqeError, ImportError):
     """The installed diffusers is outside the range the `.acqe` integration was built and tested against."""
 
     cli_prefix = "unsupported diffusers"
+
+
+class DeviceError(AcqeError, ValueError):
+    """A device that torch does not know, or that this machine does not have (``cuda`` without CUDA,
+    ``cuda:3`` on a machine with two GPUs)."""
+
+    cli_prefix = "unusable device"

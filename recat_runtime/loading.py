@@ -29,6 +29,9 @@ import torch
 from acqe_format import AcqeReader, dtypes
 from acqe_format.constants import CodecId
 from acqe_format.model import Component, ModelInfo, Naming
+from recat_runtime.devices import default_device, resolve_device
+from recat_runtime import preflight
+from recat_runtime.tokenizer import check_tokenizer_fits
 from recat_runtime.errors import RuntimeLoadError
 from recat_runtime.options import SAMPLERS
 
@@ -51,11 +54,6 @@ SCHEDULERS = SAMPLERS      # sampler name -> diffusers scheduler class name (kep
 def torch_dtype(name) -> torch.dtype:
     """``torch.float16`` for "fp16", "float16" or ``torch.float16`` (any spelling `acqe_format.dtypes` knows)."""
     return getattr(torch, dtypes.canonical(name))
-
-
-def default_device() -> torch.device:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextlib.contextmanager
@@ -84,7 +82,7 @@ def _to_torch(arr: np.ndarray, decoded: str, dtype, device) -> torch.Tensor:
 
 def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_dtype=None, device=None,
                          strip_prefix: bool = False, threads: int | None = None,
-                         compact_parts: dict | None = None) -> dict[str, torch.Tensor]:
+                         compact_parts: dict | None = None, only=None) -> dict[str, torch.Tensor]:
     """Decoded tensors of a `.acqe` file, keyed by their stored (source) names.
 
     Args:
@@ -95,11 +93,13 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
         threads: decoder threads (default: all cores).
         compact_parts: when a dict, codebook matrices/kernels with uint8 indices are not decoded: their
             codebook parts go into it (by key) and the state holds a `recat_runtime.compact.CompactTensor`.
+        only: decode only these keys (as returned, i.e. after ``strip_prefix``).
     """
     threads = threads or os.cpu_count() or 1
     with _reader(path_or_reader) as r:
         prefix = ModelInfo.from_metadata(r.metadata).prefix(component) if component else ""
-        infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)}
+        infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)
+                 and (only is None or (t.name[len(prefix):] if strip_prefix else t.name) in only)}
         out: dict[str, torch.Tensor] = {}
         if compact_parts is not None:
             from recat_runtime.compact import CompactTensor, eligible
@@ -127,27 +127,10 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
 
 
 def _fill(model, state: dict, what: str):
-    """Makes the given tensors the model's parameters (``assign=True``), checking names and shapes."""
-    expected = model.state_dict()
-    # transformers >= 5 drops the `text_model.` level from CLIPTextModel state dicts; LDM keeps it
-    for k in [k for k in state if k not in expected and k.startswith("text_model.")]:
-        if k[len("text_model."):] in expected:
-            state[k[len("text_model."):]] = state.pop(k)
-    extra = sorted(set(state) - set(expected))
-    # harmless extras of old checkpoints (e.g. CLIP's position_ids buffer)
-    extra_ok = [k for k in extra if k.endswith("position_ids")]
-    for k in extra_ok:
-        state.pop(k)
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
-    if missing or extra:
-        raise RuntimeLoadError(
-            f"{what}: stored tensors do not match the stored config "
-            f"({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} unexpected, e.g. {extra[:3]})"
-        )
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise RuntimeLoadError(f"{what}: {k} has shape {tuple(v.shape)}, config implies {tuple(expected[k].shape)}")
+    """Makes the given tensors the model's parameters (``assign=True``); names, shapes and dtypes were
+    checked on placeholders before decoding (`recat_runtime.preflight`). Compact weights
+    (`recat_runtime.compact.CompactTensor`) become parameters as they are."""
+    state = preflight.align_keys(state, model.state_dict())
     model.load_state_dict(state, strict=True, assign=True)
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:
@@ -162,42 +145,77 @@ def _empty(build):
         return build()
 
 
+def _model_and_converter(component: str, cfg: dict, naming: str):
+    """The component's model built on ``meta`` from its (schema-checked) config, and the function that takes
+    a state dict from the file's names to the model's. A config the class refuses is a RuntimeLoadError."""
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    convert = dict
+    try:
+        if component == "unet":
+            from diffusers import UNet2DConditionModel
+            from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+            if naming == Naming.LDM:
+                convert = lambda state: convert_ldm_unet_checkpoint(state, cfg)  # noqa: E731
+            model = _empty(lambda: UNet2DConditionModel(**cfg))
+        elif component == "vae":
+            from diffusers import AutoencoderKL
+            from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+            if naming == Naming.LDM:
+                convert = lambda state: convert_ldm_vae_checkpoint(state, cfg)  # noqa: E731
+            model = _empty(lambda: AutoencoderKL(**cfg))
+        elif component == "text_encoder":
+            from transformers import CLIPTextConfig, CLIPTextModel
+
+            text_cfg = CLIPTextConfig(**cfg)
+            model = _empty(lambda: CLIPTextModel(text_cfg))
+        else:
+            raise RuntimeLoadError(f"unknown component {component!r}")
+    except RuntimeLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the libraries' own validators raise their own types (huggingface_hub's
+        # StrictDataclassClassValidationError, ZeroDivisionError for heads wider than a block): all say the
+        # stored config, which passed the schema, does not describe a model they can build
+        raise RuntimeLoadError(f"{component}: the stored config does not build a model ({type(e).__name__}: "
+                               f"{_first_line(e)})") from None
+    return model, convert
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 and lines[0].endswith(":") else (lines[0] if lines else "")
+
+
+def _convert(convert, state: dict, component: str) -> dict:
+    try:
+        return convert(dict(state))
+    except preflight.CONVERSION_ERRORS as e:
+        raise RuntimeLoadError(f"{component}: the stored tensor names do not fit the LDM layout "
+                               f"({type(e).__name__}: {_first_line(e)})") from None
+
+
 def _load_component(path_or_reader, component: str, torch_dtype, device, threads, compact: bool = False):
     with _reader(path_or_reader) as r:
         info = ModelInfo.from_metadata(r.metadata)
         naming = info.naming
-        info.prefix(component)                      # a loadable naming that names the component
+        prefix = info.prefix(component)             # a loadable naming that names the component
         cfg = info.config(component)
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
+        strip = naming == Naming.DIFFUSERS or component == Component.TEXT_ENCODER
+        model, convert = _model_and_converter(component, cfg, naming)
+        # names, shapes and dtypes against the model before anything is decoded
+        stored = preflight.placeholders({(t.name[len(prefix):] if strip else t.name): t
+                                         for t in r.tensors if t.name.startswith(prefix)})
+        if not stored:
+            raise RuntimeLoadError(f"the file has no tensors for component '{component}' (prefix {prefix!r})")
+        used = preflight.check_fit(component, model, stored, _convert(convert, stored, component))
         parts = {} if compact else None
         state = load_acqe_state_dict(r, component=component, torch_dtype=torch_dtype, device=device,
-                                     threads=threads,
-                                     strip_prefix=(naming == Naming.DIFFUSERS or component == Component.TEXT_ENCODER),
-                                     compact_parts=parts)
-    if component == "unet":
-        from diffusers import UNet2DConditionModel
-        from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
-
-        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        if naming == Naming.LDM:
-            state = convert_ldm_unet_checkpoint(state, cfg)
-        model = _empty(lambda: UNet2DConditionModel(**cfg))
-    elif component == "vae":
-        from diffusers import AutoencoderKL
-        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-        if naming == Naming.LDM:
-            state = convert_ldm_vae_checkpoint(state, cfg)
-        model = _empty(lambda: AutoencoderKL(**cfg))
-    elif component == "text_encoder":
-        from transformers import CLIPTextConfig, CLIPTextModel
-
-        text_cfg = CLIPTextConfig(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-        model = _empty(lambda: CLIPTextModel(text_cfg))
-    else:
-        raise ValueError(f"unknown component {component!r}")
-    model = _fill(model, state, component)       # compact weights (CompactTensor) became parameters as they are
+                                     threads=threads, strip_prefix=strip, compact_parts=parts, only=used)
+    # compact weights are CompactTensors: the converters only rename, so they pass through unchanged
+    state = _convert(convert, state, component)
+    model = _fill(model, state, component)
     if parts and component != Component.TEXT_ENCODER:
         from recat_runtime.compact_quantizer import attach_quantizer
 
@@ -235,8 +253,9 @@ def load_text_encoder(path_or_reader, *, torch_dtype=torch.float32, device=None,
 def load_tokenizer(path_or_reader):
     """The ``CLIPTokenizer`` built from the tokenizer files embedded in the file (offline).
 
-    Falls back to SD v1's CLIP BPE derived from ``open_clip_torch``'s vocabulary file when the file
-    embeds no tokenizer.
+    A file that embeds no tokenizer gets SD v1's CLIP BPE from the vocabulary shipped with
+    `acqe_format.model.clip_bpe`. Embedded files that cannot be used are an error (RuntimeLoadError), never
+    silently replaced by another tokenizer.
     """
     from recat_runtime.tokenizer import build_clip_tokenizer
 
@@ -246,12 +265,8 @@ def load_tokenizer(path_or_reader):
         return build_clip_tokenizer(None)
     try:
         return build_clip_tokenizer(files)
-    except ValueError as exc:  # unreadable embedded files: SD v1's tokenizer from open_clip's vocabulary
-        import warnings
-
-        warnings.warn(f"embedded tokenizer files unusable ({exc}); using SD v1's CLIP tokenizer from open_clip",
-                      stacklevel=2)
-        return build_clip_tokenizer(None)
+    except ValueError as exc:     # (MetadataError, UnicodeDecodeError and LZMA's errors are ValueErrors)
+        raise RuntimeLoadError(f"the embedded tokenizer files are unusable: {str(exc).splitlines()[0]}") from None
 
 
 def load_scheduler(path_or_reader, scheduler: str = "ddim"):
@@ -264,7 +279,11 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
         cfg = ModelInfo.from_metadata(r.metadata).configs.get(Component.SCHEDULER) or {}
     cls = getattr(diffusers, SCHEDULERS[scheduler])
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
-    return cls.from_config(cfg)
+    try:
+        return cls.from_config(cfg)
+    except Exception as e:  # noqa: BLE001 - a value the schema allows but this sampler does not take
+        raise RuntimeLoadError(f"scheduler: the stored config does not configure a {cls.__name__} "
+                               f"({type(e).__name__}: {_first_line(e)})") from None
 
 
 def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None,
@@ -283,19 +302,14 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
     """
     from diffusers import StableDiffusionPipeline
 
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     with _reader(path) as r:
         unet = load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact)
         vae = load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)
         text_encoder = load_text_encoder(r, torch_dtype=torch_dtype, device=device, threads=threads)
         tokenizer = load_tokenizer(r)
         sched = load_scheduler(r, scheduler)
-    n_vocab = text_encoder.config.vocab_size
-    if len(tokenizer) > n_vocab:
-        raise RuntimeLoadError(
-            f"the tokenizer has {len(tokenizer)} tokens but the text encoder embeds only {n_vocab}; "
-            "the file's tokenizer assets do not belong to its text encoder"
-        )
+    check_tokenizer_fits(tokenizer, text_encoder.config)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

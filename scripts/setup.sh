@@ -18,8 +18,9 @@ fi
 pip install -q "torch==2.13.0"
 # peft (runtime extra) and triton (test extra, Linux) resolve against the pinned torch without replacing it
 pip install -q "torch==2.13.0" -e ".[runtime,encoder,test,bench]"
-# open_clip_torch only supplies CLIP's BPE vocabulary file (read, never imported) and DeepCache is a
-# benchmark peer; both would drag in torchvision or another torch through their dependencies.
+# open_clip_torch only supplies CLIP's BPE vocabulary file, for the test that checks our shipped copy
+# (read, never imported), and DeepCache is a benchmark peer; both would drag in torchvision or another
+# torch through their dependencies.
 pip install -q --no-deps "open_clip_torch==3.3.0" "DeepCache==0.1.1"
 python - <<'PY'
 import torch

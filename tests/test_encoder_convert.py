@@ -197,3 +197,33 @@ def test_flat_safetensors_and_diffusers_folder(tmp_path):
         assert r.metadata["naming"] == "diffusers"
         assert r.metadata["configs"]["unet"]["block_out_channels"] == [32, 64]
         assert any(t.name.startswith("unet.down_blocks.") for t in r.tensors)
+
+
+def test_tokenizer_is_embedded_even_when_large_against_the_target(tiny_ckpt, tmp_path):
+    """--tokenizer auto left the 182 kB tokenizer out of small models, and a [runtime] install then could
+    not rebuild the pipeline: every model with a text encoder now carries it (counted in the target)."""
+    from acqe_format import AcqeReader
+    from acqe_format.model import ModelInfo
+
+    out = str(tmp_path / "small.acqe")
+    rc, err = run("convert", tiny_ckpt, out, "--bits", "6", "-q")        # the tokenizer is ~23% of this target
+    assert rc == 0, err
+    with AcqeReader(out) as r:
+        files = ModelInfo.from_metadata(r.metadata).tokenizer_files(r.assets)
+        assert files is not None and "merges.txt.xz" in files
+        assets = sum(len(v) for v in r.assets.values())
+        values = sum(t.numel for t in r.tensors)
+        assert assets * 8 > 0.2 * 6 * values
+        assert r.file_size * 8 <= 6 * values                               # the target still holds
+
+
+def test_tokenizer_embed_without_a_text_encoder_is_an_error(tmp_path):
+    from safetensors.numpy import save_file
+
+    src = str(tmp_path / "flat.safetensors")
+    save_file({"w": np.ones((64, 64), np.float32)}, src)
+    rc, err = run("convert", src, str(tmp_path / "flat.acqe"), "--tokenizer", "embed", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "no text encoder" in err, err
+    assert not (tmp_path / "flat.acqe").exists()
+    rc, err = run("convert", src, str(tmp_path / "flat.acqe"), "-q")            # auto: nothing to embed
+    assert rc == 0, err

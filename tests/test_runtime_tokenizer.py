@@ -92,3 +92,20 @@ def test_hostile_compressed_merges_rejected():
         build_clip_tokenizer({"merges.txt.xz": bomb})
     with pytest.raises(ValueError, match="not a valid xz"):
         build_clip_tokenizer({"merges.txt.xz": b"\xfd7zXZ\x00garbage"})
+
+
+def test_shipped_merge_list_is_open_clips():
+    """The merge list shipped in acqe_format/model/data is exactly CLIP's (open_clip_torch's file)."""
+    import gzip
+
+    from acqe_format.model import clip_bpe
+
+    try:
+        path = clip_bpe.find_bpe_file()
+    except ImportError:
+        pytest.skip("open_clip_torch is not installed")
+    with gzip.open(path, "rb") as f:
+        theirs = f.read().decode("utf-8").split("\n")[1:clip_bpe.NUM_MERGES + 1]
+    with open(clip_bpe.MERGES_DATA, "rb") as f:
+        ours = clip_bpe.merges_from_text(clip_bpe._inflate_merges(f.read()))
+    assert ours == theirs

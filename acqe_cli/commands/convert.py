@@ -6,6 +6,7 @@ import json
 import click
 
 from acqe_cli.progress import progress_display
+from acqe_cli import checks
 
 EXAMPLES = """
 Examples:
@@ -18,7 +19,7 @@ Examples:
 @click.command("convert", epilog=EXAMPLES)
 @click.argument("src", type=click.Path(exists=True, path_type=str))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--bits", type=float, default=None,
+@click.option("--bits", type=checks.FiniteFloat(0.05, 64.0), default=None,
               help="target size of the whole file in bits per value (all tensors, metadata and tables "
                    "counted); default 3.8")
 @click.option("--lossless", is_flag=True, help="store every tensor exactly (RAW)")
@@ -31,7 +32,8 @@ Examples:
 @click.option("--min-numel", type=click.IntRange(1, None), default=1024, show_default=True,
               help="smaller tensors are stored losslessly")
 @click.option("--tokenizer", type=click.Choice(["auto", "embed", "omit"]), default="auto", show_default=True,
-              help="embed SD v1's CLIP tokenizer files as assets (auto: when they take at most 1% of the target size)")
+              help="SD v1's CLIP tokenizer files as assets (182 kB, counted in --bits): auto embeds them when the "
+                   "model has a text encoder, embed also fails when it has none, omit leaves them out")
 @click.option("--format-1.0", "format_10", is_flag=True,
               help="store the directory and metadata uncompressed: a format 1.0 file for 1.0 readers "
                    "(costs ~4%% of a small model's size)")
@@ -45,6 +47,7 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
     entropy-constrained clustering, entropy-coded indices); the rest is stored exactly. The file meets
     --bits within 1% (from below).
     """
+    checks.check_output_path(out, "OUT")          # before the analysis, not after it
     from acqe_encoder.encode import DEFAULT_BITS, Settings, convert
 
     if lossless and bits is not None:

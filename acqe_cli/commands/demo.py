@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from acqe_cli import checks
+
 
 def _fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
@@ -11,7 +13,7 @@ def _fmt_bytes(n: int) -> str:
 @click.command("demo")
 @click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the .acqe file, the image grid and figures.json.")
-@click.option("--bits", type=float, default=None, help="Whole-file target in bits per parameter (default: encoder's).")
+@click.option("--bits", type=checks.FiniteFloat(0.05, 64.0), default=None, help="Whole-file target in bits per parameter (default: encoder's).")
 @click.option("--prompts", type=click.IntRange(2, 512), default=64, show_default=True,
               help="Evaluation prompts (one image each).")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)

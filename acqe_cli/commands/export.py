@@ -9,6 +9,7 @@ import os
 
 import click
 
+from acqe_cli import checks
 from acqe_cli.progress import progress_display
 from acqe_export.gguf import GGUF_TYPES
 from acqe_format.dtypes import CLI_FLOAT_CHOICES
@@ -51,7 +52,9 @@ FORMATS = {".safetensors": "safetensors", ".gguf": "gguf"}
               help=".gguf: type of the weight matrices (default f16); see the table below")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="decode threads")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def command(src, out, dtype, gguf_type, threads, quiet):
+@click.option("--max-decoded-size", type=checks.ByteSize(), default=None,
+              help="decode at most this many bytes of tensors (e.g. 8G; default: 64x the file size)")
+def command(src, out, dtype, gguf_type, threads, quiet, max_decoded_size):
     """Decode every tensor of SRC and write them to OUT for runtimes that do not read .acqe: a
     .safetensors file under the source key names (diffusers single-file, ComfyUI, A1111), or a .gguf
     file for stable-diffusion.cpp."""
@@ -62,7 +65,10 @@ def command(src, out, dtype, gguf_type, threads, quiet):
         raise click.UsageError("--dtype is for .safetensors output; a .gguf file takes --type")
     if fmt == "safetensors" and gguf_type is not None:
         raise click.UsageError("--type is for .gguf output; a .safetensors file takes --dtype")
-    with progress_display(quiet) as show:
+    checks.check_output_path(out, "OUT")
+    from acqe_format.decode_budget import decoded_limit
+
+    with decoded_limit(max_decoded_size), progress_display(quiet) as show:
         if fmt == "gguf":
             from acqe_export import export_gguf
 

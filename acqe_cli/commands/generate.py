@@ -6,6 +6,7 @@ import math
 
 import click
 
+from acqe_cli import checks
 from acqe_cli.progress import progress_display
 from acqe_format.dtypes import CLI_FLOAT_CHOICES
 from recat_runtime.options import CACHE_MODES, SAMPLERS
@@ -44,10 +45,15 @@ def _grid(images, cols: int):
               help="budget B of full UNet steps (ignored with --cache none)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the first image (then +1 each)")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default="out.png", show_default=True,
-              help="PNG file; several images are written as one grid")
-@click.option("--height", type=click.IntRange(8, 4096), default=None, help="image height (default: model's)")
-@click.option("--width", type=click.IntRange(8, 4096), default=None, help="image width (default: model's)")
-@click.option("--guidance", type=float, default=None,
+              help="image file, in the format its suffix names (.png, .jpg, .webp, ...); several images are "
+                   "written as one grid")
+@click.option("--height", type=checks.ImageSide(), default=None,
+              help="image height, a multiple of 8 (default: model's; a lone --height keeps the model's width)")
+@click.option("--width", type=checks.ImageSide(), default=None, help="image width, a multiple of 8 (default: model's)")
+@click.option("--force", is_flag=True,
+              help="make images larger than 1024x1024 pixels on a CPU (refused otherwise: attention cost "
+                   "grows with the square of the pixels)")
+@click.option("--guidance", type=checks.FiniteFloat(0.0, 100.0), default=None,
               help="classifier-free guidance scale (default: the model's; 7.5 for SD v1, 4 for the demo model)")
 @click.option("--device", default=None, help="cuda, cpu, cuda:1 ... (default: cuda when available)")
 @click.option("--dtype", type=click.Choice(CLI_FLOAT_CHOICES), default="fp32", show_default=True)
@@ -64,12 +70,32 @@ def _grid(images, cols: int):
                    "(same images, less memory, slower steps)")
 @click.option("--threads", type=click.IntRange(1, 1024), default=None,
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
+@click.option("--max-decoded-size", type=checks.ByteSize(), default=None,
+              help="decode at most this many bytes of tensors (e.g. 8G; default: 64x the file size)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def command(model, prompts, steps, cache, budget, seed, out, height, width, guidance, device, dtype, sampler,
-            batch, branch, no_correction, forecast, compact, threads, as_json, quiet):
+def command(model, prompts, steps, cache, budget, seed, out, height, width, force, guidance, device, dtype, sampler,
+            batch, branch, no_correction, forecast, compact, threads, as_json, max_decoded_size, quiet):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
-    from recat_runtime.api import generate
+    from acqe_format.decode_budget import decoded_limit
+    from recat_runtime.api import generate            # first: without torch, one line naming [runtime]
+    from recat_runtime.devices import resolve_device
+
+    # everything that can be checked is checked before the model is loaded
+    image_format = checks.image_format(out)
+    checks.check_output_path(out, "--out")
+
+    dev = resolve_device(device)
+    if height is None or width is None:
+        from acqe_format import AcqeReader
+        from acqe_format.model import ModelInfo
+
+        with AcqeReader(model) as r:
+            default = ModelInfo.from_metadata(r.metadata).default_image_size
+        if default is not None:
+            height, width = height or default[0], width or default[1]
+    if height and width:
+        checks.check_image_size(height, width, dev.type, force)
 
     if threads:
         import torch
@@ -82,13 +108,16 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, guid
         raise click.UsageError(f"--cache {cache} needs --full-steps B")
     elif budget > steps:
         raise click.UsageError(f"--full-steps {budget} is more than --steps {steps}")
-    with progress_display(quiet or as_json) as show:
+    with decoded_limit(max_decoded_size), progress_display(quiet or as_json) as show:
         res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
-                       height=height, width=width, guidance=guidance, device=device, dtype=dtype, scheduler=sampler,
+                       height=height, width=width, guidance=guidance, device=dev, dtype=dtype, scheduler=sampler,
                        branch=branch, correction=not no_correction, compact=compact, forecast=forecast,
                        progress=show)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))
-    img.save(out, format="PNG")
+    from acqe_format.atomic import atomic_write
+
+    with atomic_write(out) as f:
+        img.save(f, format=image_format)
     report = {"out": out, "images": len(res.images), "steps": steps, "cache": cache,
               "full_steps": list(res.full_steps), "loop_seconds": round(res.loop_seconds, 3),
               "decode_seconds": round(res.decode_seconds, 3), "load_seconds": round(res.load_seconds, 3),

@@ -82,7 +82,16 @@ def summarize(r) -> dict:
     def feat(mask):
         return [C.FEATURE_NAMES.get(1 << b, f"bit{b}") for b in range(64) if mask >> b & 1]
 
+    from acqe_format.errors import MetadataError
+    from acqe_format.model import ModelInfo
+
+    try:            # inspect shows a file whatever its model metadata says, and says what a loader would refuse
+        ModelInfo.from_metadata(r.metadata)
+        problem = None
+    except MetadataError as e:
+        problem = str(e)
     return {
+        "metadata_error": problem,
         "file": r.path, "file_bytes": size, "version": f"{h.major}.{h.minor}", "alignment": h.alignment,
         "required_features": feat(h.required_features), "optional_features": feat(h.optional_features),
         "sections": [{"kind": C.SectionKind(s.kind).name if s.kind in C.SectionKind._value2member_map_
@@ -181,6 +190,9 @@ def command(file, as_json, tensors):
     con.print(Text("sections: " + ", ".join(
         f"{s['kind']} @{s['offset']} ({s['length']:,} B" + (f", zlib of {s['raw_length']:,} B)" if s["compressed"] else ")")
         for s in info["sections"])))
+    if info["metadata_error"]:
+        con.print(Text(f"model metadata problem (loading will refuse the file): {escape(info['metadata_error'])}",
+                       style="bold red"))
     if info["metadata"]:
         mt = Table(title="metadata", show_header=False, box=None, pad_edge=False)
         for k, v in _meta_lines(info["metadata"]):

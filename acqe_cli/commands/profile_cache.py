@@ -6,6 +6,7 @@ import json
 import click
 
 from acqe_cli.progress import progress_display
+from acqe_cli import checks
 from acqe_format.dtypes import CLI_FLOAT_CHOICES
 from recat_runtime.options import SAMPLERS
 
@@ -37,11 +38,11 @@ def _read_prompts(path: str) -> list[str]:
               help="prompt x seed samples (the debiased CKA needs minibatches of >= 4)")
 @click.option("--branch", type=click.IntRange(0, None), default=0, show_default=True,
               help="cache branch m (0 = shallowest, cheapest cached step)")
-@click.option("--guidance", type=float, default=None,
+@click.option("--guidance", type=checks.FiniteFloat(0.0, 100.0), default=None,
               help="classifier-free guidance scale to profile for (default: the model's; 7.5 for SD v1, 4 for the demo)")
 @click.option("--sampler", type=click.Choice(list(SAMPLERS)), default="ddim", show_default=True)
-@click.option("--height", type=click.IntRange(8, 4096), default=None)
-@click.option("--width", type=click.IntRange(8, 4096), default=None)
+@click.option("--height", type=checks.ImageSide(), default=None)
+@click.option("--width", type=checks.ImageSide(), default=None)
 @click.option("--device", default=None, help="default: cuda when available")
 @click.option("--dtype", type=click.Choice(CLI_FLOAT_CHOICES), default="fp32", show_default=True)
 @click.option("--batch-size", type=click.IntRange(4, 512), default=8, show_default=True,

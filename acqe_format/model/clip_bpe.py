@@ -1,21 +1,24 @@
 """CLIP's byte-level BPE vocabulary as files, with the standard library alone (no torch, no transformers).
 
-Stable Diffusion v1 tokenizes prompts with OpenAI CLIP's BPE (vocabulary 49408, 77 positions). The pip
-package ``open_clip_torch`` ships CLIP's merge list as ``bpe_simple_vocab_16e6.txt.gz``; from it we derive
-the files a ``transformers.CLIPTokenizer`` needs exactly the way CLIP does. These files are what a
-`.acqe` embeds as assets (``tokenizer/...``), so a runtime rebuilds the tokenizer from the container
-alone; `recat_runtime.tokenizer` turns them into a ``CLIPTokenizer``.
+Stable Diffusion v1 tokenizes prompts with OpenAI CLIP's BPE (vocabulary 49408, 77 positions). This
+package ships CLIP's merge list (``data/clip_merges.txt.xz``, 182 kB, MIT licensed, see
+``data/README.md``); from it we derive the files a ``transformers.CLIPTokenizer`` needs exactly the way
+CLIP does. These files are what a `.acqe` embeds as assets (``tokenizer/...``), so a runtime rebuilds
+the tokenizer from the container alone; `recat_runtime.tokenizer` turns them into a ``CLIPTokenizer``.
 
-open_clip is never imported (it drags in torchvision); its data file is located with
-``importlib.util.find_spec``.
+The same list is in the pip package ``open_clip_torch`` (``bpe_simple_vocab_16e6.txt.gz``), which
+`find_bpe_file` still locates (never imports: it drags in torchvision) for the test that checks the two
+agree.
 """
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import lzma
 import os
+
+from acqe_format.metadata import parse_metadata
+from acqe_format.model.schema import check_tokenizer_config
 
 VOCAB_SIZE = 49408
 MODEL_MAX_LENGTH = 77
@@ -23,10 +26,12 @@ BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_PACKAGE = "open_clip_torch"          # the pip package that ships BPE_FILE_NAME (module open_clip)
+MERGES_DATA = os.path.join(os.path.dirname(__file__), "data", "clip_merges.txt.xz")   # shipped with us
 # CLIP keeps the first 49152 - 256 - 2 merges of the file (its line 0 is a header).
 NUM_MERGES = 49152 - 256 - 2
 # a merges.txt.xz asset may not expand beyond this (the real list is about 525 kB)
 MAX_MERGES_BYTES = 4 << 20
+MAX_VOCAB = 1 << 20           # tokens (and ids) of an embedded vocab.json
 
 __all__ = ["clip_tokenizer_files", "decode_tokenizer_files", "bytes_to_unicode", "vocab_from_merges",
            "VOCAB_SIZE", "MODEL_MAX_LENGTH", "BOS_TOKEN", "EOS_TOKEN", "VOCAB_PACKAGE"]
@@ -90,9 +95,9 @@ def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
     so the 1.5 MB ``vocab.json`` + ``merges.txt`` pair carries no extra information. ``compact=False``
     gives the two plain files ``transformers.CLIPTokenizer`` reads.
     """
-    with gzip.open(find_bpe_file(), "rb") as f:
-        lines = f.read().decode("utf-8").split("\n")
-    merges = lines[1 : NUM_MERGES + 1]
+    with open(MERGES_DATA, "rb") as f:
+        merges_xz = f.read()
+    merges = merges_from_text(_inflate_merges(merges_xz))
     encoder = vocab_from_merges(merges)
     config = {
         "tokenizer_class": "CLIPTokenizer",
@@ -107,9 +112,9 @@ def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
     merges_txt = ("#version: 0.2\n" + "\n".join(merges) + "\n").encode("utf-8")
     config_json = json.dumps(config, indent=2).encode("utf-8")
     if compact:
-        # preset 6 (8 MiB dictionary): as small as 9 here, and decodable under a small memory limit
-        return {"merges.txt.xz": lzma.compress(merges_txt, preset=6),
-                "tokenizer_config.json": config_json}
+        # the shipped file itself: lzma preset 6 (8 MiB dictionary), as small as 9 here, and decodable
+        # under a small memory limit
+        return {"merges.txt.xz": merges_xz, "tokenizer_config.json": config_json}
     return {
         "vocab.json": json.dumps(encoder, ensure_ascii=False).encode("utf-8"),
         "merges.txt": merges_txt,
@@ -117,27 +122,38 @@ def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
     }
 
 
+def _inflate_merges(data: bytes) -> str:
+    """An xz-compressed merge list, decompressed with bounded memory and output (ValueError if unusable)."""
+    dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=32 << 20)
+    try:
+        raw = dec.decompress(bytes(data), max_length=MAX_MERGES_BYTES + 1)
+        if len(raw) > MAX_MERGES_BYTES or not dec.eof:
+            raise ValueError(f"merges.txt.xz is truncated or expands beyond {MAX_MERGES_BYTES} bytes")
+        return raw.decode("utf-8")
+    except (lzma.LZMAError, UnicodeDecodeError) as e:
+        raise ValueError(f"merges.txt.xz is not a valid xz-compressed UTF-8 merge list: {e}") from None
+
+
 def decode_tokenizer_files(files: dict[str, bytes]) -> tuple[dict[str, int], list[tuple[str, str]], dict]:
     """``(vocab, merges, config)`` from tokenizer files as `clip_tokenizer_files` makes them (either form;
     ``tokenizer_config.json`` is optional). Raises ``ValueError`` with one line for unusable files; an
     xz-compressed merge list is decompressed with bounded memory and output."""
     if "merges.txt.xz" in files and "merges.txt" not in files:
-        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=32 << 20)
-        try:
-            raw = dec.decompress(bytes(files["merges.txt.xz"]), max_length=MAX_MERGES_BYTES + 1)
-            if len(raw) > MAX_MERGES_BYTES or not dec.eof:
-                raise ValueError(f"merges.txt.xz is truncated or expands beyond {MAX_MERGES_BYTES} bytes")
-            text = raw.decode("utf-8")
-        except (lzma.LZMAError, UnicodeDecodeError) as e:
-            raise ValueError(f"merges.txt.xz is not a valid xz-compressed UTF-8 merge list: {e}") from None
-        merge_lines = merges_from_text(text)
+        merge_lines = merges_from_text(_inflate_merges(files["merges.txt.xz"]))
         vocab = vocab_from_merges(merge_lines)
     else:
         missing = [k for k in ("vocab.json", "merges.txt") if k not in files]
         if missing:
             raise ValueError(f"tokenizer files missing {missing}; got {sorted(files)}")
-        vocab = json.loads(files["vocab.json"].decode("utf-8"))
+        vocab = parse_metadata(bytes(files["vocab.json"]))        # strict JSON, bounded depth
+        if not isinstance(vocab, dict) or len(vocab) > MAX_VOCAB or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_VOCAB for v in vocab.values()):
+            raise ValueError(f"vocab.json must map at most {MAX_VOCAB} tokens to ids in 0..{MAX_VOCAB - 1}")
         merge_lines = merges_from_text(files["merges.txt"].decode("utf-8"))
     merges = [tuple(line.split()) for line in merge_lines]
-    config = json.loads(files["tokenizer_config.json"].decode("utf-8")) if "tokenizer_config.json" in files else {}
+    bad = next((i for i, m in enumerate(merges) if len(m) != 2), None)
+    if bad is not None:
+        raise ValueError(f"merge rule {bad} is not a pair of tokens: {merge_lines[bad][:40]!r}")
+    config = parse_metadata(bytes(files["tokenizer_config.json"])) if "tokenizer_config.json" in files else {}
+    check_tokenizer_config(config)          # e.g. a model_max_length of 10^12 (a 4 TB allocation)
     return vocab, merges, config

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 
 from acqe_format.errors import MetadataError, RuntimeLoadError
-from acqe_format.model import architectures
+from acqe_format.model import architectures, schema
 from acqe_format.model.keys import Component, Inference, Keys, Naming, Tokenizer
 
 
@@ -40,7 +40,10 @@ class ModelInfo:
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "ModelInfo":
-        """Parse the model keys of a file's metadata (spec §8.2); unknown keys are ignored."""
+        """Parse the model keys of a file's metadata (spec §8.2), checked against the declared schema
+        (`acqe_format.model.schema`: types, config keys, ranges; MetadataError); unknown top-level keys
+        are ignored."""
+        schema.check_metadata(metadata)
         arch = _typed(metadata, Keys.ARCHITECTURE, str, "unknown")
         naming = _typed(metadata, Keys.NAMING, str, Naming.FLAT)
         stored = _typed(metadata, Keys.COMPONENTS, dict, {})
@@ -96,6 +99,26 @@ class ModelInfo:
         found = {name.rsplit("/", 1)[-1]: data for name, data in assets.items()
                  if name.startswith(Tokenizer.ASSET_PREFIX)}
         return found or None
+
+    @property
+    def default_image_size(self) -> tuple[int, int] | None:
+        """(height, width) in pixels a pipeline makes when none is given: the UNet's ``sample_size``
+        times the VAE's downscaling (2 per block after the first), as diffusers computes it; None when
+        the configs do not say."""
+        unet, vae = self.configs.get(Component.UNET), self.configs.get(Component.VAE)
+        if not isinstance(unet, dict) or not isinstance(vae, dict):
+            return None
+        size, blocks = unet.get("sample_size", 64), vae.get("block_out_channels", [0] * 4)
+        if isinstance(size, list) and len(size) == 2:
+            size = tuple(size)
+        elif isinstance(size, int) and not isinstance(size, bool):
+            size = (size, size)
+        else:
+            return None
+        if not isinstance(blocks, list) or not blocks:
+            return None
+        scale = 2 ** (len(blocks) - 1)
+        return size[0] * scale, size[1] * scale
 
     @property
     def default_guidance(self) -> float:

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Standard installs work: builds the wheel, installs it into two fresh venvs -- the base package and
+# [runtime] -- and runs a CLI smoke test in each from outside the source tree (so only the installed
+# files are used). A command that needs a missing extra must fail with one line naming it.
+# pip's cache is reused and torch comes from the pinned CPU wheel (torch==2.13.0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+PY=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+t0=$SECONDS
+
+"$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$work/dist" . >/dev/null
+wheel=$(ls "$work"/dist/acqe-*.whl)
+
+fail() { echo "install smoke: $*" >&2; exit 1; }
+# one_line EXPECTED_TEXT CMD...: the command fails with exactly one stderr line containing EXPECTED_TEXT
+one_line() {
+  local want=$1; shift
+  if "$@" >"$work/out" 2>"$work/err"; then fail "expected '$*' to fail"; fi
+  [ "$(wc -l <"$work/err")" -eq 1 ] || fail "'$*' printed more than one line: $(cat "$work/err")"
+  grep -q -- "$want" "$work/err" || fail "'$*' did not say '$want': $(cat "$work/err")"
+}
+
+cd "$work"
+vector="$repo/spec/vectors/valid/015-rans-contexts.acqe"
+
+# --- base install: the container tools; the rest says which extra it needs ---------------------------
+"$PY" -m venv base
+base/bin/pip install -q "$wheel"
+base/bin/acqe --help >/dev/null
+base/bin/acqe inspect "$vector" >/dev/null
+base/bin/acqe verify "$vector" >/dev/null
+base/bin/python -c "
+import numpy as np
+from safetensors.numpy import save_file
+save_file({'w': np.random.default_rng(0).standard_normal((128, 64)).astype(np.float32)}, 'm.safetensors')"
+base/bin/acqe convert m.safetensors m.acqe -q 2>/dev/null
+base/bin/acqe verify m.acqe >/dev/null
+base/bin/acqe export m.acqe back.safetensors 2>/dev/null
+one_line "acqe\[runtime\]" base/bin/acqe generate m.acqe --prompt a --out x.png
+one_line "acqe\[runtime\]" base/bin/acqe demo --out demo
+demo_ckpt=$(base/bin/python -c "import acqe_demo.story as s; print(s.DEFAULT_CKPT)")
+# a .ckpt converts without torch once the torch-free reader lands; until then: one line naming the extra
+if ! base/bin/acqe convert "$demo_ckpt" ckpt.acqe -q >/dev/null 2>"$work/err"; then
+  [ "$(wc -l <"$work/err")" -eq 1 ] && grep -q "acqe\[encoder\]" "$work/err" || fail "base convert .ckpt: $(cat "$work/err")"
+fi
+echo "install smoke: base install OK ($((SECONDS - t0)) s)"
+
+# --- [runtime]: the demo checkpoint converts and generates offline from the one file ---------------------
+"$PY" -m venv rt
+rt/bin/pip install -q "torch==2.13.0" "$wheel[runtime]"
+rt/bin/acqe convert "$demo_ckpt" demo.acqe -q 2>/dev/null
+rt/bin/acqe verify demo.acqe >/dev/null
+HF_HUB_OFFLINE=1 rt/bin/acqe generate demo.acqe --prompt "a red circle" --steps 2 --threads 2 --out g.png 2>"$work/err" \
+  || fail "runtime generate: $(cat "$work/err")"
+grep -q "requires torchvision" "$work/err" && fail "generate printed transformers' torchvision notice"
+[ "$(wc -l <"$work/err")" -eq 1 ] || fail "generate printed more than its one report line: $(cat "$work/err")"
+rt/bin/python -c "from PIL import Image; im = Image.open('g.png'); assert im.format == 'PNG', im.format"
+echo "install smoke: [runtime] install OK ($((SECONDS - t0)) s)"
