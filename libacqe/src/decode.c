@@ -968,7 +968,9 @@ static acqe_status setup_rans(job *j, acqe_error *err) {
     if (!j->word_start) return nomem(err);
     j->word_start[0] = 0;
     for (k = 0; k < j->N; k++) j->word_start[k + 1] = j->word_start[k] + ld32(j->chunk_table + 8 * k);
-    if (j->P <= 16 && (!j->out || j->esize == 2 || j->esize == 4) && (slots << (j->K > 256)) <= budget) {
+    /* the fast kernels need no per-element values (row scales on rows shorter than 2K go elsewhere) */
+    int fast = !(j->scales && j->out && !j->row_tables);
+    if (fast && j->P <= 16 && (!j->out || j->esize == 2 || j->esize == 4) && (slots << (j->K > 256)) <= budget) {
         j->sym16 = j->K > 256;
         j->symtab = malloc((size_t)slots << j->sym16);
         j->info = (uint64_t *)malloc((size_t)j->T * j->K * sizeof(uint64_t)); /* 2x the file's tables */
