@@ -262,7 +262,9 @@ static void stream_segment(const job *j, stream *s, void *rowvt) {
             uint32_t k, sc = ld32(j->scales + 4 * r);
             for (k = 0; k < j->K; k++) {
                 uint32_t v = acqe__f32_mul(ld32(j->codebook + 4 * (size_t)k), sc);
-                ri[k] = (s->info[k] & 0xFFFFFFFFu) | (convert_v32(v, j->t->decoded_dtype, j->out_dtype) << 32);
+                uint64_t o = convert_v32(v, j->t->decoded_dtype, j->out_dtype);
+                ri[k] = j->esize == 4 ? (s->info[k] & 0xFFFFFFFFu) | (o << 32)
+                                      : (s->info[k] & UINT64_C(0xFFFFFFFFFFFF)) | (o << 48);
             }
             s->info = ri;
         }
@@ -423,13 +425,22 @@ static int stream_status(const stream *s, uint64_t *info) {
         uint64_t z_ = (X) & mask;                                                                           \
         uint64_t e_ = (INFO)[(SYMT)[z_]];                                                                   \
         uint64_t t_, y_;                                                                                    \
-        STORE(OUT, e_ >> 32);                                                                               \
-        (X) = ((X) >> P) * ((e_ & 0xFFFFu) + 1) + z_ - ((e_ >> 16) & 0xFFFFu);                              \
+        STORE(OUT, VAL_OF(e_));                                                                             \
+        (X) = ((X) >> P) * F_OF(e_) + z_ - CUM_OF(e_);                                                      \
         t_ = (uint64_t)((X) < (UINT64_C(1) << 32)) & (uint64_t)((POS) < (END));                             \
         y_ = ((X) << 32) | ld32(words + 4 * (POS));                                                         \
         (X) ^= ((X) ^ y_) & (0 - t_);  /* branchless: refills are too irregular to predict */             \
         (POS) += t_;                                                                                        \
     } while (0)
+
+/* the symbol entries: 16-bit outputs (and none) as f | cum << 32 | value << 48 (f in the low 32 bits,
+ * so extracting it is free); 32-bit outputs as (f - 1) | cum << 16 | value << 32 */
+#define F16_OF(e) ((uint64_t)(uint32_t)(e))
+#define CUM16_OF(e) (((e) >> 32) & 0xFFFFu)
+#define VAL16_OF(e) ((e) >> 48)
+#define F32_OF(e) (((e) & 0xFFFFu) + 1)
+#define CUM32_OF(e) (((e) >> 16) & 0xFFFFu)
+#define VAL32_OF(e) ((e) >> 32)
 
 #define SSTORE_NONE(OUT, V) ((void)0)
 #define SSTORE(OUT, V) ((OUT)[k] = (V))
@@ -537,12 +548,24 @@ DEFINE_LUT_KERNEL(lut_kernel_none, uint8_t, STORE_NONE)
 DEFINE_LUT_KERNEL(lut_kernel_16, uint16_t, STORE_VT)
 DEFINE_LUT_KERNEL(lut_kernel_32, uint32_t, STORE_VT)
 DEFINE_LUT_KERNEL(lut_kernel_64, uint64_t, STORE_VT)
+#define F_OF F16_OF
+#define CUM_OF CUM16_OF
+#define VAL_OF VAL16_OF
 DEFINE_SYM_KERNEL(sym8_kernel_none, uint8_t, uint8_t, SSTORE_NONE)
 DEFINE_SYM_KERNEL(sym8_kernel_16, uint8_t, uint16_t, SSTORE)
-DEFINE_SYM_KERNEL(sym8_kernel_32, uint8_t, uint32_t, SSTORE)
 DEFINE_SYM_KERNEL(sym16_kernel_none, uint16_t, uint8_t, SSTORE_NONE)
 DEFINE_SYM_KERNEL(sym16_kernel_16, uint16_t, uint16_t, SSTORE)
+#undef F_OF
+#undef CUM_OF
+#undef VAL_OF
+#define F_OF F32_OF
+#define CUM_OF CUM32_OF
+#define VAL_OF VAL32_OF
+DEFINE_SYM_KERNEL(sym8_kernel_32, uint8_t, uint32_t, SSTORE)
 DEFINE_SYM_KERNEL(sym16_kernel_32, uint16_t, uint32_t, SSTORE)
+#undef F_OF
+#undef CUM_OF
+#undef VAL_OF
 
 static void store_value(job *j, uint64_t e, uint32_t sym, uint64_t r, const void *vt, int exact_fpu) {
     uint64_t o;
@@ -984,7 +1007,8 @@ static acqe_status setup_rans(job *j, acqe_error *err) {
             for (s = 0; s < j->K; s++) {
                 uint64_t f = ld32(fr + 4 * (size_t)s), z, v = 0;
                 if (j->out && j->vt) v = j->esize == 2 ? ((const uint16_t *)j->vt)[s] : ((const uint32_t *)j->vt)[s];
-                nf[s] = (f ? f - 1 : 0) | (c << 16) | (v << 32);
+                if (j->out && j->esize == 4) nf[s] = (f ? f - 1 : 0) | (c << 16) | (v << 32);
+                else nf[s] = f | (c << 32) | (v << 48);
                 if (j->sym16) for (z = 0; z < f; z++) y16[c + z] = (uint16_t)s;
                 else for (z = 0; z < f; z++) y8[c + z] = (uint8_t)s;
                 c += f;
