@@ -20,7 +20,7 @@
 #include "../acqe.h"
 #include "../src/internal.h"
 
-#define OUT_LIMIT (UINT64_C(1) << 22)
+#define OUT_LIMIT (UINT64_C(1) << 20)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
