@@ -887,12 +887,17 @@ static acqe_status prepare_rans(job *j, acqe_error *err) {
                               tt, (unsigned long long)sum, j->P);
     }
     j->chunk_table = j->freqs + 4 * (size_t)j->T * j->K;
-    for (k = 0; k < j->N; k++) words_total += ld32(j->chunk_table + 8 * k); /* N < 2^61: no wrap */
     {
+        /* N can reach 2^61 in a (forged) file of 2^64 bytes, so even the 64-bit sum of the u32 counts may
+         * wrap: add with a check */
+        int wrapped = 0;
         uint64_t bytes, total;
-        if (mul_ovf(words_total, 4, &bytes) || add_ovf(t->checked_length, bytes, &total) || total != t->payload_length) {
-            char a[32];
-            if (mul_ovf(words_total, 4, &bytes)) snprintf(a, sizeof a, "4 x %llu", (unsigned long long)words_total);
+        for (k = 0; k < j->N && !wrapped; k++) wrapped = add_ovf(words_total, ld32(j->chunk_table + 8 * k), &words_total);
+        if (wrapped || mul_ovf(words_total, 4, &bytes) || add_ovf(t->checked_length, bytes, &total) ||
+            total != t->payload_length) {
+            char a[40];
+            if (wrapped) snprintf(a, sizeof a, "more than 2^64");
+            else if (mul_ovf(words_total, 4, &bytes)) snprintf(a, sizeof a, "4 x %llu", (unsigned long long)words_total);
             else snprintf(a, sizeof a, "%llu", (unsigned long long)bytes);
             return acqe__fail(err, ACQE_ERR_LAYOUT, "tensor %s: chunks hold %s bytes, payload has %llu after the head",
                               TNAME(j, q), a, (unsigned long long)(t->payload_length - t->checked_length));

@@ -987,8 +987,8 @@ acqe_status acqe_verify(acqe_file *f, int threads, acqe_verify_report *report, a
         uint64_t dec = t->numel * acqe_dtype_size(t->decoded_dtype);
         if ((st = acqe__decode_tensor(f, k, t->decoded_dtype, NULL, threads, err))) return st;
         rep.tensors++;
-        rep.decoded_bytes += dec;
-        rep.payload_bytes += t->payload_length;
+        if (add_ovf(rep.decoded_bytes, dec, &rep.decoded_bytes)) rep.decoded_bytes = UINT64_MAX; /* saturate */
+        rep.payload_bytes += t->payload_length; /* payloads are disjoint parts of the file: no wrap */
         if (t->payload_length && (double)dec / (double)t->payload_length > rep.max_expansion) {
             rep.max_expansion = (double)dec / (double)t->payload_length;
             rep.max_expansion_tensor = (int64_t)k;
