@@ -346,3 +346,47 @@ def test_extension(ext):
     with pytest.raises(ext.LibAcqeError) as info:
         ext.File(b"")
     assert info.value.category == "TruncatedFileError"
+
+
+# --- the strict JSON of METADATA: the same verdict -------------------------------------------------------
+
+def _meta_file(body: bytes) -> bytes:
+    sys.path.insert(0, VEC)
+    try:
+        from generate import Builder, S
+    finally:
+        sys.path.remove(VEC)
+    return Builder([S(1), S(2, body), S(4)], []).build()
+
+
+def test_metadata_json_same_verdict():
+    """Mutated JSON texts and numbers around the limits of spec section 8 (2^64 - 1, -2^63, the binary64
+    overflow threshold 2^1024 - 2^970): libacqe's validator and Python's json agree."""
+    rnd = random.Random(5)
+    seeds = [b'{}', b'{"a":[1,2.5,-0,1e5,"x\\u00e9\\ud83d\\ude00"],"b":{"c":null,"d":true}}',
+             b'{"big":18446744073709551615,"neg":-9223372036854775808,"f":1.7976931348623157e308}',
+             '{"\u00e9":"\u03c0","\\u00e9x":[[[]]]}'.encode()]
+    alphabet = b'{}[]:,"\\ \t\n0123456789.eE+-abcdefnrtulsNIf\x00\x7f\xc3\xa9\xff\xed\xa0\x80u'
+    texts = []
+    for _ in range(600):
+        s = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randint(1, 4)):
+            op = rnd.random()
+            if op < 0.4 and s:
+                s[rnd.randrange(len(s))] = rnd.choice(alphabet)
+            elif op < 0.7:
+                s.insert(rnd.randrange(len(s) + 1), rnd.choice(alphabet))
+            elif s:
+                del s[rnd.randrange(len(s))]
+        texts.append(bytes(s))
+    limit = str((2 ** 54 - 1) * 2 ** 970)
+    for _ in range(300):
+        d = list(limit)
+        d[rnd.randrange(len(d))] = str(rnd.randrange(10))
+        s = "".join(d[:rnd.randint(2, 320)])
+        e = len(limit) - 1 + rnd.choice([-1, 0, 0, 1])
+        texts.append(f'{{"a":{s[0]}.{s[1:]}e{e}}}'.encode())
+        texts.append(f'{{"a":{rnd.choice(["", "-"])}{rnd.choice([2 ** 63, 2 ** 64]) + rnd.randint(-2, 1)}}}'.encode())
+    for body in texts:
+        data = _meta_file(body)
+        assert LC.category_of(data) == _py_category(data), body
