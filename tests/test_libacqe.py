@@ -390,3 +390,26 @@ def test_metadata_json_same_verdict():
     for body in texts:
         data = _meta_file(body)
         assert LC.category_of(data) == _py_category(data), body
+
+
+@pytest.mark.skipif(not PY_NAME_RULES, reason="the Python reader lacks the name rules (libacqe/PY_READER_CHANGES.patch)")
+def test_asset_names_same_verdict():
+    """Random sets of asset names built from parts that hit every rule of spec section 9 (devices, case,
+    folders, reserved characters, trailing dots and spaces, non-ASCII): the same verdict and kind of message."""
+    import struct
+    sys.path.insert(0, VEC)
+    try:
+        from generate import Builder, S
+    finally:
+        sys.path.remove(VEC)
+    rnd = random.Random(3)
+    parts = ["a", "A", "b", "tok", "TOK", "x.json", "X.JSON", "con", "Con.txt", "com1", "com10", "lpt9.x", "nul ",
+             "aux .y", "c:d", "e.", "f ", " g", ".", "..", "", "\u00e9", "h\\i", "conin$", "CONOUT$.q", "k?", "prn.", "ok-_~!"]
+    for _ in range(500):
+        names = ["/".join(rnd.choice(parts) for _ in range(rnd.randint(1, 3))) for _ in range(rnd.randint(1, 5))]
+        if any(not n for n in names):
+            continue
+        body = struct.pack("<I", len(names)) + b"".join(struct.pack("<H", len(n.encode())) + n.encode()
+                                                         + struct.pack("<Q", 0) for n in names)
+        data = Builder([S(1), S(2, b"{}"), S(3, body), S(4)], []).build()
+        assert LC.category_of(data) == _py_category(data), names
