@@ -1012,8 +1012,9 @@ static acqe_status setup_rans(job *j, acqe_error *err) {
             for (s = 0; s < j->K; s++) {
                 uint64_t f = ld32(fr + 4 * (size_t)s), z, v = 0;
                 if (j->out && j->vt) v = j->esize == 2 ? ((const uint16_t *)j->vt)[s] : ((const uint32_t *)j->vt)[s];
-                if (j->out && j->esize == 4) nf[s] = (f ? f - 1 : 0) | (c << 16) | (v << 32);
-                else nf[s] = f | (c << 32) | (v << 48);
+                /* (a symbol with f = 0 may have c = 2^16; its entry is never read: no slot maps to it) */
+                if (j->out && j->esize == 4) nf[s] = (f ? f - 1 : 0) | ((c & 0xFFFFu) << 16) | (v << 32);
+                else nf[s] = f | ((c & 0xFFFFu) << 32) | (v << 48);
                 if (j->sym16) for (z = 0; z < f; z++) y16[c + z] = (uint16_t)s;
                 else for (z = 0; z < f; z++) y8[c + z] = (uint8_t)s;
                 c += f;
