@@ -1,6 +1,8 @@
 /* acqe-bench: time opening a file and decoding every tensor, as a loader would.
  *
  *   acqe-bench FILE [--dtype none|f32|f16|bf16] [--threads N] [--repeat R] [--fresh]
+ *   acqe-bench FILE --one NAME [--dtype ...]     random access: open, decode one tensor, count the pages
+ *                                                 of the file that were touched (page faults of the map)
  *
  * Large tensors (>= 2^20 elements) are decoded one at a time with N threads each (their rANS chunks are
  * split); the small ones are decoded N at a time, one per thread. The output goes into one reused buffer
@@ -8,6 +10,7 @@
  * allocates its tensors pays them). Prints the best of R runs. */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,8 +88,59 @@ static void *small_worker(void *p) {
     return NULL;
 }
 
+static long faults(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt + ru.ru_majflt;
+}
+
+/* open + decode one tensor; the page faults of the mapped file show which of its bytes were read */
+static int one(const char *path, const char *name, acqe_dtype dtype) {
+    acqe_file *f;
+    acqe_error err;
+    int64_t i;
+    uint64_t n;
+    void *out;
+    long f0, f1, f2;
+    double t0, t1, t2;
+    const acqe_tensor_info *t;
+    acqe_header_info h;
+    t0 = now();
+    f0 = faults();
+    if (acqe_open_path(path, NULL, &f, &err)) {
+        fprintf(stderr, "acqe-bench: %s: %s\n", acqe_status_name(err.status), err.message);
+        return 3;
+    }
+    f1 = faults();
+    t1 = now();
+    i = acqe_find_tensor(f, name, strlen(name));
+    if (i < 0) {
+        fprintf(stderr, "acqe-bench: no tensor named %s\n", name);
+        return 1;
+    }
+    t = acqe_tensor(f, (size_t)i);
+    if (acqe_output_dtype(t, dtype, &dtype, NULL)) dtype = ACQE_DTYPE_NONE;
+    acqe_output_size(t, dtype, &n, NULL);
+    out = malloc(n ? (size_t)n : 1);
+    memset(out, 0x55, n ? (size_t)n : 1); /* touch its pages now: they are not the file's */
+    f2 = faults();
+    t2 = now();
+    if (acqe_decode(f, (size_t)i, dtype, out, (size_t)n, 1, &err)) {
+        fprintf(stderr, "acqe-bench: %s: %s\n", acqe_status_name(err.status), err.message);
+        return 3;
+    }
+    acqe_get_header(f, &h);
+    printf("%s: open %.2f ms, %ld pages of the file touched; decode %s (%llu payload bytes) %.2f ms, %ld pages "
+           "touched; the file has %llu pages\n",
+           path, (t1 - t0) * 1e3, f1 - f0, name, (unsigned long long)t->payload_length, (now() - t2) * 1e3,
+           faults() - f2, (unsigned long long)(h.file_length + 4095) / 4096);
+    free(out);
+    acqe_close(f);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *one_name = NULL;
     acqe_dtype dtype = ACQE_DTYPE_F16;
     int threads = 2, repeat = 3, fresh = 0, i, r;
     double best = 1e30, best_open = 1e30;
@@ -99,12 +153,14 @@ int main(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--fresh")) fresh = 1;
+        else if (!strcmp(argv[i], "--one") && i + 1 < argc) one_name = argv[++i];
         else path = argv[i];
     }
     if (!path) {
         fprintf(stderr, "usage: acqe-bench FILE [--dtype none|f32|f16|bf16] [--threads N] [--repeat R] [--fresh]\n");
         return 1;
     }
+    if (one_name) return one(path, one_name, dtype);
     for (r = 0; r < repeat; r++) {
         ctx c;
         acqe_error err;
