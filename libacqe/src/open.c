@@ -957,16 +957,51 @@ acqe_status acqe_decode(const acqe_file *f, size_t index, acqe_dtype out_dtype, 
     return st;
 }
 
+typedef struct sha_job {
+    const uint8_t *p;
+    size_t n;
+    uint8_t digest[32];
+    pthread_mutex_t lock;
+    int stop;                /* set when an earlier check failed: the digest is not needed */
+} sha_job;
+
+static void *sha_worker(void *arg) {
+    sha_job *s = (sha_job *)arg;
+    acqe_sha256 ctx;
+    size_t at = 0;
+    acqe__sha256_init(&ctx);
+    while (at < s->n) {
+        size_t step = s->n - at < ((size_t)1 << 24) ? s->n - at : ((size_t)1 << 24);
+        int stop;
+        pthread_mutex_lock(&s->lock);
+        stop = s->stop;
+        pthread_mutex_unlock(&s->lock);
+        if (stop) return NULL;
+        acqe__sha256_update(&ctx, s->p + at, step);
+        at += step;
+    }
+    acqe__sha256_final(&ctx, s->digest);
+    return NULL;
+}
+
 acqe_status acqe_verify(acqe_file *f, int threads, acqe_verify_report *report, acqe_error *err) {
     uint32_t i;
     size_t k;
-    acqe_status st;
+    acqe_status st = ACQE_OK;
     acqe_verify_report rep;
-    acqe_sha256 sha;
-    uint8_t digest[32];
+    sha_job sj;
+    pthread_t sha_thread;
+    int sha_started = 0;
+    uint8_t *digest = sj.digest;
     memset(&rep, 0, sizeof rep);
     rep.max_expansion_tensor = -1;
     if (threads < 0) return acqe__fail(err, ACQE_ERR_ARGUMENT, "threads must be >= 0, got %d", threads);
+    sj.p = f->data;
+    sj.n = (size_t)(f->header.file_length - FOOTER_SIZE);
+    sj.stop = 0;
+    pthread_mutex_init(&sj.lock, NULL);
+    /* with threads to spare, the footer SHA-256 (checked last) is computed beside the other checks */
+    if (threads >= 2 && sj.n >= (1u << 22)) sha_started = pthread_create(&sha_thread, NULL, sha_worker, &sj) == 0;
     /* every non-DATA section's CRC over its stored bytes, in table order */
     for (i = 0; i < f->nsec; i++) {
         const acqe_section_info *s = &f->sec[i];
@@ -977,15 +1012,17 @@ acqe_status acqe_verify(acqe_file *f, int threads, acqe_verify_report *report, a
         got = acqe__crc32(f->data + s->offset, s->length);
         if (kn) snprintf(what, sizeof what, "%s", kn);
         else snprintf(what, sizeof what, "section %u (kind %u)", i, s->kind);
-        if (got != s->crc32)
-            return acqe__fail(err, ACQE_ERR_CHECKSUM_MISMATCH, "%s section CRC-32 is %08x, section table says %08x", what,
-                              got, s->crc32);
+        if (got != s->crc32) {
+            st = acqe__fail(err, ACQE_ERR_CHECKSUM_MISMATCH, "%s section CRC-32 is %08x, section table says %08x", what,
+                            got, s->crc32);
+            goto out;
+        }
     }
-    if ((st = acqe_assets(f, NULL, NULL, err))) return st;
+    if ((st = acqe_assets(f, NULL, NULL, err))) goto out;
     for (k = 0; k < f->ntensors; k++) {
         const acqe_tensor_info *t = &f->tensors[k];
         uint64_t dec = t->numel * acqe_dtype_size(t->decoded_dtype);
-        if ((st = acqe__decode_tensor(f, k, t->decoded_dtype, NULL, threads, err))) return st;
+        if ((st = acqe__decode_tensor(f, k, t->decoded_dtype, NULL, threads, err))) goto out;
         rep.tensors++;
         if (add_ovf(rep.decoded_bytes, dec, &rep.decoded_bytes)) rep.decoded_bytes = UINT64_MAX; /* saturate */
         rep.payload_bytes += t->payload_length; /* payloads are disjoint parts of the file: no wrap */
@@ -994,9 +1031,9 @@ acqe_status acqe_verify(acqe_file *f, int threads, acqe_verify_report *report, a
             rep.max_expansion_tensor = (int64_t)k;
         }
     }
-    acqe__sha256_init(&sha);
-    acqe__sha256_update(&sha, f->data, (size_t)(f->header.file_length - FOOTER_SIZE));
-    acqe__sha256_final(&sha, digest);
+    if (sha_started) pthread_join(sha_thread, NULL);
+    else sha_worker(&sj);
+    pthread_mutex_destroy(&sj.lock);
     if (memcmp(digest, f->header.footer_sha256, 32) != 0)
         return acqe__fail(err, ACQE_ERR_CHECKSUM_MISMATCH,
                           "file SHA-256 is %02x%02x%02x%02x%02x%02x%02x%02x..., footer says %02x%02x%02x%02x%02x%02x%02x%02x...",
@@ -1010,4 +1047,13 @@ acqe_status acqe_verify(acqe_file *f, int threads, acqe_verify_report *report, a
         err->message[0] = 0;
     }
     return ACQE_OK;
+out: /* an earlier check failed: it names the error; the SHA-256 is not needed */
+    if (sha_started) {
+        pthread_mutex_lock(&sj.lock);
+        sj.stop = 1;
+        pthread_mutex_unlock(&sj.lock);
+        pthread_join(sha_thread, NULL);
+    }
+    pthread_mutex_destroy(&sj.lock);
+    return st;
 }
