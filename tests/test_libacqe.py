@@ -416,3 +416,20 @@ def test_asset_names_same_verdict():
                                                          + struct.pack("<Q", 0) for n in names)
         data = Builder([S(1), S(2, b"{}"), S(3, body), S(4)], []).build()
         assert LC.category_of(data) == _py_category(data), names
+
+
+# --- the C test programs and the sanitizer run ------------------------------------------------------------
+
+def test_c_test_programs():
+    """`make -C libacqe test`: unit tests, every vector through test_vectors.c, the threads test, the example."""
+    p = subprocess.run(["make", "-C", os.path.join(ROOT, "libacqe"), "-j2", "-s", "test"], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "0 failures" in p.stdout
+
+
+@pytest.mark.skipif(not os.environ.get("ACQE_SANITIZE"), reason="set ACQE_SANITIZE=1 (CI runs libacqe/tests/run_sanitized.sh)")
+def test_sanitized_build():
+    p = subprocess.run(["bash", os.path.join(ROOT, "libacqe", "tests", "run_sanitized.sh")], capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
