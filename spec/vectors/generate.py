@@ -13,7 +13,8 @@ correct checksums, so each invalid file breaks exactly one rule. Test data comes
 numpy's generators, so it never changes with the numpy version.
 
 Vectors 001-023 (valid) and 001-100 (invalid) are format 1.0; the vectors after them exercise 1.1's
-compressed sections (spec §4.1). Those hold zlib level-9 streams, so they are reproduced byte for byte
+compressed sections (spec §4.1), then (valid 026, invalid 117-131) the rules of the hardened 1.1 text:
+64-bit wrap-around, expansion, tensor and asset names. Those hold zlib level-9 streams, so they are reproduced byte for byte
 with the same zlib library version (zlib.ZLIB_RUNTIME_VERSION); a reader must accept them whatever made them.
 """
 from __future__ import annotations
@@ -406,6 +407,19 @@ def valid_cases():
             assert rd.version == (1, 1) and [s.compressed for s in rd.sections] == [False, True, False], path
     cases.append(("compressed-metadata-only", "format 1.1: only METADATA compressed, one RAW f32 tensor "
                   "(written by the generator's own layout code)", compressed_meta))
+
+    # --- vectors of the hardened 1.1 text (spec §10.4 "Expansion and decode budgets") ---
+    def expansion(path):
+        with AcqeWriter(path) as w:
+            w.set_metadata({"vector": "rans-expansion"})
+            used = w.add_codebook("const", CodebookTensor((2, 65536), np.array([0.75], np.float32),
+                                                          np.zeros(2 * 65536, np.uint8), decoded_dtype="float64"),
+                                  "float32", codec="rans", chunk_size=1 << 20)
+            assert used.name == "CODEBOOK_RANS"
+        with AcqeReader(path) as rd:
+            assert rd.tensors[0].payload_length == 32, rd.tensors[0].payload_length
+    cases.append(("rans-expansion", "CODEBOOK_RANS constant tensor of 2^17 float64 elements (1 MiB) from a 32-byte "
+                  "payload: valid whatever a reader's decode budget (spec §10.4)", expansion))
     return cases
 
 
@@ -581,7 +595,8 @@ def invalid_cases(valid_dir: str):
     add("metadata-nan", "MetadataError", "NaN", "NaN literal", meta(b'{"a":NaN}'))
     add("metadata-overflow", "MetadataError", "overflows", "1e999", meta(b'{"a":1e999}'))
     add("metadata-not-object", "MetadataError", "JSON object", "top-level array", meta(b"[]"))
-    add("metadata-too-deep", "MetadataError", "nesting deeper", "65 nested arrays",
+    add("metadata-too-deep", "MetadataError", "nesting deeper",
+        "64 nested arrays inside the top-level object: nesting depth 65 (the object counts)",
         meta(b'{"a":' + b"[" * 64 + b"]" * 64 + b"}"))
     add("metadata-not-utf8", "MetadataError", "not UTF-8", "byte 0xff", meta(b'{"a":"\xff"}'))
     add("metadata-bom", "MetadataError", "BOM", "UTF-8 BOM", meta(b'\xef\xbb\xbf{}'))
@@ -814,6 +829,56 @@ def invalid_cases(valid_dir: str):
         "a valid zlib stream whose inflated metadata is {\"a\": }",
         Builder([zsec(1), zsec(2, b'{"a": }'), S(4)],
                 copy.deepcopy(good.tensors), minor=1, required=1).build())
+
+    # --- the hardened 1.1 text: what a reader with fixed-width integers gets wrong (spec §1.1) ---
+    data_off = good_reader.sections[-1].offset
+    add("section-length-wraps", "LayoutError", "footer starts at",
+        "DATA length 2^64 - offset: offset + length wraps to 0 in 64 bits", edit(sec(2, length=(1 << 64) - data_off)))
+    y_off = good_reader.tensors[1].payload_offset
+    add("payload-length-wraps", "LayoutError", "DATA section ends",
+        "payload_length 2^64 - payload_offset: the payload's end wraps to 0 in 64 bits",
+        edit(lambda b: setattr(b.tensors[1], "length", (1 << 64) - y_off)))
+    add("asset-length-wraps", "LayoutError", "runs past the end",
+        "asset data_length 2^64 - 15 (its position in the section): position + length wraps to 0",
+        assets(struct.pack("<IH", 1, 1) + b"a" + struct.pack("<Q", (1 << 64) - 15) + b"x"))
+    add("raw-length-sum-wraps", "LimitExceededError", "after decompression (limit",
+        "compressed METADATA whose raw_length is 2^64 - 4: with the DIRECTORY's, the sum wraps to a few bytes "
+        "in 64 bits (refused before inflating anything)",
+        zfile(meta_store=lambda raw: struct.pack("<Q", (1 << 64) - 4) + zlib.compress(raw, 9)))
+    p = bytearray(rp)
+    for c in (0, 1):                                  # the u32 sum of the word counts gains exactly 2^32
+        struct.pack_into("<I", p, table_at + 8 * c, int(table[c, 0]) + (1 << 31))
+    add("word-count-sum-wraps", "LayoutError", "chunks hold",
+        "chunk word counts of chunks 0 and 1 raised by 2^31 each: their u32 sum wraps to the right total "
+        "(payload CRC updated)", rb(p))
+    add("shape-2p32-squared", "LimitExceededError", "more than",
+        "RAW float32 of shape [2^32, 2^32] with an empty payload: the product is 0 in 64 bits",
+        edit(t0(shape=[1 << 32, 1 << 32], payload=b"")))
+    add("rans-numel-beyond-payload", "LayoutError", "checked_length says",
+        "CODEBOOK_RANS tensor of shape [2^40, 2^10] (2^50 elements) over an 8-symbol chunk's payload: the head "
+        "must be checked before anything proportional to numel is allocated",
+        base([T(b"w", [1 << 40, 1 << 10], 1, 1, 2, bytes(rp), rchecked)]).build())
+    add("tensor-name-newline", "LayoutError", "control character", "tensor named x<LF>y",
+        edit(t0(name=b"x\ny")))
+    add("tensor-name-nul", "LayoutError", "control character", "tensor named x<NUL>y", edit(t0(name=b"x\0y")))
+
+    def asset_list(*names):
+        return assets(struct.pack("<I", len(names)) + b"".join(struct.pack("<H", len(n)) + n + struct.pack("<Q", 1) + b"x"
+                                                               for n in names))
+    add("asset-name-colon", "LayoutError", "safe relative path", "asset named C:evil (a drive on Windows)",
+        asset_list(b"C:evil"))
+    add("asset-name-device", "LayoutError", "safe relative path", "asset named tokenizer/aux.json (a device on Windows)",
+        asset_list(b"tokenizer/aux.json"))
+    add("asset-name-trailing-dot", "LayoutError", "safe relative path",
+        "asset named notes. (Windows drops the dot)", asset_list(b"notes."))
+    add("asset-name-non-ascii", "LayoutError", "safe relative path",
+        "asset named vocab\u00e9.json (asset names are printable ASCII)", asset_list("vocab\u00e9.json".encode()))
+    add("asset-name-case-duplicate", "LayoutError", "duplicate asset name",
+        "assets Vocab.json and vocab.json (one file on a case-insensitive file system)",
+        asset_list(b"Vocab.json", b"vocab.json"))
+    add("asset-file-and-folder", "LayoutError", "folder",
+        "assets tokenizer and tokenizer/vocab.json (a file cannot also be a folder)",
+        asset_list(b"tokenizer", b"tokenizer/vocab.json"))
     return out
 
 
