@@ -124,7 +124,8 @@ def cast_float(a: np.ndarray, have: str, want: str) -> np.ndarray:
         return a
     f = f32_from_bf16_bits(a) if have == "bfloat16" else a
     with np.errstate(over="ignore"):   # overflow to +-inf is the rounding rule, not an error
-        return round_f32(np.ascontiguousarray(f, dtype=np.float32), want)
+        # (np.ascontiguousarray makes a rank-0 array 1-d: keep the tensor's shape)
+        return round_f32(np.ascontiguousarray(f, dtype=np.float32), want).reshape(np.shape(a))
 
 
 __all__ = ["NAMES", "FLOATS", "CAST_TARGETS", "ALIASES", "CLI_FLOAT_CHOICES", "canonical", "cast_target",

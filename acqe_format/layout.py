@@ -163,12 +163,60 @@ def pack_footer(sha256: bytes, file_length: int) -> bytes:
     return Footer(sha256, file_length).pack()
 
 
+_RESERVED_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", "conin$", "conout$"}
+                                   | {f"com{d}" for d in range(10)} | {f"lpt{d}" for d in range(10)})
+_ASSET_FORBIDDEN = frozenset('\\:*?"<>|')
+
+
+def asset_name_problem(name: str) -> str | None:
+    """Why ``name`` breaks spec §9's rules 1-4 for asset names, or None."""
+    if any(not 0x20 <= ord(ch) <= 0x7E for ch in name):
+        return "only printable ASCII is allowed"
+    if any(ch in _ASSET_FORBIDDEN for ch in name):
+        return 'it holds one of \\ : * ? " < > |'
+    for part in name.split("/"):
+        if part == "":
+            return "empty path component"
+        if part in (".", ".."):
+            return "'.' or '..' component"
+        if part[-1] in ". ":
+            return "a component ends with '.' or ' '"
+        if part.split(".", 1)[0].rstrip(" ").lower() in _RESERVED_DEVICE_NAMES:
+            return "a reserved device name (CON, PRN, AUX, NUL, COM0-9, LPT0-9, CONIN$, CONOUT$)"
+    return None
+
+
 def check_asset_name(name: str) -> None:
-    """Asset names are relative '/'-separated paths: no empty, '.' or '..' parts, no backslash, no
-    control characters; they can be written to disk without escaping the target folder."""
-    parts = name.split("/")
-    if any(p in ("", ".", "..") for p in parts) or "\\" in name or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise LayoutError(f"asset name {name!r} is not a safe relative path")
+    """Asset names are portable relative paths (spec §9, rules 1-4): printable ASCII, none of
+    \\ : * ? " < > |, '/'-separated parts that are not empty, '.' or '..', do not end with '.' or a
+    space and are not Windows device names; they can be written to disk under a folder on any common
+    file system without escaping it. Rules 5-6 are :func:`check_asset_names_unique`."""
+    why = asset_name_problem(name)
+    if why:
+        raise LayoutError(f"asset name {name!r} is not a safe relative path ({why})")
+
+
+def check_asset_names_unique(name: str, seen: set, folders: set) -> None:
+    """Spec §9 rules 5-6 for ``name`` against the names before it: no two names equal ignoring ASCII case,
+    no name that is also another's folder. ``seen`` holds the earlier names' ASCII lower-case forms,
+    ``folders`` the lower-case forms of every folder they lie in (both updated)."""
+    key = name.lower()            # the name is ASCII (rule 1): this is ASCII case folding
+    if key in seen:
+        raise LayoutError(f"duplicate asset name {name!r} (names are compared ignoring ASCII case)")
+    if key in folders:
+        raise LayoutError(f"asset name {name!r} is also the folder of another asset")
+    parts = key.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    if any(p in seen for p in prefixes):
+        raise LayoutError(f"asset name {name!r} lies inside another asset's name used as a folder")
+    seen.add(key)
+    folders.update(prefixes)
+
+
+def has_control_character(name: str) -> bool:
+    """True if ``name`` holds a control character (U+0000-U+001F, U+007F-U+009F), which tensor names
+    may not (spec §6)."""
+    return any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in name)
 
 
 def pack_assets(assets: list[tuple[bytes, bytes]]) -> bytes:
@@ -190,6 +238,8 @@ def unpack_assets(b) -> dict[str, bytes]:
     if count * MIN_ASSET_ENTRY_SIZE > n - 4:
         raise LayoutError(f"assets section declares {count} assets but holds only {n - 4} bytes")
     pos, out = 4, {}
+    seen: set = set()
+    folders: set = set()
     for i in range(count):
         if pos + 2 > n:
             raise LayoutError(f"asset {i} runs past the end of the assets section")
@@ -206,8 +256,7 @@ def unpack_assets(b) -> dict[str, bytes]:
         except UnicodeDecodeError:
             raise LayoutError(f"asset {i}: name is not valid UTF-8") from None
         check_asset_name(name)
-        if name in out:
-            raise LayoutError(f"duplicate asset name {name!r}")
+        check_asset_names_unique(name, seen, folders)
         pos += nlen
         (dlen,) = U64.unpack_from(b, pos)
         pos += 8

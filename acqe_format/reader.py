@@ -23,7 +23,7 @@ from acqe_format.codecs import get_codec
 from acqe_format.errors import (AcqeError, ChecksumMismatchError, DecodedSizeError, LayoutError, LimitExceededError,
                                 NotAcqeFileError, TruncatedFileError, UnsupportedVersionError)
 from acqe_format.layout import (DIR_FIXED_STRUCT, DIR_TAIL_STRUCT, MIN_DIR_ENTRY_SIZE, U16, U32, U64, Footer,
-                                Header, SectionEntry, TensorInfo, checked_numel, crc32,
+                                Header, SectionEntry, TensorInfo, checked_numel, crc32, has_control_character,
                                 unpack_assets)
 from acqe_format.metadata import parse_metadata
 
@@ -267,7 +267,12 @@ class AcqeReader:
         return self.decoded_bytes / max(self.file_size, 1)
 
     def _check_decoded_budget(self) -> None:
+        """Refuse to decode past this reader's budget, but only a file that is valid as far as can be told
+        without decoding: a tensor that declares more elements than its payload can encode is an invalid
+        file (spec §10.4), and that error, not the budget, is what the caller must hear."""
         if self.decoded_bytes > self._max_decoded:
+            for t in self._tensors:
+                get_codec(t.codec).check_payload(self._payload(t), t)
             raise DecodedSizeError(
                 f"the tensors decode to {self.decoded_bytes:,} bytes, {self.expansion:,.0f}x the file's "
                 f"{self.file_size:,} bytes; this reader's limit is {self._max_decoded:,} bytes "
@@ -371,6 +376,8 @@ class AcqeReader:
                 name = b[pos:pos + nlen].decode("utf-8")
             except UnicodeDecodeError:
                 raise LayoutError(f"directory entry {i}: name is not valid UTF-8") from None
+            if has_control_character(name):
+                raise LayoutError(f"directory entry {i}: name {name!r} contains a control character")
             if name in names:
                 raise LayoutError(f"duplicate tensor name {name!r}")
             names.add(name)

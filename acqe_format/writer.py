@@ -26,7 +26,8 @@ from acqe_format.codecs import CannotEncode, EncodedPayload, codebook_codecs, co
 from acqe_format.codecs import codebook as cbk
 from acqe_format.codecs.raw import RawCodec
 from acqe_format.errors import WriteOrderError
-from acqe_format.layout import (U64, DirEntry, Header, SectionEntry, TensorInfo, check_asset_name, checked_numel,
+from acqe_format.layout import (U64, DirEntry, Header, SectionEntry, TensorInfo, check_asset_name, check_asset_names_unique,
+                                checked_numel, has_control_character,
                                 crc32, directory_size, pack_assets, pack_footer)
 from acqe_format.metadata import dump_metadata
 
@@ -112,6 +113,8 @@ class AcqeWriter:
         self._names: set[bytes] = set()
         self._metadata = b"{}"
         self._assets: dict[bytes, bytes] = {}
+        self._asset_keys: set = set()         # spec §9 rules 5-6: names folded to ASCII lower case
+        self._asset_folders: set = set()
         self.state = WriterState.OPEN
 
     # --- state machine -------------------------------------------------------------------------
@@ -146,10 +149,9 @@ class AcqeWriter:
         self._require_open("add_asset")
         nb = self._name_bytes(name, "asset")
         check_asset_name(name)
-        if nb in self._assets:
-            raise ValueError(f"duplicate asset name {name!r}")
         if len(self._assets) >= C.MAX_ASSETS:
             raise ValueError(f"more than {C.MAX_ASSETS} assets")
+        check_asset_names_unique(name, self._asset_keys, self._asset_folders)
         self._assets[nb] = bytes(data)
 
     def add_raw(self, name: str, array, dtype=None) -> None:
@@ -230,6 +232,8 @@ class AcqeWriter:
 
     def _check_new_name(self, name: str) -> bytes:
         nb = self._name_bytes(name, "tensor")
+        if has_control_character(name):
+            raise ValueError(f"tensor name {name!r} contains a control character")
         if nb in self._names:
             raise ValueError(f"duplicate tensor name {name!r}")
         if len(self._names) >= C.MAX_TENSORS:

@@ -676,7 +676,10 @@ def attacks() -> list[Case]:
                     ("dict-nan", {"unet": {"x": float("nan")}}), ("dict-tensor", {"unet": {"x": tensor("0", (4, 5))}}),
                     ("dict-tuple-key", {"unet": {(1,): 2}}), ("int", 5)):
         ck(f"configs-{name}", dict(sd, acqe_configs=v))
-    ck("configs-dict-ok", dict(sd, acqe_configs={"architecture": "x", "unet": {"a": [1, 2.5, None, True]}}), expect="ok")
+    # any JSON object reads; configs a model cannot take are the schema's to refuse (one line)
+    ck("configs-dict-ok", dict(sd, acqe_configs={"architecture": "x", "unet": {"sample_size": 32}}), expect="ok")
+    ck("configs-unknown-key", dict(sd, acqe_configs={"architecture": "x", "unet": {"a": [1, 2.5, None, True]}}),
+       expect="error")
     # zip container
     good = dumps(ok)
     def z(name, expect="error", torch_safe=True, **kw):
@@ -1269,6 +1272,7 @@ STRICTER_THAN_REFERENCE = {
                                                            "every tensor is empty", "key is a"),
     "NaN/Inf weights (the encoder refuses them)": ("NaN/Inf",),
     "configs must be strict JSON objects": ("acqe_configs", "config.json", "scheduler_config.json", "__metadata__"),
+    "configs must fit the metadata schema (acqe_format/model/schema.py)": ("bad metadata: metadata configs",),
     "narrower allowlist": ("not on the allowlist", "may only appear as an argument", "numpy dtype",
                            "_codecs.encode is allowed", "tries to set", "not a plain numeric dtype"),
     "storage references must be plain and consistent": ("storage key", "device location",

@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 from acqe_format import AcqeReader, AcqeWriter, CodebookTensor, WriteOrderError, reconstruct
 from acqe_format.codecs.codebook import pack_indices, unpack_indices
 from acqe_format.dtypes import bf16_bits_from_f32 as _bf16_bits_from_f32
+from acqe_format.layout import asset_name_problem, check_asset_names_unique
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -137,11 +138,22 @@ json_values = st.recursive(
     max_leaves=20)
 
 
+def _portable_asset_names(assets) -> bool:
+    """spec §9 rules 5-6: no case-only duplicates, no name that is also another's folder"""
+    seen, folders = set(), set()
+    try:
+        for name in assets:
+            check_asset_names_unique(name, seen, folders)
+    except ValueError:
+        return False
+    return True
+
+
 @settings(max_examples=60, **SETTINGS)
 @given(meta=st.dictionaries(st.text(max_size=10), json_values, max_size=6),
        assets=st.dictionaries(st.from_regex(r"[a-z]{1,5}(/[a-z0-9._-]{1,5}){0,2}", fullmatch=True)
-                              .filter(lambda s: all(p not in (".", "..") for p in s.split("/"))),
-                              st.binary(max_size=50), max_size=3))
+                              .filter(lambda s: asset_name_problem(s) is None),
+                              st.binary(max_size=50), max_size=3).filter(_portable_asset_names))
 def test_metadata_and_assets_roundtrip(tmp_path, meta, assets):
     def fill(w):
         w.set_metadata(meta)

@@ -27,7 +27,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import acqe_format.errors as E
-import acqe_format.reader as acqe_reader
 from acqe_format import AcqeReader, AcqeWriter, CodebookTensor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,12 +39,6 @@ pytestmark = pytest.mark.skipif(CC is None or shutil.which("make") is None, reas
 
 FLOATS = ("float32", "float16", "bfloat16", "float64")
 CASTS = ("float32", "float16", "bfloat16")
-# the name rules of the hardened spec text; the Python reader follows them once
-# libacqe/PY_READER_CHANGES.patch is applied
-PY_NAME_RULES = hasattr(acqe_reader, "check_asset_names_unique")
-# with the patch, read(name, dtype=...) also keeps a rank-0 tensor's shape (it used to return shape (1,))
-PY_CAST_SHAPES = PY_NAME_RULES
-NAME_RULE_VECTORS = {"124", "125", "126", "127", "128", "129", "130", "131"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -83,7 +76,7 @@ def compare(source, threads: int = 2) -> None:
                 for d in CASTS:
                     a, b = r.read(t.name, dtype=d), c.decode(i, dtype=d, threads=1)
                     assert a.dtype.itemsize == b.dtype.itemsize and _bits(a) == _bits(b), (t.name, d)
-                    assert a.shape == b.shape or (not PY_CAST_SHAPES and a.size == b.size), (t.name, d)
+                    assert a.shape == b.shape, (t.name, d)
             else:
                 with pytest.raises(LC.LibAcqeError, match="ArgumentError"):
                     c.decode(i, dtype="float16")
@@ -109,8 +102,7 @@ def test_invalid_vectors():
         path = os.path.join(VEC, "invalid", case["file"])
         assert LC.category_of(path) == case["error"], case
         assert LC.category_of(open(path, "rb").read(), threads=2) == case["error"], case
-        if PY_NAME_RULES or case["file"][:3] not in NAME_RULE_VECTORS:
-            assert _py_category(path) == case["error"], case
+        assert _py_category(path) == case["error"], case
 
 
 def test_decode_budget_is_not_a_file_error():
@@ -395,7 +387,6 @@ def test_metadata_json_same_verdict():
         assert LC.category_of(data) == _py_category(data), body
 
 
-@pytest.mark.skipif(not PY_NAME_RULES, reason="the Python reader lacks the name rules (libacqe/PY_READER_CHANGES.patch)")
 def test_asset_names_same_verdict():
     """Random sets of asset names built from parts that hit every rule of spec section 9 (devices, case,
     folders, reserved characters, trailing dots and spaces, non-ASCII): the same verdict and kind of message."""

@@ -9,6 +9,9 @@ A codec is a class with both sides of its payload (gguf-py's `quants.py` pattern
   returns the tensor in ``info.shape`` as ``info.decoded_dtype`` or, for a float tensor, as
   ``out_dtype`` (one of :data:`acqe_format.dtypes.CAST_TARGETS`): the values of decoding and then
   rounding to nearest-even (BF16 as uint16 bit patterns);
+- ``check_payload(payload, info)``: the payload's checks that cost nothing proportional to the number of
+  elements (its head), so a reader can tell an invalid file from one that is merely large before
+  refusing it for its own decode budget (spec §10.4);
 - ``decode_parts(payload, info, threads=None)`` (optional, part-wise decode): the stored parts as a
   :class:`~acqe_format.codecs.codebook.CodebookTensor`, or ``None`` when the codec has no parts;
 - ``encode(value, **options) -> EncodedPayload``: the payload bytes and their ``checked_length``;
@@ -65,6 +68,10 @@ class Codec:
     @classmethod
     def decode(cls, payload, info, threads=None, out_dtype=None):  # pragma: no cover - overridden
         raise NotImplementedError
+
+    @classmethod
+    def check_payload(cls, payload, info) -> None:
+        """Head checks only; the default: nothing beyond `check_entry` (RAW)."""
 
     @classmethod
     def decode_parts(cls, payload, info, threads=None):

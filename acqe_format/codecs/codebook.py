@@ -280,7 +280,12 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
                               f"is shorter than its {PACKED_HEAD.size}-byte head")
 
     @classmethod
-    def parse(cls, payload, info, threads=1):
+    def check_payload(cls, payload, info) -> None:
+        cls.parse_head(payload, info)
+
+    @classmethod
+    def parse_head(cls, payload, info):
+        """The head's checks (nothing proportional to numel): ``(k, bits, codebook, scales, packed bytes)``."""
         name = info.name
         k, bits, scale_mode, reserved = PACKED_HEAD.unpack_from(payload, 0)
         _check_head_start(name, k, reserved)
@@ -306,6 +311,12 @@ class PackedCodec(Codec, codec_id=C.CodecId.CODEBOOK_PACKED):
         extra = info.numel * bits % 8
         if extra and data[-1] >> extra:
             raise CodecError(f"tensor {name!r}: unused bits of the last index byte are not zero")
+        return k, bits, codebook, scales, data
+
+    @classmethod
+    def parse(cls, payload, info, threads=1):
+        name = info.name
+        k, bits, codebook, scales, data = cls.parse_head(payload, info)
         idx = np.empty(info.numel, dtype=np.uint16)
         if info.numel:
             from acqe_format.codecs import _kernels as K
@@ -346,6 +357,10 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
     names = ("rans", "codebook_rans")
     stores_codebooks = True
     size_needs_coding = True       # the word count is known only after coding
+
+    @classmethod
+    def check_payload(cls, payload, info) -> None:
+        cls.parse_head(payload, info)
 
     @classmethod
     def encode(cls, ct: CodebookTensor, *, precision: int | None = None, chunk_size: int | None = None,
@@ -435,7 +450,8 @@ class RansCodec(Codec, codec_id=C.CodecId.CODEBOOK_RANS):
             raise CodecError(f"tensor {name!r}: frequency table {t} sums to {int(sums[t])}, not 2^{precision}")
         table, pos = _take(payload, pos, 2 * n_chunks, "<u4", "chunk table", name)
         table = table.reshape(n_chunks, 2)
-        words_total = int(table[:, 0].sum(dtype=np.uint64))
+        # exact (Python ints): a uint64 sum wraps once a forged chunk table holds 2^32 chunks (spec §1.1)
+        words_total = int(np.add.reduce(table[:, 0], dtype=object)) if n_chunks else 0
         if info.checked_length + 4 * words_total != info.payload_length:
             raise LayoutError(f"tensor {name!r}: chunks hold {4 * words_total} bytes, payload has "
                               f"{info.payload_length - info.checked_length} after the head")
