@@ -12,6 +12,7 @@ ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
     (E.UnsupportedVersionError, "unsupported"),
     (E.TruncatedFileError, "truncated"),
     (E.ChecksumMismatchError, "checksum mismatch"),
+    (E.DecodedSizeError, "decode budget"),
     (E.LimitExceededError, "limit exceeded"),
     (E.LayoutError, "bad layout"),
     (E.CodecError, "bad codec payload"),

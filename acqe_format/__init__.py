@@ -1,14 +1,12 @@
-"""ACQE container: read and write `.acqe` files (numpy + numba only; never torch).
+"""ACQE container: read and write `.acqe` files (numpy, and the C decoder `acqe_format._libacqe`; never torch).
 
     from acqe_format import AcqeWriter, AcqeReader, CodebookTensor, reconstruct
+
+Reading and verifying need neither numba nor llvmlite: libacqe decodes. numba compiles the writer's
+entropy coder and the reference decoders (acqe_format.rans, acqe_format.codecs._kernels), imported only
+when they run.
 """
-import os as _os
-
-from acqe_format.jit_cache import ensure_numba_cache
-
-ensure_numba_cache(_os.path.dirname(__file__))      # before any kernel is defined (cache=True needs a folder)
-
-from acqe_format.codecs.codebook import CodebookTensor, reconstruct  # noqa: E402
+from acqe_format.codecs.codebook import CodebookTensor, reconstruct
 from acqe_format.edit import replace_metadata
 from acqe_format.errors import (AcqeError, AcqeFormatError, ChecksumMismatchError, CodecError, LayoutError,
                                 LimitExceededError, MetadataError, NotAcqeFileError, TruncatedFileError,

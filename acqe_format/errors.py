@@ -34,9 +34,11 @@ class LimitExceededError(AcqeFormatError):
     """A count, size or length is above the reader limits of the spec."""
 
 
-class DecodedSizeError(LimitExceededError):
+class DecodedSizeError(AcqeError, RuntimeError):
     """The tensors would decode to more bytes than the reader allows (``AcqeReader(max_decoded_bytes=)``);
-    ``decoded`` and ``limit`` carry the two numbers."""
+    ``decoded`` and ``limit`` carry the two numbers. A property of the reader's budget, not an error of
+    the file (spec §10.4): it is not an `AcqeFormatError`, and a verifier that stops here has not
+    judged the file."""
 
     def __init__(self, message: str, *, decoded: int = 0, limit: int = 0):
         super().__init__(message)

@@ -32,7 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from acqe_format.jit_cache import ensure_numba_cache
+
+ensure_numba_cache(os.path.dirname(os.path.abspath(__file__)))  # before any kernel is defined: numba caches beside this module
+
+from numba import njit  # noqa: E402
 
 from acqe_format import constants as C
 from acqe_format.errors import CodecError

@@ -4,6 +4,9 @@ files in the page cache (warm), for 1 and 2 threads.
 
     python bench/bench_read.py [--params 16000000] [--repeat 3] [--tmp DIR]
 
+Every .acqe case is read twice: through libacqe (the C decoder the reader uses by default) and through the
+numpy/numba reference decoders (ACQE_PURE_PYTHON=1), in the same run.
+
 Cases (each a set of SD-UNet-like 2-D tensors, ~`--params` parameters in total):
   raw-f16       RAW float16                         vs safetensors float16
   rans-f16      codec 2, K=16, row scales -> float16  vs safetensors of the decoded float16
@@ -67,14 +70,35 @@ def timed(fn, repeat):
     return n, best
 
 
-def read_acqe(path, threads):
+def read_acqe(path, threads, decoder="c"):
+    """Decode every tensor; ``decoder``: "c" (libacqe, the default reader) or "numba" (the reference
+    decoders, ACQE_PURE_PYTHON=1)."""
     def run():
         n = 0
-        with AcqeReader(path) as r:
+        with _decoder(decoder), AcqeReader(path) as r:
             for _name, a in r.iter_tensors(threads=threads):
                 n += a.nbytes
         return n
     return run
+
+
+class _decoder:
+    """Readers opened inside use libacqe ("c") or the numpy/numba reference decoders ("numba")."""
+
+    def __init__(self, which):
+        self.which = which
+
+    def __enter__(self):
+        from acqe_format import native
+        self.old = os.environ.get(native.ENV_PURE_PYTHON)
+        os.environ[native.ENV_PURE_PYTHON] = "1" if self.which == "numba" else "0"
+
+    def __exit__(self, *exc):
+        from acqe_format import native
+        if self.old is None:
+            os.environ.pop(native.ENV_PURE_PYTHON, None)
+        else:
+            os.environ[native.ENV_PURE_PYTHON] = self.old
 
 
 def read_safetensors(path):
@@ -106,8 +130,9 @@ def main():
             res = {"case": case, "params": params, "acqe_bytes": os.path.getsize(path),
                    "st_bytes": os.path.getsize(st)}
             for threads in (1, 2):
-                n, dt = timed(read_acqe(path, threads), args.repeat)
-                res[f"acqe_{threads}t"] = n / dt / 1e6
+                for dec in ("c", "numba"):
+                    n, dt = timed(read_acqe(path, threads, dec), args.repeat)
+                    res[f"{dec}_{threads}t"] = n / dt / 1e6
             n, dt = timed(read_safetensors(st), args.repeat)
             res["safetensors"] = n / dt / 1e6
             res["decoded_bytes"] = n
@@ -118,13 +143,14 @@ def main():
         one = os.path.join(tmp, "one.acqe")
         with AcqeWriter(one) as w:
             w.add_codebook("t", codebook_tensor(rng, (1280, 11520), "float16"), codec="rans")
-        with AcqeReader(one) as r:
-            r.read("t", threads=1)
-            res = {"case": "rans-f16, one 1280x11520 tensor, read(threads)", "params": r.info("t").numel,
-                   "acqe_bytes": os.path.getsize(one)}
-            for threads in (1, 2):
-                n, dt = timed(lambda: r.read("t", threads=threads).nbytes, args.repeat)
-                res[f"acqe_{threads}t"] = n / dt / 1e6
+        res = {"case": "rans-f16, one 1280x11520 tensor, read(threads)", "params": 1280 * 11520,
+               "acqe_bytes": os.path.getsize(one)}
+        for dec in ("c", "numba"):
+            with _decoder(dec), AcqeReader(one) as r:
+                r.read("t", threads=1)
+                for threads in (1, 2):
+                    n, dt = timed(lambda: r.read("t", threads=threads).nbytes, args.repeat)
+                    res[f"{dec}_{threads}t"] = n / dt / 1e6
         st = os.path.join(tmp, "one.safetensors")
         with AcqeReader(one) as r:
             save_file({"t": r.read("t")}, st)
@@ -135,11 +161,13 @@ def main():
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, numpy {np.__version__}; "
           f"best of {args.repeat}, warm page cache; MB = 10^6 bytes of decoded output")
     print()
-    print("| case | params | .acqe bits/param | acqe 1 thread MB/s | acqe 2 threads MB/s | safetensors MB/s |")
-    print("|---|---|---|---|---|---|")
+    print("| case | params | .acqe bits/param | C (libacqe) 1 / 2 threads MB/s | numba 1 / 2 threads MB/s | "
+          "C vs numba, 2 threads | safetensors MB/s |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['params']:,} | {r['acqe_bytes'] * 8 / r['params']:.3f} | {r['acqe_1t']:.0f} | "
-              f"{r['acqe_2t']:.0f} | {r['safetensors']:.0f} |")
+        print(f"| {r['case']} | {r['params']:,} | {r['acqe_bytes'] * 8 / r['params']:.3f} | {r['c_1t']:.0f} / "
+              f"{r['c_2t']:.0f} | {r['numba_1t']:.0f} / {r['numba_2t']:.0f} | {r['c_2t'] / r['numba_2t']:.2f}x | "
+              f"{r['safetensors']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -33,20 +33,23 @@ base/bin/pip install -q "$wheel"
 base/bin/acqe --help >/dev/null
 base/bin/acqe inspect "$vector" >/dev/null
 base/bin/acqe verify "$vector" >/dev/null
+# reading needs neither numba nor torch: the C decoder does it
 base/bin/python -c "
-import numpy as np
-from safetensors.numpy import save_file
-save_file({'w': np.random.default_rng(0).standard_normal((128, 64)).astype(np.float32)}, 'm.safetensors')"
-base/bin/acqe convert m.safetensors m.acqe -q 2>/dev/null
-base/bin/acqe verify m.acqe >/dev/null
-base/bin/acqe export m.acqe back.safetensors 2>/dev/null
-one_line "acqe\[runtime\]" base/bin/acqe generate m.acqe --prompt a --out x.png
+import importlib.util, sys
+from acqe_format import AcqeReader, native
+assert native.enabled(), 'the C decoder was not built into the wheel'
+with AcqeReader(sys.argv[1]) as r:
+    r.verify()
+    [a for _, a in r.iter_tensors(dtype='float16')]
+assert 'numba' not in sys.modules and importlib.util.find_spec('numba') is None, 'numba in a base install'
+" "$vector"
+base/bin/acqe export "$vector" back.safetensors 2>/dev/null
+base/bin/acqe export "$vector" back.gguf 2>/dev/null || true    # (a test vector is no SD model: may refuse)
+one_line "acqe\[runtime\]" base/bin/acqe generate "$vector" --prompt a --out x.png
 one_line "acqe\[runtime\]" base/bin/acqe demo --out demo
 demo_ckpt=$(base/bin/python -c "import acqe_demo.story as s; print(s.DEFAULT_CKPT)")
-# a .ckpt converts without torch once the torch-free reader lands; until then: one line naming the extra
-if ! base/bin/acqe convert "$demo_ckpt" ckpt.acqe -q >/dev/null 2>"$work/err"; then
-  [ "$(wc -l <"$work/err")" -eq 1 ] && grep -q "acqe\[encoder\]" "$work/err" || fail "base convert .ckpt: $(cat "$work/err")"
-fi
+# converting codes with numba kernels: the encoder extra (or runtime, which includes it)
+one_line "acqe\[encoder\]" base/bin/acqe convert "$demo_ckpt" ckpt.acqe -q
 echo "install smoke: base install OK ($((SECONDS - t0)) s)"
 
 # --- [runtime]: the demo checkpoint converts and generates offline from the one file ---------------------

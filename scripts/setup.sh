@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# the package compiles libacqe (the C decoder): a C compiler, make and zlib's headers
+if ! command -v cc >/dev/null || ! command -v make >/dev/null || [ ! -f /usr/include/zlib.h ]; then
+  if command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq gcc make zlib1g-dev >/dev/null
+  else
+    echo "setup: install a C compiler, make and zlib's headers (Debian: gcc make zlib1g-dev)" >&2; exit 1
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

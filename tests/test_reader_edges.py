@@ -72,8 +72,9 @@ def test_decoded_size_limit_refuses_a_codec_bomb_before_decoding(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20
-    # the CLI: verify fails with one line that says how to allow it; inspect still lists the file
-    assert main(["verify", str(path)]) == 3
+    # the CLI: verify stops with one line that says how to allow it (exit 1: not verified, not invalid,
+    # spec §10.4); inspect still lists the file
+    assert main(["verify", str(path)]) == 1
     assert main(["inspect", str(path), "--json"]) == 0
 
 
@@ -88,7 +89,7 @@ def test_decoded_size_limit_can_be_raised(tmp_path, capsys):
             assert r.max_decoded_bytes == 1000
     with AcqeReader(path) as r:
         assert r.read("zeros").size == 1 << 16
-    assert main(["verify", str(path), "--max-decoded-size", "1k"]) == 3
+    assert main(["verify", str(path), "--max-decoded-size", "1k"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max-decoded-size 524288" in err[0]
     assert main(["verify", str(path), "--max-decoded-size", "1M"]) == 0

@@ -21,9 +21,11 @@ def command(ctx, file, threads, quiet, max_decoded_size):
     """Check FILE completely: structure, limits, every section/payload/chunk checksum, full decode of
     every tensor, padding, and the footer SHA-256.
 
-    Exit status: 0 valid, 3 invalid (one line on stderr), 1 the file cannot be read at all.
+    Exit status: 0 valid, 3 invalid (one line on stderr), 1 the file cannot be read at all or not verified
+    to the end (a decode budget stopped it: that says nothing about the file).
     """
     from acqe_format import AcqeError, AcqeReader
+    from acqe_format.errors import DecodedSizeError
     from acqe_format.model import ModelInfo
 
     t0 = time.perf_counter()
@@ -33,6 +35,10 @@ def command(ctx, file, threads, quiet, max_decoded_size):
             ModelInfo.from_metadata(r.metadata)     # the model metadata a loader would check, too
             n, params, size = len(r), sum(t.numel for t in r.tensors), r.file_size
             decoded, expansion = r.decoded_bytes, r.expansion
+    except DecodedSizeError as exc:
+        click.echo(f"Error: not verified: {format_error(exc)}", err=True)
+        ctx.exit(status_codes.ERROR)
+        return
     except AcqeError as exc:
         click.echo(f"Error: {format_error(exc)}", err=True)
         ctx.exit(status_codes.VERIFY_FAILED)

@@ -4,8 +4,14 @@ bit; the kernels release the GIL so ranges of one tensor can decode on several t
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from numba import njit
+from acqe_format.jit_cache import ensure_numba_cache
+
+ensure_numba_cache(os.path.dirname(os.path.abspath(__file__)))  # before any kernel is defined: numba caches beside this module
+
+from numba import njit  # noqa: E402
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy", boundscheck=False)
 
