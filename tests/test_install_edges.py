@@ -19,7 +19,8 @@ RANS_VECTOR = os.path.join(ROOT, "spec", "vectors", "valid", "015-rans-contexts.
 def test_extras_come_from_pyproject():
     assert extras_for("diffusers") == ["runtime"]
     assert "runtime" in extras_for("torch")
-    assert extras_for("numba") == []                     # a base dependency (for now)
+    assert extras_for("numba") == ["runtime", "encoder"]  # the base install reads through libacqe
+    assert extras_for("numpy") == []                     # a base dependency
     assert extras_for("PIL") is None or isinstance(extras_for("PIL"), list)
     assert extras_for("no_such_module_xyz") is None
 
@@ -33,12 +34,14 @@ def test_missing_runtime_module_is_one_line_naming_the_extra(module):
 
 
 def test_missing_module_prefers_the_commands_extra():
-    assert install_hint("torch", "encoder").startswith("pip install 'acqe[encoder]'")
-    assert install_hint("torch", "runtime").startswith("pip install 'acqe[runtime]'")
+    assert install_hint("numba", "encoder").startswith("pip install 'acqe[encoder]'")
+    assert install_hint("numba", "runtime").startswith("pip install 'acqe[runtime]'")
+    assert install_hint("torch", "encoder").startswith("pip install 'acqe[runtime]'")   # only runtime has it
 
 
 def test_missing_numba_and_gguf():
-    assert "base dependencies" in format_error(ModuleNotFoundError("No module named 'numba'", name="numba"))
+    assert "pip install 'acqe[runtime]'" in format_error(ModuleNotFoundError("No module named 'numba'", name="numba"))
+    assert "base dependencies" in format_error(ModuleNotFoundError("No module named 'numpy'", name="numpy"))
     assert "gguf" in format_error(ModuleNotFoundError("No module named 'gguf'", name="gguf"))
 
 
