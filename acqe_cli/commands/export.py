@@ -16,7 +16,8 @@ from acqe_format.dtypes import CLI_FLOAT_CHOICES
 
 # measured on the demo model (2,290,980-byte .acqe; 19,654,155-byte .ckpt) with
 # `python bench/bench_gguf.py demo.acqe`: GGUF size, and the error each type adds to the decoded .acqe
-# weights as SQNR over all floating tensors / over the tensors converted to the type (bench/RESULTS-integrations.md)
+# weights as SQNR over all floating tensors / over the tensors converted to the type
+# (bench/RESULTS.md, "Where users run models")
 EPILOG = """
 \b
 Formats (by OUT's suffix):
@@ -33,7 +34,7 @@ Formats (by OUT's suffix):
                 q5_0   14.1 MB     45 dB / 29 dB
                 q4_0   14.1 MB     39 dB / 23 dB   (as large as the .acqe coding error itself)
                 (the demo's CLIP token embedding, kept F32 as stable-diffusion.cpp does, is 9.5 MB of
-                it; on SD v1.4 the type sets the size of almost the whole file: bench/RESULTS-integrations.md)
+                it; on SD v1.4 the type sets the size of almost the whole file: bench/RESULTS.md)
 \b
 Examples:
   acqe export model.acqe model.safetensors --dtype fp16
