@@ -62,4 +62,9 @@ HF_HUB_OFFLINE=1 rt/bin/acqe generate demo.acqe --prompt "a red circle" --steps 
 grep -q "requires torchvision" "$work/err" && fail "generate printed transformers' torchvision notice"
 [ "$(wc -l <"$work/err")" -eq 1 ] || fail "generate printed more than its one report line: $(cat "$work/err")"
 rt/bin/python -c "from PIL import Image; im = Image.open('g.png'); assert im.format == 'PNG', im.format"
+# a real model file, read back by the base install (no numba, no torch): inspect, verify, both exports
+base/bin/acqe inspect demo.acqe >/dev/null || fail "base inspect of a converted model"
+base/bin/acqe verify demo.acqe >/dev/null || fail "base verify of a converted model"
+base/bin/acqe export demo.acqe demo.safetensors 2>"$work/err" || fail "base export safetensors: $(cat "$work/err")"
+base/bin/acqe export demo.acqe demo.gguf --type q8_0 2>"$work/err" || fail "base export gguf: $(cat "$work/err")"
 echo "install smoke: [runtime] install OK ($((SECONDS - t0)) s)"
