@@ -18,7 +18,7 @@ def _pairs(pairs):
     out = {}
     for k, v in pairs:
         if k in out:
-            raise MetadataError(f"duplicate JSON key {k!r}")
+            raise MetadataError(f"duplicate JSON key {k[:60]!r}")     # a hostile key may be megabytes long
         out[k] = v
     return out
 
@@ -43,7 +43,7 @@ def _int(s):
     return v
 
 
-def _check_tree(obj) -> None:
+def check_tree(obj, max_depth: int) -> None:
     """Nesting depth and strings of the parsed value, walked without recursion or copies.
 
     (The depth used to be measured on the text with a regex over string literals: a 15 MB string took
@@ -58,13 +58,41 @@ def _check_tree(obj) -> None:
             except UnicodeEncodeError:
                 raise MetadataError("JSON string contains a lone surrogate escape") from None
         elif isinstance(o, (dict, list)):
-            if depth > C.MAX_JSON_DEPTH:
-                raise MetadataError(f"JSON nesting deeper than {C.MAX_JSON_DEPTH}")
+            if depth > max_depth:
+                raise MetadataError(f"JSON nesting deeper than {max_depth}")
             if isinstance(o, dict):
                 stack.extend((k, depth) for k in o.keys())
                 stack.extend((v, depth + 1) for v in o.values())
             else:
                 stack.extend((v, depth + 1) for v in o)
+
+
+def loads_strict(text: str, max_depth: int = C.MAX_JSON_DEPTH, what: str = "metadata", want: type | None = None):
+    """Parse strict JSON text; `MetadataError` with one line on any deviation (`want`: the required
+    top-level type, checked before the tree).
+
+    The one home of the strict-JSON rules: the METADATA section uses it, and so do the encoder's readers
+    of configs and safetensors headers, so that whatever they accept can be written without a late
+    failure. `what` names the text in the "is not valid JSON" message."""
+    try:
+        obj = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant,
+                         parse_float=_float, parse_int=_int)
+    except MetadataError:
+        raise
+    except RecursionError:
+        raise MetadataError(f"JSON nesting deeper than {max_depth}") from None
+    except ValueError as e:
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise MetadataError(f"{what} is not valid JSON: {msg}") from None
+    if want is not None and not isinstance(obj, want):
+        raise MetadataError(f"{what} must be a JSON {_json_type(want())}, not a JSON {_json_type(obj)}")
+    check_tree(obj, max_depth)
+    return obj
+
+
+def _json_type(v) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(v), "number")
 
 
 def parse_metadata(data: bytes) -> dict:
@@ -75,20 +103,7 @@ def parse_metadata(data: bytes) -> dict:
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError as e:
         raise MetadataError(f"metadata is not UTF-8 (byte {e.start})") from None
-    try:
-        obj = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant,
-                         parse_float=_float, parse_int=_int)
-    except MetadataError:
-        raise
-    except RecursionError:
-        raise MetadataError(f"JSON nesting deeper than {C.MAX_JSON_DEPTH}") from None
-    except ValueError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MetadataError(f"metadata is not valid JSON: {msg}") from None
-    if not isinstance(obj, dict):
-        raise MetadataError(f"metadata must be a JSON object, not {type(obj).__name__}")
-    _check_tree(obj)
-    return obj
+    return loads_strict(text, want=dict)
 
 
 def dump_metadata(obj: dict) -> bytes:

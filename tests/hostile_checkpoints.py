@@ -1279,7 +1279,7 @@ STRICTER_THAN_REFERENCE = {
                                                         "declared twice with different"),
     "ambiguous byte order (big-endian untyped storage)": ("byte order is ambiguous",),
     "conjugate / negative bit": ("conjugate or negative bit",),
-    "duplicate safetensors keys": ("duplicate key",),
+    "duplicate safetensors keys": ("duplicate JSON key",),
 }
 
 

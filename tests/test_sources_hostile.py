@@ -172,7 +172,7 @@ def test_meta_device_tensor(tmp_path):
 @pytest.mark.parametrize("configs, words", [
     ('{"architecture": 7, "unet": {"sample_size": 8}}', ("architecture",)),
     ('{"architecture": "x", "unet": {"sample_size": NaN}}', ("NaN",)),
-    ('{"architecture": "x", "unet": {"a": ' + "[" * 50_000 + "]" * 50_000 + "}}", ("nested",)),
+    ('{"architecture": "x", "unet": {"a": ' + "[" * 50_000 + "]" * 50_000 + "}}", ("nesting deeper",)),
     ('{"architecture": "x", "unet": [1]}', ("'unet'",)),
 ], ids=["architecture-int", "nan", "deep", "unet-list"])
 def test_bad_acqe_configs(tmp_path, configs, words):
@@ -182,7 +182,7 @@ def test_bad_acqe_configs(tmp_path, configs, words):
 @pytest.mark.parametrize("header, words", [
     (b'{"w": {"dtype": "F32", "shape": [1e999, 4], "data_offsets": [0, 48]}}', ("overflows",)),
     (b'{"w": {"dtype": "F32", "shape": [Infinity, 4], "data_offsets": [0, 48]}}', ("Infinity",)),
-    (b'{"w": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", ("nested",)),
+    (b'{"w": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", ("nesting deeper",)),
     (json.dumps({"__metadata__": ["x"], "w": W}).encode(), ("__metadata__",)),
     (json.dumps({"__metadata__": {"a": 1}, "w": W}).encode(), ("__metadata__",)),
     (json.dumps({"__metadata__": {"acqe_configs": '{"unet": {"x": NaN}}'}, "w": W}).encode(), ("NaN",)),
@@ -215,7 +215,7 @@ def test_shape_64_5_is_not_64(tmp_path):
     (b'{"sample_size": 8}' + b" " * (2 << 20), ("limit",)),       # was silently cut at 1 MiB
     (b'{"sample_size": NaN}', ("NaN",)),
     (b"[1, 2]", ("array",)),
-    (b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", ("nested",)),
+    (b'{"a": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", ("nesting deeper",)),
 ], ids=["oversize", "nan", "array", "deep"])
 def test_folder_config_files_are_bounded_strict_objects(tmp_path, config, words):
     root = tmp_path / "pipe"

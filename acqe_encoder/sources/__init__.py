@@ -238,10 +238,11 @@ def _plain(value, what: str):
         else:
             raise SourceError(f"{what}: holds a {type(v).__name__}, which is not JSON data")
         parent[slot] = o
-    from acqe_encoder.sources import strict_json
+    from acqe_format.errors import MetadataError
+    from acqe_format.metadata import check_tree
     try:
-        strict_json.depth_and_strings(out_root[0], L.MAX_CONFIG_DEPTH)
-    except ValueError as e:
+        check_tree(out_root[0], L.MAX_CONFIG_DEPTH)
+    except MetadataError as e:
         raise SourceError(f"{what}: not strict JSON ({e})") from None
     return out_root[0]
 
