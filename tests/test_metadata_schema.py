@@ -98,6 +98,7 @@ def test_declared_keys_are_the_libraries_constructor_arguments():
     ("scheduler", "beta_schedule", "CLIPTextModel", "beta_schedule"),      # fuzzer seed 141: NotImplementedError
     ("scheduler", "timestep_spacing", "sideways", "timestep_spacing"),
     ("text_encoder", "num_attention_heads", 40, "multiple of num_attention_heads"),   # fuzzer seed 101114
+    ("scheduler", "trained_betas", [1], "one beta per training timestep"),   # fuzzer seed 203580: IndexError
 ])
 def test_absurd_or_unknown_config_values_are_refused(component, key, value, needle):
     cfg = sd_v1.configs()

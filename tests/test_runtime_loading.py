@@ -110,3 +110,32 @@ def test_forward_equals_model_loaded_from_acqe_export(tiny, tmp_path):
     x, ehs = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
     with torch.no_grad():
         assert torch.equal(unet(x, 321, ehs).sample, ref(x, 321, ehs).sample)
+
+
+
+def test_generate_with_too_few_trained_betas_is_one_line(tiny, tmp_path):
+    """Re-seal fuzzer seed 203580: ``trained_betas = [1]`` loaded, then `acqe generate` died with
+    ``IndexError: index 751 is out of bounds`` inside the scheduler. The schema now refuses it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from acqe_format import AcqeReader
+    from acqe_format.edit import replace_metadata
+
+    _pipe, path, _ = tiny
+    bad = tmp_path / "betas.acqe"
+    shutil.copy(path, bad)
+    with AcqeReader(bad) as r:
+        meta = dict(r.metadata)
+    meta["configs"] = dict(meta["configs"], scheduler=dict(meta["configs"]["scheduler"], trained_betas=[1]))
+    replace_metadata(bad, meta, verify=False)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-m", "acqe_cli.main", "generate", str(bad), "--prompt", "a", "--steps", "4",
+                        "--out", str(tmp_path / "x.png")],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=root))
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "one beta per training timestep" in lines[0], p.stderr
+    assert not (tmp_path / "x.png").exists()

@@ -328,6 +328,14 @@ def _per_block(cfg: dict, path: str) -> None:
                                 f"{groups}")
 
 
+def _betas_cover_training(cfg: dict, path: str) -> None:
+    """diffusers indexes ``trained_betas`` by training timestep: a shorter list fails mid-sampling."""
+    betas, steps = cfg.get("trained_betas"), cfg.get("num_train_timesteps", 1000)
+    if isinstance(betas, list) and isinstance(steps, int) and len(betas) != steps:
+        raise MetadataError(f"metadata {path}: trained_betas has {len(betas)} entries; num_train_timesteps is "
+                            f"{steps} (one beta per training timestep)")
+
+
 SCHEDULER_CLASSES = ("DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
                      "DPMSolverMultistepScheduler", "LMSDiscreteScheduler")
 
@@ -337,7 +345,8 @@ CONFIG_CLASSES: dict[str, ConfigClass] = {c.name: c for c in [
     ConfigClass("CLIPTextModel", Component.TEXT_ENCODER, frozenset(_CLIP_TEXT_KEYS), _heads_divide_width),
     ConfigClass("CLIPTextModelWithProjection", Component.TEXT_ENCODER, frozenset(_CLIP_TEXT_KEYS),
                 _heads_divide_width),
-    *[ConfigClass(n, Component.SCHEDULER, frozenset(_SCHEDULER_KEYS)) for n in SCHEDULER_CLASSES],
+    *[ConfigClass(n, Component.SCHEDULER, frozenset(_SCHEDULER_KEYS), _betas_cover_training)
+      for n in SCHEDULER_CLASSES],
 ]}
 DEFAULT_CLASS = {Component.UNET: "UNet2DConditionModel", Component.VAE: "AutoencoderKL",
                  Component.TEXT_ENCODER: "CLIPTextModel", Component.SCHEDULER: "PNDMScheduler"}
