@@ -85,14 +85,26 @@ def loads_strict(text: str, max_depth: int = C.MAX_JSON_DEPTH, what: str = "meta
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise MetadataError(f"{what} is not valid JSON: {msg}") from None
     if want is not None and not isinstance(obj, want):
-        raise MetadataError(f"{what} must be a JSON {_json_type(want())}, not a JSON {_json_type(obj)}")
+        raise MetadataError(f"{what} must be a JSON {json_type(want())}, not a JSON {json_type(obj)}")
     check_tree(obj, max_depth)
     return obj
 
 
-def _json_type(v) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(v), "number")
+def json_type(v) -> str:
+    """JSON's name for the type of a parsed value (for messages)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
 
 
 def parse_metadata(data: bytes) -> dict:

@@ -29,26 +29,11 @@ import math
 from dataclasses import dataclass
 
 from acqe_format.errors import MetadataError
+from acqe_format.metadata import json_type as _json_type
 from acqe_format.model.keys import Component, Inference, Keys, Naming, Tokenizer
 
 __all__ = ["check_metadata", "check_config", "check_configs", "check_tokenizer_config", "config_class",
            "FIELDS", "CONFIG_CLASSES", "ConfigClass", "TOKENIZER_FILE_FIELDS"]
-
-
-def _json_type(v) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__
 
 
 def _short(v) -> str:
