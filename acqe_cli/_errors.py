@@ -41,6 +41,8 @@ def _profile_hint(exc) -> str | None:
 HINTS: list[tuple[type[BaseException], object]] = [
     (NoScheduleError, _profile_hint),
     (E.DecodedSizeError, lambda exc: f"if you trust the file, allow it with --max-decoded-size {exc.decoded}"),
+    (E.AmbiguousLayoutError, lambda exc: "pass --prediction-type epsilon (512-base) or v_prediction (768-v)"),
+    (E.UnknownLayoutError, lambda exc: "pass --keep-unknown to store them as they are" if exc.keepable else None),
     (ForecastConflictError, lambda exc: "drop --forecast, or add --no-correction to use the plain forecast"),
 ]
 

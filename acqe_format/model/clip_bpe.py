@@ -87,8 +87,12 @@ def merges_from_text(text: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
+def clip_tokenizer_files(compact: bool = True, pad_token: str = EOS_TOKEN,
+                         model_max_length: int = MODEL_MAX_LENGTH) -> dict[str, bytes]:
     """SD v1's tokenizer as files to embed in an ``.acqe``.
+
+    ``pad_token``: OpenAI CLIP pads with ``<|endoftext|>``; OpenCLIP (SD 2.x, SDXL's second encoder)
+    with ``!`` over the same vocabulary, so only ``tokenizer_config.json`` differs.
 
     ``compact`` (the default) gives ``merges.txt.xz`` (CLIP's merge list, xz-compressed, about 180 kB)
     and ``tokenizer_config.json``: the vocabulary is derived from the merges exactly as CLIP derives it,
@@ -101,11 +105,11 @@ def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
     encoder = vocab_from_merges(merges)
     config = {
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MODEL_MAX_LENGTH,
+        "model_max_length": model_max_length,
         "bos_token": BOS_TOKEN,
         "eos_token": EOS_TOKEN,
         "unk_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
+        "pad_token": pad_token,
         "do_lower_case": True,
     }
     # Same header line as OpenAI's merges.txt; readers skip line 0.
