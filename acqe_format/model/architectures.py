@@ -118,6 +118,24 @@ def resolve(name) -> Architecture:
     return get(name) or DEFAULT
 
 
+def for_components(name, components: dict[str, str]) -> Architecture:
+    """The registered architecture ``name``; for another name, the one its components imply (a second
+    text encoder: SDXL; OpenCLIP's LDM prefix: SD 2.x), else the SD v1 family's defaults."""
+    arch = get(name)
+    if arch is not None:
+        return arch
+    if Component.TEXT_ENCODER_2 in components:
+        return SDXL_BASE if Component.TEXT_ENCODER in components else SDXL_REFINER
+    if components.get(Component.TEXT_ENCODER) == SD_V2_PREFIXES[Naming.LDM][Component.TEXT_ENCODER]:
+        return SD_V2_BASE
+    return DEFAULT
+
+
+def for_file(info) -> Architecture:
+    """`for_components` of a parsed file (`acqe_format.model.ModelInfo`)."""
+    return for_components(info.architecture, info.components)
+
+
 def prefixes(architecture, naming: str) -> dict[str, str]:
     """Component -> tensor-name prefix for ``naming`` (the SD v1 family's for unknown architectures);
     empty for a naming that is not loadable."""
@@ -135,4 +153,4 @@ def component_of(name: str, components: dict[str, str]) -> str | None:
 
 
 __all__ = ["Architecture", "ARCHITECTURES", "SD_V1", "SD_V1_FAMILY", "SD_V1_INPAINT", "SHAPES_SD_V1", "SD_V2_BASE",
-           "SD_V2_V", "SDXL_BASE", "SDXL_REFINER", "SD_V1_PREFIXES", "get", "resolve", "prefixes", "component_of"]
+           "SD_V2_V", "SDXL_BASE", "SDXL_REFINER", "SD_V1_PREFIXES", "get", "resolve", "for_components", "for_file", "prefixes", "component_of"]

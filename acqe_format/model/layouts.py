@@ -313,5 +313,66 @@ def infer_configs(shapes: dict[str, tuple], layout: Layout) -> dict:
     return cfg
 
 
-__all__ = ["Layout", "detect_ldm", "detect_diffusers", "infer_configs", "group_of", "scheduler_config",
+# --------------------------------------------------------------------------------------------------
+# diffusers -> LDM names (the inverse of what diffusers' single-file loaders do), for stand-ins and tests
+_OPENCLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc",
+                   "mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+
+
+def openclip_from_transformers(text_sd: dict) -> dict:
+    """A transformers CLIPTextModel(WithProjection) state dict (numpy arrays) -> OpenCLIP's names, as SD 2.x
+    and SDXL single files store it: q/k/v fused into ``in_proj``, the projection transposed."""
+    import numpy as np
+
+    sd = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v for k, v in text_sd.items()}
+    out = {}
+    fused: dict[str, dict[str, object]] = {}
+    for k, v in sd.items():
+        if k == "text_model.embeddings.position_ids":
+            continue
+        if k == "text_model.embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = v
+        elif k == "text_model.embeddings.position_embedding.weight":
+            out["positional_embedding"] = v
+        elif k.startswith("text_model.final_layer_norm."):
+            out["ln_final." + k.rsplit(".", 1)[1]] = v
+        elif k == "text_projection.weight":
+            out["text_projection"] = np.ascontiguousarray(np.asarray(v).T)
+        else:
+            m = re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", k)
+            if not m:
+                raise sd_v1.LayoutMappingError(f"CLIP text key {k!r} has no OpenCLIP counterpart")
+            block, rest = f"transformer.resblocks.{m[1]}.", m[2]
+            q = re.match(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
+            if q:
+                fused.setdefault(f"{block}attn.in_proj_{q[2]}", {})[q[1]] = v
+                continue
+            out[block + sd_v1._sub(rest, _OPENCLIP_LAYER, "OpenCLIP layer")] = v
+    for k, parts in fused.items():
+        out[k] = np.concatenate([np.asarray(parts[c]) for c in "qkv"], axis=0)
+    return out
+
+
+def diffusers_to_ldm(arch: A.Architecture, states: dict[str, dict]) -> dict:
+    """diffusers / transformers state dicts per component (numpy arrays) -> one LDM single-file state dict
+    of ``arch`` (the names Stability's checkpoints use)."""
+    prefixes = arch.prefixes[Naming.LDM]
+    base = sd_v1.diffusers_to_ldm(states.get(Component.UNET), states.get(Component.VAE), None)
+    out = {}
+    for k, v in base.items():
+        out[k] = v
+    for comp in (Component.TEXT_ENCODER, Component.TEXT_ENCODER_2):
+        sd = states.get(comp)
+        if sd is None or comp not in prefixes:
+            continue
+        if comp in arch.openclip:
+            mapped = openclip_from_transformers(sd)
+        else:
+            mapped = {k[len("cond_stage_model.transformer."):]: v
+                      for k, v in sd_v1.diffusers_to_ldm(None, None, sd).items()}
+        out.update({prefixes[comp] + k: v for k, v in mapped.items()})
+    return out
+
+
+__all__ = ["Layout", "diffusers_to_ldm", "openclip_from_transformers", "detect_ldm", "detect_diffusers", "infer_configs", "group_of", "scheduler_config",
            "KEPT_NON_MODEL"]
