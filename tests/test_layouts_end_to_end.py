@@ -1,0 +1,255 @@
+"""Every registered layout end to end on tiny random models, offline: LDM single file and diffusers folder
+-> convert -> verify -> inspect -> load -> generate (and image to image); nothing dropped silently."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("safetensors")
+
+from acqe_format import AcqeReader  # noqa: E402
+from acqe_format.model import architectures as A  # noqa: E402
+from layout_fixtures import LAYOUTS, write_folder, write_ldm  # noqa: E402
+from recat_runtime.testing import tiny_layout_models  # noqa: E402
+
+# what each layout's tiny single file carries that conversion leaves out on purpose
+EXPECTED_DROPS = {
+    "sd-v1": ("model_ema.",),
+    "sd-v2": ("model_ema.", "cond_stage_model.model.logit_scale", "cond_stage_model.model.transformer.resblocks.2.",
+              "cond_stage_model.model.text_projection"),
+    "sdxl": ("model_ema.", "conditioner.embedders.1.model.logit_scale", "conditioner.embedders.0.model.logit_scale"),
+}
+
+
+def run(*args, stdout: bool = False):
+    """The CLI in-process, as `acqe` runs it: (exit code, stderr text; or stdout text with ``stdout``)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from acqe_cli.main import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        rc = main([str(a) for a in args])
+    return rc, (out if stdout else err).getvalue()
+
+
+def _convert_args(arch: str) -> list[str]:
+    spec = A.get(arch)
+    return ["--prediction-type", spec.prediction_type] if spec.family == "sd-v2" else []
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """(layout, source kind) -> (source path, .acqe path, source tensor names), converted once."""
+    root = tmp_path_factory.mktemp("layouts")
+    cache = {}
+
+    def get(arch: str, kind: str):
+        if (arch, kind) not in cache:
+            src = str(root / (f"{arch}.safetensors" if kind == "ldm" else arch))
+            if kind == "ldm":
+                names = set(write_ldm(src, arch))
+            else:
+                write_folder(src, arch)
+                names = None
+            out = str(root / f"{arch}-{kind}.acqe")
+            rc, err = run("convert", src, out, "--lossless", "-q", *_convert_args(arch) if kind == "ldm" else ())
+            assert rc == 0, err
+            cache[arch, kind] = (src, out, names)
+        return cache[arch, kind]
+    return get
+
+
+@pytest.mark.parametrize("arch", LAYOUTS)
+def test_single_file_every_tensor_is_stored_or_deliberately_dropped(converted, arch):
+    _, out, names = converted(arch, "ldm")
+    with AcqeReader(out) as r:
+        meta = r.metadata
+        stored = {t.name for t in r.tensors}
+        assets = set(r.assets)
+    assert meta["architecture"] == arch or (arch == "stable-diffusion-v1-family" and meta["architecture"] in A.ARCHITECTURES)
+    dropped = set(meta["source"]["dropped"])
+    assert stored | dropped == names and not stored & dropped
+    family = A.get(meta["architecture"]).family
+    assert all(n.startswith(EXPECTED_DROPS[family]) for n in dropped), sorted(dropped)
+    assert any(n.startswith("model_ema.") for n in dropped)
+    reasons = meta["source"]["dropped_reasons"]
+    assert sum(r["count"] for r in reasons) == len(dropped) and all(r["reason"] for r in reasons)
+    # every text encoder has its own tokenizer description; one merge list serves them all
+    spec = A.get(meta["architecture"])
+    for tok, pad in spec.pad_tokens.items():
+        files = meta["configs"][tok]["files"]
+        assert set(files.values()) <= assets
+    assert sum(n.endswith("merges.txt.xz") for n in assets) == 1
+
+
+@pytest.mark.parametrize("arch", LAYOUTS)
+def test_folder_converts_every_component(converted, arch):
+    src, out, _ = converted(arch, "folder")
+    with AcqeReader(out) as r:
+        meta = r.metadata
+        stored = {t.name.split(".", 1)[0] for t in r.tensors}
+    comps = {d for d in os.listdir(src) if os.path.isfile(os.path.join(src, d, "config.json"))}
+    assert stored == comps == set(meta["components"])
+    assert meta["architecture"] == arch or arch == "stable-diffusion-v1-family"
+    # the safety checker is left out on purpose, with the reason in the file
+    assert ("safety_checker/" in meta["source"]["dropped"]) == (A.get(arch).family != "sdxl")
+
+
+@pytest.mark.parametrize("arch", ["stable-diffusion-2-v", "stable-diffusion-xl-base", "stable-diffusion-xl-refiner"])
+def test_verify_and_inspect_name_architecture_and_components(converted, arch):
+    _, out, _ = converted(arch, "ldm")
+    rc, err = run("verify", out)
+    assert rc == 0, err
+    rc, text = run("inspect", out, "--no-tensors", stdout=True)
+    assert rc == 0, text
+    line = next(line for line in text.splitlines() if line.startswith("model:"))
+    spec = A.get(arch)
+    assert arch in line and spec.pipeline in line
+    for comp in spec.components:
+        assert comp in line
+    rc, text = run("inspect", out, "--json", "--no-tensors", stdout=True)
+    model = json.loads(text)["model"]
+    assert set(model["components"]) == set(spec.components) and set(model["tokenizers"]) == set(spec.pad_tokens)
+
+
+def _reference_pipeline(arch: str, loaded):
+    """The diffusers pipeline of the very models the tiny file was made from (scheduler and tokenizers
+    as loaded: the comparison is about weights, configs and the pipeline class)."""
+    models = tiny_layout_models(arch)
+    parts = {k: getattr(loaded, k) for k in ("scheduler", "tokenizer", "tokenizer_2") if hasattr(loaded, k)}
+    if "text_encoder" not in models:          # the refiner
+        parts.update(text_encoder=None, tokenizer=None)
+    cls = type(loaded)
+    extra = {k: v for k, v in loaded.config.items() if k in ("requires_aesthetics_score", "force_zeros_for_empty_prompt")}
+    if "safety_checker" in loaded.components:
+        extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if "add_watermarker" in __import__("inspect").signature(cls.__init__).parameters:
+        extra["add_watermarker"] = False
+    return cls(**models, **parts, **extra)
+
+
+@pytest.mark.parametrize("arch,kind", [(a, "ldm") for a in LAYOUTS]
+                         + [("stable-diffusion-2-v", "folder"), ("stable-diffusion-xl-base", "folder")])
+def test_loaded_pipeline_samples_exactly_as_the_source_models(converted, arch, kind):
+    """Lossless file -> the same pipeline class, weights and configs as the source models: the same latents
+    (v-prediction, both SDXL text encoders, size/crop and aesthetic conditioning included)."""
+    from PIL import Image
+
+    from recat_runtime.loading import load_pipeline
+
+    _, out, _ = converted(arch, kind)
+    spec = A.get(arch)
+    pipe = load_pipeline(out, device="cpu", img2img=spec.family == "sd-v1" and spec.in_channels == 9)
+    assert type(pipe).__name__ == spec.pipeline
+    assert pipe.scheduler.config.prediction_type == spec.prediction_type
+    for tok, pad in spec.pad_tokens.items():
+        assert getattr(pipe, tok).pad_token == pad
+    ref = _reference_pipeline(arch, pipe)
+    kwargs = dict(prompt=["a red circle"], num_inference_steps=2, height=32, width=32, output_type="latent",
+                  guidance_scale=5.0)
+    if spec.pipeline != "StableDiffusionXLPipeline" and spec.pipeline != "StableDiffusionPipeline":
+        kwargs["image"] = Image.new("RGB", (32, 32), (200, 30, 30))
+        kwargs["strength"] = 1.0 if spec.in_channels == 9 else 0.6
+        if spec.in_channels == 9:
+            kwargs["mask_image"] = Image.new("L", (32, 32), 255)
+        else:
+            del kwargs["height"], kwargs["width"]
+    with torch.inference_mode():
+        got = pipe(**kwargs, generator=torch.Generator().manual_seed(0)).images
+        want = ref(**kwargs, generator=torch.Generator().manual_seed(0)).images
+    assert got.shape == want.shape and torch.isfinite(got).all()
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("arch", LAYOUTS)
+def test_generate_and_img2img_from_the_command_line(converted, arch, tmp_path):
+    from PIL import Image
+
+    _, out, _ = converted(arch, "ldm")
+    spec = A.get(arch)
+    png = tmp_path / "t2i.png"
+    rc, err = run("generate", out, "--prompt", "a red circle", "--steps", "2", "--height", "32", "--width", "32",
+                  "--out", png, "-q", "--device", "cpu")
+    if spec is A.SDXL_REFINER:
+        assert rc == 1 and "needs an initial image" in err and "--init-image" in err
+        Image.new("RGB", (32, 32), (10, 200, 10)).save(png)
+    else:
+        assert rc == 0, err
+    assert Image.open(png).size == (32, 32)
+    out2 = tmp_path / "i2i.png"
+    rc, err = run("generate", out, "--prompt", "a red circle", "--steps", "4", "--height", "32", "--width", "32",
+                  "--init-image", png, "--strength", "0.5", "--out", out2, "-q", "--device", "cpu",
+                  "--cache", "uniform", "--full-steps", "1")
+    assert rc == 0, err
+    assert Image.open(out2).size == (32, 32)
+    img = np.asarray(Image.open(out2))
+    assert img.std() > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# refusals: one line, non-zero exit, no file
+def test_unknown_group_is_refused_in_one_line_and_kept_when_asked(tmp_path):
+    src = str(tmp_path / "x.safetensors")
+    names = set(write_ldm(src, "stable-diffusion-xl-base",
+                          extra={"conditioner.embedders.2.model.proj": np.ones((4, 4), np.float32)}))
+    out = tmp_path / "x.acqe"
+    rc, err = run("convert", src, out, "--lossless", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert "conditioner.embedders.2" in err and "--keep-unknown" in err
+    rc, err = run("convert", src, out, "--lossless", "-q", "--keep-unknown")
+    assert rc == 0 and "conditioner.embedders.2" in err          # says what it kept
+    with AcqeReader(str(out)) as r:
+        stored = {t.name for t in r.tensors}
+        meta = r.metadata
+    assert "conditioner.embedders.2.model.proj" in stored
+    assert meta["source"]["kept_unknown"] == ["conditioner.embedders.2"]
+    assert stored | set(meta["source"]["dropped"]) == names
+
+
+def test_partial_layout_is_refused_naming_what_is_missing(tmp_path):
+    src = str(tmp_path / "x.safetensors")
+    sd = write_ldm(src, "stable-diffusion-xl-base")
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in sd.items() if not k.startswith("conditioner.embedders.1.")}, src)
+    rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "only partly" in err and "text_encoder_2 (conditioner.embedders.1.model.*)" in err
+
+
+def test_nothing_known_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    src = str(tmp_path / "x.safetensors")
+    save_file({"lora_unet_down.alpha": np.ones((4, 4), np.float32), "encoder.w": np.ones((4, 4), np.float32)}, src)
+    rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "encoder, lora_unet_down match no known architecture" in err
+
+
+def test_sd2_single_file_needs_its_prediction_type(tmp_path):
+    src = str(tmp_path / "x.safetensors")
+    write_ldm(src, "stable-diffusion-2-v")
+    rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "--prediction-type" in err
+
+
+def test_unknown_folder_component_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "f"
+    write_folder(str(src), "stable-diffusion-xl-base")
+    (src / "image_encoder").mkdir()
+    save_file({"w": np.ones((4, 4), np.float32)}, str(src / "image_encoder" / "model.safetensors"))
+    index = json.loads((src / "model_index.json").read_text())
+    index["image_encoder"] = ["transformers", "CLIPVisionModelWithProjection"]
+    (src / "model_index.json").write_text(json.dumps(index))
+    rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "image_encoder/" in err
