@@ -253,3 +253,34 @@ def test_unknown_folder_component_is_refused(tmp_path):
     (src / "model_index.json").write_text(json.dumps(index))
     rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "image_encoder/" in err
+
+
+def test_diffusers_native_loading_builds_the_layouts_pipelines(converted):
+    """``*.from_single_file(path.acqe)`` through the registered integration: the SDXL classes (and
+    CLIPTextModelWithProjection) load SDXL files; an SD pipeline class refuses an SDXL file in one line."""
+    import diffusers
+    from transformers import CLIPTextModelWithProjection
+
+    from recat_runtime.diffusers_integration import register, unregister
+    from recat_runtime.errors import RuntimeLoadError
+
+    _, xl, _ = converted("stable-diffusion-xl-base", "ldm")
+    _, sd2, _ = converted("stable-diffusion-2-v", "ldm")
+    register()
+    try:
+        pipe = diffusers.StableDiffusionXLPipeline.from_single_file(xl)
+        assert type(pipe) is diffusers.StableDiffusionXLPipeline and pipe.text_encoder_2 is not None
+        i2i = diffusers.StableDiffusionXLImg2ImgPipeline.from_single_file(xl)
+        assert type(i2i) is diffusers.StableDiffusionXLImg2ImgPipeline
+        assert not i2i.config.requires_aesthetics_score
+        te2 = CLIPTextModelWithProjection.from_single_file(xl)
+        want = tiny_layout_models("stable-diffusion-xl-base")["text_encoder_2"].state_dict()
+        assert all(torch.equal(te2.state_dict()[k], v) for k, v in want.items())
+        with pytest.raises(RuntimeLoadError, match="StableDiffusionXLPipeline"):
+            diffusers.StableDiffusionPipeline.from_single_file(xl)
+        with pytest.raises(RuntimeLoadError, match="StableDiffusionPipeline"):
+            diffusers.StableDiffusionXLPipeline.from_single_file(sd2)
+        pipe2 = diffusers.StableDiffusionImg2ImgPipeline.from_single_file(sd2)
+        assert pipe2.scheduler.config.prediction_type == "v_prediction"
+    finally:
+        unregister()
