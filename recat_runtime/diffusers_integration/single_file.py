@@ -122,8 +122,12 @@ def _check_family(cls, source) -> None:
     from acqe_format import AcqeReader
     from acqe_format.model import ModelInfo, architectures
 
-    with AcqeReader(source) as r:
-        spec = architectures.for_file(ModelInfo.from_metadata(r.metadata))
+    if isinstance(source, AcqeReader):
+        metadata = source.metadata
+    else:
+        with AcqeReader(source) as r:
+            metadata = r.metadata
+    spec = architectures.for_file(ModelInfo.from_metadata(metadata))
     if (spec.family == "sdxl") != cls.__name__.startswith("StableDiffusionXL"):
         raise RuntimeLoadError(f"the file holds {spec.name}, which runs with {spec.pipeline} (or "
                                f"{spec.img2img_pipeline}), not {cls.__name__}")
