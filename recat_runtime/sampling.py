@@ -37,12 +37,18 @@ def synchronize(device) -> None:
 def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, width=None) -> dict:
     """The image arguments of ``pipe``'s call: ``image``/``strength`` for image-to-image pipelines; for an
     inpainting pipeline, a mask that repaints everything (its text-to-image use) over the initial image
-    (mid-grey without one). Empty for a text-to-image pipeline without an initial image."""
+    (mid-grey without one). Empty for a text-to-image pipeline without an initial image. An image pipeline
+    called without one (profiling the SDXL refiner) starts from mid-grey at strength 1: the whole noise
+    schedule, as text to image runs it."""
     from PIL import Image
 
-    inpaint = "mask_image" in _call_parameters(pipe)
-    if init_image is None and not inpaint:
+    params = _call_parameters(pipe)
+    inpaint = "mask_image" in params
+    needs_image = "image" in params and "height" not in params       # SDXL / SD image-to-image pipelines
+    if init_image is None and not inpaint and not needs_image:
         return {}
+    if init_image is None and needs_image:
+        strength = 1.0
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     size = (width or side, height or side)
     if init_image is None:

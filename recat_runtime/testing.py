@@ -158,3 +158,35 @@ def tiny_layout_models(architecture: str, seed: int = 0) -> dict:
             cls = CLIPTextModelWithProjection if comp == "text_encoder_2" else CLIPTextModel
             models[comp] = cls(CLIPTextConfig(**c)).eval()
     return models
+
+
+def tiny_layout_pipeline(architecture: str, seed: int = 0, img2img: bool = False):
+    """The architecture's diffusers pipeline over `tiny_layout_models` (DDIM on its noise schedule and
+    prediction type; tokenizers with its pad tokens), offline."""
+    import diffusers
+    from diffusers import DDIMScheduler
+
+    from acqe_format.model import architectures as A
+    from acqe_format.model.clip_bpe import clip_tokenizer_files
+    from acqe_format.model.layouts import scheduler_config
+    from recat_runtime.tokenizer import build_clip_tokenizer
+
+    arch = A.get(architecture)
+    parts = dict(tiny_layout_models(architecture, seed))
+    cfg = {k: v for k, v in scheduler_config(arch).items() if not k.startswith("_")}
+    parts["scheduler"] = DDIMScheduler.from_config(cfg)
+    for te, tok in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        if te in parts:
+            parts[tok] = build_clip_tokenizer(clip_tokenizer_files(pad_token=arch.pad_tokens[tok]))
+        elif arch.family == "sdxl":
+            parts[te], parts[tok] = None, None
+    cls = getattr(diffusers, arch.img2img_pipeline if img2img else arch.pipeline)
+    if arch.family == "sdxl":
+        extra = {"add_watermarker": False}
+        if "Img2Img" in cls.__name__:
+            extra["requires_aesthetics_score"] = arch is A.SDXL_REFINER
+    else:
+        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    pipe = cls(**parts, **extra)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
