@@ -43,26 +43,27 @@ def write_ldm(path: str, architecture: str, seed: int = 0, extra: dict | None = 
 
 
 def write_folder(path: str, architecture: str, seed: int = 0) -> None:
-    """A diffusers pipeline folder of the tiny model (with model_index.json and tokenizer configs)."""
+    """A diffusers pipeline folder of the tiny model, with the config files diffusers and transformers
+    themselves write (every key they save), model_index.json and tokenizer configs."""
     from safetensors.numpy import save_file
 
     arch = A.get(architecture)
     cfgs = tiny_layout_configs(architecture)
-    states = numpy_states(tiny_layout_models(architecture, seed))
+    models = tiny_layout_models(architecture, seed)
     index = {"_class_name": arch.pipeline, "scheduler": ["diffusers", cfgs["scheduler"]["_class_name"]],
              "safety_checker": [None, None] if arch.family == "sdxl" else ["stable_diffusion", "StableDiffusionSafetyChecker"]}
-    for comp, sd in states.items():
-        os.makedirs(os.path.join(path, comp))
+    for comp, model in models.items():
+        folder = os.path.join(path, comp)
+        os.makedirs(folder)
+        sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
         name = "model.safetensors" if comp.startswith("text_encoder") else "diffusion_pytorch_model.safetensors"
-        save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, os.path.join(path, comp, name))
-        cfg = dict(cfgs[comp])
-        if comp == "unet":
-            cfg["_class_name"] = "UNet2DConditionModel"
-        elif comp == "vae":
-            cfg["_class_name"] = "AutoencoderKL"
-        with open(os.path.join(path, comp, "config.json"), "w") as f:
-            json.dump(cfg, f)
-        index[comp] = ["diffusers" if comp in ("unet", "vae") else "transformers", cfg.get("_class_name", "CLIPTextModel")]
+        save_file(sd, os.path.join(folder, name))
+        if comp.startswith("text_encoder"):
+            model.config.architectures = [type(model).__name__]
+            model.config.save_pretrained(folder)
+        else:
+            model.save_config(folder)
+        index[comp] = ["diffusers" if comp in ("unet", "vae") else "transformers", type(model).__name__]
     os.makedirs(os.path.join(path, "scheduler"))
     with open(os.path.join(path, "scheduler", "scheduler_config.json"), "w") as f:
         json.dump(cfgs["scheduler"], f)
