@@ -67,10 +67,13 @@ def write_folder(path: str, architecture: str, seed: int = 0) -> None:
     os.makedirs(os.path.join(path, "scheduler"))
     with open(os.path.join(path, "scheduler", "scheduler_config.json"), "w") as f:
         json.dump(cfgs["scheduler"], f)
+    from acqe_format.model.clip_bpe import clip_tokenizer_files
+
     for tok, pad in arch.pad_tokens.items():
         os.makedirs(os.path.join(path, tok))
-        with open(os.path.join(path, tok, "tokenizer_config.json"), "w") as f:
-            json.dump({"pad_token": pad, "model_max_length": 77}, f)
+        for name, data in clip_tokenizer_files(compact=False, pad_token=pad).items():
+            with open(os.path.join(path, tok, name), "wb") as f:
+                f.write(data)
         index[tok] = ["transformers", "CLIPTokenizer"]
     with open(os.path.join(path, "model_index.json"), "w") as f:
         json.dump(index, f)

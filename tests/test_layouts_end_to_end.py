@@ -284,3 +284,14 @@ def test_diffusers_native_loading_builds_the_layouts_pipelines(converted):
         assert pipe2.scheduler.config.prediction_type == "v_prediction"
     finally:
         unregister()
+
+
+def test_folder_tokenizer_with_other_tokens_is_refused(tmp_path):
+    src = tmp_path / "f"
+    write_folder(str(src), "stable-diffusion-xl-base")
+    vocab = json.loads((src / "tokenizer_2" / "vocab.json").read_text(encoding="utf-8"))
+    vocab["<my-concept>"] = len(vocab)
+    (src / "tokenizer_2" / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert "tokenizer_2" in err and "<my-concept>" in err

@@ -44,6 +44,36 @@ def _config(path: str, what: str):
         raise SourceError(f"{what}/{os.path.basename(path)}: a dangling symlink (or removed while reading)") from None
 
 
+MAX_VOCAB_FILE = 4 << 20      # CLIP's vocab.json is 1.6 MB, merges.txt 0.5 MB
+
+
+def _check_vocabulary(folder: str, what: str) -> list:
+    """A folder tokenizer's vocabulary must be CLIP's BPE (the one the file embeds for it): a tokenizer with
+    other or added tokens is refused in one line, never replaced silently."""
+    from acqe_encoder.sources import strict_json
+    from acqe_encoder.sources.files import read_bounded
+    from acqe_format.model.clip_bpe import differs_from_clip
+
+    read = []
+    merges_path, vocab_path = os.path.join(folder, "merges.txt"), os.path.join(folder, "vocab.json")
+    merges = vocab = None
+    if os.path.lexists(merges_path):
+        data, rf = read_bounded(merges_path, MAX_VOCAB_FILE, f"{what}/merges.txt")
+        read.append(rf)
+        try:
+            merges = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SourceError(f"{what}/merges.txt: not UTF-8 text") from None
+    if os.path.lexists(vocab_path):
+        data, rf = read_bounded(vocab_path, MAX_VOCAB_FILE, f"{what}/vocab.json")
+        read.append(rf)
+        vocab = strict_json.loads(data, f"{what}/vocab.json", 4)
+    why = differs_from_clip(merges, vocab) if (merges is not None or vocab is not None) else None
+    if why:
+        raise SourceError(f"{what}: not CLIP's BPE tokenizer: {why}; .acqe files embed CLIP's")
+    return read
+
+
 def _listed_components(path: str, base: str, files: list) -> list[str]:
     """Component folders `model_index.json` names (an entry whose value is a [library, class] pair)."""
     index = os.path.join(path, "model_index.json")
@@ -102,6 +132,7 @@ def open_diffusers_folder(path: str) -> Source:
             if os.path.lexists(tc):
                 tokenizers[tok], rf = _config(tc, f"{base}/{tok}")
                 files.append(rf)
+            files.extend(_check_vocabulary(os.path.join(path, tok), f"{base}/{tok}"))
         if not entries:
             raise SourceError(f"{base}: a folder without unet/, vae/ or text_encoder/ weights (unknown layout)")
     except BaseException:
