@@ -156,6 +156,7 @@ def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
         if missing:
             raise SourceError(f"the folder's {', '.join(missing)} ha{'s' if len(missing) == 1 else 've'} no config.json")
         configs.setdefault(Component.SCHEDULER, layouts.scheduler_config(lay.architecture))
+        _set_prediction_type(configs, st)
         return _Plan(Naming.DIFFUSERS, lay.components, src.architecture or lay.architecture.name, configs,
                      {}, lay.kept_unknown, lay)
     if not any(n.startswith(_LDM_MARKERS) for n in shapes):
@@ -182,8 +183,16 @@ def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
         except (KeyError, IndexError, ValueError) as e:
             raise SourceError(f"the checkpoint has {lay.architecture.name}'s key names but shapes no config can be "
                               f"inferred from ({type(e).__name__}: {e})") from None
+    _set_prediction_type(configs, st)
     return _Plan(Naming.LDM, lay.components, src.architecture or lay.architecture.name, configs, lay.dropped,
                  lay.kept_unknown, lay)
+
+
+def _set_prediction_type(configs: dict, st: Settings) -> None:
+    """A prediction type the user states wins over the architecture's default (v-prediction fine-tunes of
+    SDXL exist): the stored scheduler config carries it."""
+    if st.prediction_type is not None and isinstance(configs.get(Component.SCHEDULER), dict):
+        configs[Component.SCHEDULER] = dict(configs[Component.SCHEDULER], prediction_type=st.prediction_type)
 
 
 def _analyse(plan: TensorPlan, st: Settings) -> None:

@@ -295,3 +295,13 @@ def test_folder_tokenizer_with_other_tokens_is_refused(tmp_path):
     rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q")
     assert rc == 1 and len(err.strip().splitlines()) == 1
     assert "tokenizer_2" in err and "<my-concept>" in err
+
+
+def test_stated_prediction_type_overrides_the_architectures(tmp_path):
+    src = str(tmp_path / "x.safetensors")
+    write_ldm(src, "stable-diffusion-xl-base")
+    rc, err = run("convert", src, tmp_path / "x.acqe", "--lossless", "-q", "--prediction-type", "v_prediction")
+    assert rc == 0, err
+    with AcqeReader(str(tmp_path / "x.acqe")) as r:
+        assert r.metadata["configs"]["scheduler"]["prediction_type"] == "v_prediction"
+        assert r.metadata["architecture"] == "stable-diffusion-xl-base"

@@ -43,8 +43,9 @@ Examples:
               help="store tensor groups that match no known architecture (or only part of one) as they are "
                    "(the file then says which; it may not load as a pipeline)")
 @click.option("--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default=None,
-              help="what the UNet predicts, for single files that do not say: SD 2.x 512-base is epsilon, "
-                   "768-v is v_prediction (their tensors are the same)")
+              help="what the UNet predicts (stored in the scheduler config): needed for SD 2.x single files "
+                   "(512-base is epsilon, 768-v is v_prediction: their tensors are the same); overrides the "
+                   "default of other architectures (e.g. a v-prediction SDXL fine-tune)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, keep_unknown,
