@@ -261,11 +261,12 @@ def test_diffusers_native_loading_builds_the_layouts_pipelines(converted):
     import diffusers
     from transformers import CLIPTextModelWithProjection
 
-    from recat_runtime.diffusers_integration import register, unregister
+    from recat_runtime.diffusers_integration import is_registered, register, unregister
     from recat_runtime.errors import RuntimeLoadError
 
     _, xl, _ = converted("stable-diffusion-xl-base", "ldm")
     _, sd2, _ = converted("stable-diffusion-2-v", "ldm")
+    was_registered = is_registered()
     register()
     try:
         pipe = diffusers.StableDiffusionXLPipeline.from_single_file(xl)
@@ -283,7 +284,8 @@ def test_diffusers_native_loading_builds_the_layouts_pipelines(converted):
         pipe2 = diffusers.StableDiffusionImg2ImgPipeline.from_single_file(sd2)
         assert pipe2.scheduler.config.prediction_type == "v_prediction"
     finally:
-        unregister()
+        if not was_registered:          # leave diffusers as the other tests expect it
+            unregister()
 
 
 def test_folder_tokenizer_with_other_tokens_is_refused(tmp_path):
@@ -305,3 +307,17 @@ def test_stated_prediction_type_overrides_the_architectures(tmp_path):
     with AcqeReader(str(tmp_path / "x.acqe")) as r:
         assert r.metadata["configs"]["scheduler"]["prediction_type"] == "v_prediction"
         assert r.metadata["architecture"] == "stable-diffusion-xl-base"
+
+
+def test_gguf_export_labels_the_family_or_refuses(converted, tmp_path):
+    import gguf
+
+    _, xl, _ = converted("stable-diffusion-xl-base", "ldm")
+    out = tmp_path / "xl.gguf"
+    rc, err = run("export", xl, out, "--type", "f16")
+    assert rc == 0, err
+    field = gguf.GGUFReader(str(out)).fields["general.architecture"]
+    assert bytes(field.parts[field.data[0]]).decode() == "sdxl"
+    _, sd2, _ = converted("stable-diffusion-2-v", "ldm")
+    rc, err = run("export", sd2, tmp_path / "sd2.gguf", "--type", "f16")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "stable-diffusion-2-v" in err

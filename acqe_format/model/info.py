@@ -58,7 +58,7 @@ class ModelInfo:
                                     f"{_json_name(type(prefix).__name__)}")
             components[name] = prefix
         for name, cfg in configs.items():
-            if not isinstance(cfg, dict) and not (name == Component.TOKENIZER and cfg is None):
+            if not isinstance(cfg, dict) and not (name in Component.TOKENIZERS and cfg is None):
                 raise MetadataError(f"metadata configs.{name} must be a JSON object, not {_json_name(type(cfg).__name__)}")
         return cls(arch, naming, components, configs, inference)
 
