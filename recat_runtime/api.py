@@ -25,7 +25,7 @@ from recat_runtime.cache.store import find_profile, find_schedule, with_profile
 from recat_runtime.errors import ForecastConflictError, ImageInputError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
-from recat_runtime.sampling import GenerateResult, denoise_and_decode
+from recat_runtime.sampling import GenerateResult, denoise_and_decode, effective_steps
 
 __all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
@@ -117,7 +117,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
         init_image = _open_image(init_image)
         if not 0.0 < strength <= 1.0:
             raise ImageInputError(f"strength must be in (0, 1], got {strength}")
-    run_steps = steps if init_image is None else max(1, min(int(steps * strength), steps))
+    run_steps = effective_steps(steps, strength, init_image is not None)
     guidance = default_guidance(metadata) if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
     config = cache_config(cache, steps=run_steps, budget=budget, metadata=metadata, sampler=scheduler,

@@ -69,7 +69,7 @@ def _call_parameters(pipe) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters)
 
 
-def effective_steps(pipe, steps: int, strength: float | None, with_image: bool) -> int:
+def effective_steps(steps: int, strength: float | None, with_image: bool) -> int:
     """UNet calls of one run: image-to-image starts at ``strength`` of the schedule (diffusers' rule)."""
     if not with_image or strength is None:
         return steps
@@ -88,8 +88,10 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     extra = image_inputs(pipe, init_image, strength, len(prompts), height, width)
     if on_step is not None:
+        total = effective_steps(steps, extra.get("strength"), "image" in extra)
+
         def step_end(_pipe, i, _t, tensors):
-            on_step(i + 1, steps)
+            on_step(i + 1, total)
             return tensors
         extra["callback_on_step_end"] = step_end
     hook = apply_recat_cache(pipe, config) if config is not None else None

@@ -115,7 +115,9 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
     if strength is not None and strength <= 0:
         raise click.UsageError("--strength must be above 0")
     strength = 0.8 if strength is None else strength
-    run_steps = steps if init_image is None else max(1, min(int(steps * strength), steps))
+    from recat_runtime.sampling import effective_steps
+
+    run_steps = effective_steps(steps, strength, init_image is not None)
     if cache == "none":
         budget = None
     elif budget is None:
