@@ -321,3 +321,34 @@ def test_gguf_export_labels_the_family_or_refuses(converted, tmp_path):
     _, sd2, _ = converted("stable-diffusion-2-v", "ldm")
     rc, err = run("export", sd2, tmp_path / "sd2.gguf", "--type", "f16")
     assert rc == 1 and len(err.strip().splitlines()) == 1 and "stable-diffusion-2-v" in err
+
+
+def test_full_size_sdxl_base_configs_are_inferred_from_stabilitys_names():
+    """The shapes of SDXL base's single file (built on the meta device, no weights) give its real configs."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "bench_sdxl.py")
+    spec = importlib.util.spec_from_file_location("bench_sdxl", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    sdxl_ldm_shapes = bench.sdxl_ldm_shapes
+
+    from acqe_format.model.layouts import detect_ldm, infer_configs
+
+    shapes = sdxl_ldm_shapes()
+    lay = detect_ldm(shapes)
+    assert lay.architecture is A.SDXL_BASE and set(lay.dropped) == {"conditioner.embedders.1.model.logit_scale"}
+    cfg = infer_configs(shapes, lay)
+    u = cfg["unet"]
+    assert u["block_out_channels"] == [320, 640, 1280] and u["transformer_layers_per_block"] == [1, 2, 10]
+    assert u["attention_head_dim"] == [5, 10, 20] and u["cross_attention_dim"] == 2048
+    assert (u["projection_class_embeddings_input_dim"], u["addition_time_embed_dim"]) == (2816, 256)
+    assert u["down_block_types"] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
+    assert u["use_linear_projection"] and u["sample_size"] == 128 and u["layers_per_block"] == 2
+    g = cfg["text_encoder_2"]
+    assert (g["hidden_size"], g["num_hidden_layers"], g["num_attention_heads"], g["projection_dim"]) == (1280, 32, 20, 1280)
+    assert g["hidden_act"] == "gelu" and g["architectures"] == ["CLIPTextModelWithProjection"]
+    t = cfg["text_encoder"]
+    assert (t["hidden_size"], t["num_hidden_layers"], t["num_attention_heads"]) == (768, 12, 12)
+    assert cfg["vae"]["scaling_factor"] == 0.13025 and cfg["vae"]["force_upcast"]
+    assert cfg["vae"]["block_out_channels"] == [128, 256, 512, 512]
