@@ -90,13 +90,21 @@ def test_single_file_every_tensor_is_stored_or_deliberately_dropped(converted, a
 
 
 @pytest.mark.parametrize("arch", LAYOUTS)
-def test_folder_converts_every_component(converted, arch):
+def test_folder_converts_every_tensor_of_every_component(converted, arch):
     src, out, _ = converted(arch, "folder")
+    from safetensors import safe_open
+
     with AcqeReader(out) as r:
         meta = r.metadata
-        stored = {t.name.split(".", 1)[0] for t in r.tensors}
+        names = {t.name for t in r.tensors}
     comps = {d for d in os.listdir(src) if os.path.isfile(os.path.join(src, d, "config.json"))}
-    assert stored == comps == set(meta["components"])
+    assert {n.split(".", 1)[0] for n in names} == comps == set(meta["components"])
+    source = set()
+    for comp in comps:
+        weights = next(f for f in os.listdir(os.path.join(src, comp)) if f.endswith(".safetensors"))
+        with safe_open(os.path.join(src, comp, weights), "np") as f:
+            source |= {f"{comp}.{k}" for k in f.keys()}
+    assert names == source                       # every tensor of every component, nothing else
     assert meta["architecture"] == arch or arch == "stable-diffusion-v1-family"
     # the safety checker is left out on purpose, with the reason in the file
     assert ("safety_checker/" in meta["source"]["dropped"]) == (A.get(arch).family != "sdxl")

@@ -44,7 +44,6 @@ class Layout:
     components: dict[str, str]                                  # component -> prefix
     dropped: dict[str, str] = field(default_factory=dict)       # tensor name -> reason
     kept_unknown: list[str] = field(default_factory=list)       # groups stored as they are (keep_unknown)
-    notes: list[str] = field(default_factory=list)
 
 
 def group_of(name: str) -> str:
