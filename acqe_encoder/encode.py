@@ -159,7 +159,8 @@ def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
         _set_prediction_type(configs, st)
         return _Plan(Naming.DIFFUSERS, lay.components, src.architecture or lay.architecture.name, configs,
                      {}, lay.kept_unknown, lay)
-    if not any(n.startswith(_LDM_MARKERS) for n in shapes):
+    no_unet = not any(n.startswith(architectures.LDM_UNET) for n in shapes)
+    if not any(n.startswith(_LDM_MARKERS) for n in shapes) or (no_unet and st.keep_unknown and not src.configs):
         if src.configs:          # no known prefixes but configs: tensors named as the configs' owner wishes
             return _Plan(Naming.FLAT, {}, src.architecture, dict(src.configs))
         if not st.keep_unknown:
@@ -181,8 +182,8 @@ def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
         try:
             configs = layouts.infer_configs(shapes, lay)
         except (KeyError, IndexError, ValueError) as e:
-            raise SourceError(f"the checkpoint has {lay.architecture.name}'s key names but shapes no config can be "
-                              f"inferred from ({type(e).__name__}: {e})") from None
+            raise SourceError(f"the checkpoint has {lay.architecture.name}'s key names in an unknown layout: no "
+                              f"config can be inferred from its shapes ({type(e).__name__}: {e})") from None
     _set_prediction_type(configs, st)
     return _Plan(Naming.LDM, lay.components, src.architecture or lay.architecture.name, configs, lay.dropped,
                  lay.kept_unknown, lay)
