@@ -17,6 +17,8 @@ from acqe_format.model import architectures as A  # noqa: E402
 from layout_fixtures import LAYOUTS, write_folder, write_ldm  # noqa: E402
 from recat_runtime.testing import tiny_layout_models  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # what each layout's tiny single file carries that conversion leaves out on purpose
 EXPECTED_DROPS = {
     "sd-v1": ("model_ema.",),
@@ -184,7 +186,7 @@ def test_generate_and_img2img_from_the_command_line(converted, arch, tmp_path):
     spec = A.get(arch)
     png = tmp_path / "t2i.png"
     rc, err = run("generate", out, "--prompt", "a red circle", "--steps", "2", "--height", "32", "--width", "32",
-                  "--out", png, "-q", "--device", "cpu")
+                  "--out", png, "-q", "--device", "cpu", "--threads", "1")
     if spec is A.SDXL_REFINER:
         assert rc == 1 and "needs an initial image" in err and "--init-image" in err
         Image.new("RGB", (32, 32), (10, 200, 10)).save(png)
@@ -194,7 +196,7 @@ def test_generate_and_img2img_from_the_command_line(converted, arch, tmp_path):
     out2 = tmp_path / "i2i.png"
     rc, err = run("generate", out, "--prompt", "a red circle", "--steps", "4", "--height", "32", "--width", "32",
                   "--init-image", png, "--strength", "0.5", "--out", out2, "-q", "--device", "cpu",
-                  "--cache", "uniform", "--full-steps", "1")
+                  "--cache", "uniform", "--full-steps", "1", "--threads", "1")
     assert rc == 0, err
     assert Image.open(out2).size == (32, 32)
     img = np.asarray(Image.open(out2))
