@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from acqe_format import errors as E
-from recat_runtime.errors import ForecastConflictError, NoScheduleError   # torch-free: torch loads only when used
+from recat_runtime.errors import ForecastConflictError, ImageInputError, NoScheduleError   # torch-free: torch loads only when used
 
 # (exception type, prefix) — the first matching row wins, so subclasses come before their bases.
 ERROR_MESSAGES: list[tuple[type[BaseException], str]] = [
@@ -41,6 +41,9 @@ def _profile_hint(exc) -> str | None:
 HINTS: list[tuple[type[BaseException], object]] = [
     (NoScheduleError, _profile_hint),
     (E.DecodedSizeError, lambda exc: f"if you trust the file, allow it with --max-decoded-size {exc.decoded}"),
+    (E.AmbiguousLayoutError, lambda exc: "pass --prediction-type epsilon (512-base) or v_prediction (768-v)"),
+    (E.UnknownLayoutError, lambda exc: "pass --keep-unknown to store them as they are" if exc.keepable else None),
+    (ImageInputError, lambda exc: "give one with --init-image PATH" if exc.needs_image else None),
     (ForecastConflictError, lambda exc: "drop --forecast, or add --no-correction to use the plain forecast"),
 ]
 

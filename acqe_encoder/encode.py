@@ -28,7 +28,7 @@ from acqe_format import constants as C
 from acqe_format import dtypes
 from acqe_format import rans
 from acqe_format.codecs.codebook import RansCodec
-from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, schema, sd_v1
+from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, layouts, schema
 from acqe_format.model.clip_bpe import clip_tokenizer_files
 from acqe_format.atomic import check_writable
 from acqe_format.writer import overhead_estimate, padding_estimate
@@ -67,6 +67,8 @@ class Settings:
     embed_tokenizer: bool | None = None  # SD v1 CLIP tokenizer files as assets: None = whenever the model
                                          # has a text encoder, True = the same but an error when it has
                                          # none, False = never (the runtime then uses its shipped copy)
+    keep_unknown: bool = False          # store tensor groups no known architecture explains, as they are
+    prediction_type: str | None = None  # "epsilon" / "v_prediction": SD 2.x 512-base vs 768-v (same tensors)
 
 
 @dataclass
@@ -116,31 +118,82 @@ def payload_bytes(k: int, n_ctx: int, rows: int, numel: int, index_bits: float, 
 
 
 # --------------------------------------------------------------------------------------------------
-def _components(src: Source, det: sd_v1.Detection) -> tuple[str, dict[str, str]]:
+@dataclass
+class _Plan:
+    """What the layout detection decided: the file's naming, components, architecture, configs, drops."""
+
+    naming: str
+    components: dict[str, str]
+    architecture: str | None
+    configs: dict | None
+    dropped: dict[str, str] = field(default_factory=dict)      # tensor name -> reason
+    kept_unknown: list[str] = field(default_factory=list)
+    layout: layouts.Layout | None = None
+
+
+_LDM_MARKERS = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.", "conditioner.")
+
+
+def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
+    """Every tensor's place: a component of the detected architecture, a deliberate drop (with its
+    reason), or an unknown group (an error unless ``st.keep_unknown``: then stored as it is)."""
+    hint = src.architecture if architectures.get(src.architecture) else None
     if src.naming_hint == Naming.DIFFUSERS:
-        comps = {c: p for c, p in architectures.SD_V1_PREFIXES[Naming.DIFFUSERS].items()
-                 if any(e.name.startswith(p) for e in src.entries)}
-        return Naming.DIFFUSERS, comps
-    if det.naming == Naming.LDM:
-        return Naming.LDM, det.components
-    return Naming.FLAT, {}
-
-
-def _configs(src: Source, det: sd_v1.Detection, shapes) -> tuple[str | None, dict | None]:
+        present = {c: (src.configs or {}).get(c, {}) for c in Component.WITH_TENSORS
+                   if any(n.startswith(f"{c}.") for n in shapes)}
+        present[Component.SCHEDULER] = (src.configs or {}).get(Component.SCHEDULER, {})
+        lay = layouts.detect_diffusers(present, keep_unknown=st.keep_unknown)
+        unknown = [n for n in shapes if architectures.component_of(n, lay.components) is None]
+        if unknown:
+            if not st.keep_unknown:
+                from acqe_format.errors import UnknownLayoutError
+                groups = sorted({n.split(".", 1)[0] for n in unknown})
+                raise UnknownLayoutError(f"folder components outside {lay.architecture.name}'s: "
+                                         f"{', '.join(g + '/' for g in groups)}", groups=groups, keepable=True)
+            lay.kept_unknown += sorted({n.split(".", 1)[0] for n in unknown})
+        configs = dict(src.configs or {})
+        missing = [c for c in lay.components if c not in configs]
+        if missing:
+            raise SourceError(f"the folder's {', '.join(missing)} ha{'s' if len(missing) == 1 else 've'} no config.json")
+        configs.setdefault(Component.SCHEDULER, layouts.scheduler_config(lay.architecture))
+        _set_prediction_type(configs, st)
+        return _Plan(Naming.DIFFUSERS, lay.components, src.architecture or lay.architecture.name, configs,
+                     {}, lay.kept_unknown, lay)
+    no_unet = not any(n.startswith(architectures.LDM_UNET) for n in shapes)
+    if not any(n.startswith(_LDM_MARKERS) for n in shapes) or (no_unet and st.keep_unknown and not src.configs):
+        if src.configs:          # no known prefixes but configs: tensors named as the configs' owner wishes
+            return _Plan(Naming.FLAT, {}, src.architecture, dict(src.configs))
+        if not st.keep_unknown:
+            from acqe_format.errors import UnknownLayoutError
+            groups = sorted({layouts.group_of(n) for n in shapes})
+            shown = ", ".join(groups[:8]) + (f" and {len(groups) - 8} more" if len(groups) > 8 else "")
+            raise UnknownLayoutError(f"the tensor groups {shown} match no known architecture", groups=groups,
+                                     keepable=True)
+        return _Plan(Naming.FLAT, {}, None, None, kept_unknown=sorted({layouts.group_of(n) for n in shapes}))
+    lay = layouts.detect_ldm(shapes, keep_unknown=st.keep_unknown, prediction_type=st.prediction_type, hint=hint)
     if src.configs:
-        cfg = dict(src.configs)
-        arch = src.architecture or (sd_v1.ARCHITECTURE if det.exact_sd14 else det.architecture)
-        return arch, cfg
-    if det.exact_sd14:
-        return sd_v1.ARCHITECTURE, sd_v1.configs()
-    if det.architecture:     # SD v1 family without configs: infer the UNet, keep SD v1.4's others
-        cfg = sd_v1.configs()
+        configs = dict(src.configs)
+        inferred = None
+        for c in list(lay.components) + [Component.SCHEDULER]:
+            if c not in configs:
+                inferred = inferred or layouts.infer_configs(shapes, lay)
+                configs[c] = inferred[c]
+    else:
         try:
-            cfg["unet"] = sd_v1.infer_unet_config(shapes)
-        except (KeyError, IndexError, ValueError):
-            raise SourceError("the checkpoint has LDM (SD v1) key names but an unknown layout and no configs") from None
-        return det.architecture, cfg
-    return None, None
+            configs = layouts.infer_configs(shapes, lay)
+        except (KeyError, IndexError, ValueError) as e:
+            raise SourceError(f"the checkpoint has {lay.architecture.name}'s key names in an unknown layout: no "
+                              f"config can be inferred from its shapes ({type(e).__name__}: {e})") from None
+    _set_prediction_type(configs, st)
+    return _Plan(Naming.LDM, lay.components, src.architecture or lay.architecture.name, configs, lay.dropped,
+                 lay.kept_unknown, lay)
+
+
+def _set_prediction_type(configs: dict, st: Settings) -> None:
+    """A prediction type the user states wins over the architecture's default (v-prediction fine-tunes of
+    SDXL exist): the stored scheduler config carries it."""
+    if st.prediction_type is not None and isinstance(configs.get(Component.SCHEDULER), dict):
+        configs[Component.SCHEDULER] = dict(configs[Component.SCHEDULER], prediction_type=st.prediction_type)
 
 
 def _analyse(plan: TensorPlan, st: Settings) -> None:
@@ -315,13 +368,18 @@ def _sha256_thread(src: Source) -> tuple[threading.Thread, dict]:
 def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
     sha_t, sha = _sha256_thread(src)
     shapes = {e.name: e.shape for e in src.entries}
-    det = sd_v1.detect(shapes)
-    naming, comps = _components(src, det)
-    arch, configs = _configs(src, det, shapes)
+    if src.configs:
+        schema.check_configs(src.configs)  # configs a checkpoint carries: refused first, as readers would
+    lp = _plan_layout(src, shapes, st)
+    naming, comps, arch, configs = lp.naming, lp.components, lp.architecture, lp.configs
+    if lp.kept_unknown:
+        say(f"keeping tensor groups no known architecture explains, as they are: {', '.join(lp.kept_unknown)}")
     if configs:
         schema.check_configs(configs)     # what readers will refuse is refused now, before the analysis
     plans: list[TensorPlan] = []
     for e in src.entries:
+        if e.name in lp.dropped:
+            continue
         comp = architectures.component_of(e.name, comps) if comps else "model"
         comp = comp or "other"
         coded = (not st.lossless and e.is_float and len(e.shape) >= 2 and e.numel >= st.min_numel)
@@ -335,6 +393,11 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
 
     timings = {"open": time.time() - t0}
     t1 = time.time()
+    if st.calibrate and ((configs or {}).get(Component.UNET) or {}).get("addition_embed_type"):
+        # the calibration runs the UNet on noise and a random text context only; SDXL's UNet also needs
+        # its pooled-text and size/crop embedding, which it does not make (yet)
+        raise EncoderSettingsError("calibration runs UNets conditioned on text alone; this UNet also takes "
+                                   f"{configs[Component.UNET]['addition_embed_type']!r} added conditioning (SDXL)")
     if st.calibrate:
         # before any numba-parallel kernel runs: torch's and numba's thread pools fight otherwise
         from acqe_encoder import calibrate as cal
@@ -358,11 +421,12 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
 
 
     # ---- metadata draft (to count its bytes) and assets
-    assets = _assets(arch, st, say, values, comps)
+    assets = _assets(arch, st, say, values, comps, src.tokenizers)
     dummy = {c: {"bytes": 10 ** 12, "values": 10 ** 12, "bits_per_value": 1.2345}
              for c in list(comp_totals) + ["other_raw"]}
     dummy.update(file_bytes=10 ** 12, bits_per_value=1.23456)
-    meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64, assets=assets)
+    meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes=dummy, sha="0" * 64, assets=assets,
+                     lp=lp)
     from acqe_format.metadata import dump_metadata
 
     timings["analyse"] = time.time() - t1
@@ -463,7 +527,8 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
             w.add_asset(name, data)
         sizes = {k: dict(v, bits_per_value=round(8 * v["bytes"] / v["values"], 4) if v["values"] else 0.0)
                  for k, v in sizes.items() if v["values"]}
-        meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha.get("sha256", ""), assets)
+        meta = _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha.get("sha256", ""), assets,
+                         lp)
         # the metadata states the file's own size: iterate until it is a fixed point (the size of the
         # number can change the size of the (compressed) metadata)
         meta[Keys.SIZES]["file_bytes"] = 0
@@ -523,12 +588,15 @@ def _decoded(dtype: str) -> str:
     return dtype if dtype in dtypes.FLOATS else "float32"
 
 
-def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> dict[str, bytes]:
-    """The tokenizer files of a model with a text encoder: always embedded unless left out on purpose
-    (``embed_tokenizer=False``), so the file rebuilds its pipeline offline from itself alone. (They used
-    to be left out when above 1% of the size target, and the runtime then needed a package only a dev
-    setup installed; every byte is still counted in the size target.)"""
-    sd_like = bool(arch) and ("stable-diffusion" in arch or "sd" in arch) and (not comps or Component.TEXT_ENCODER in comps)
+def _assets(arch: str | None, st: Settings, say, values: int, comps: dict,
+            folder_tokenizers: dict | None = None) -> dict[str, bytes]:
+    """The tokenizer files of every text encoder: always embedded unless left out on purpose
+    (``embed_tokenizer=False``), so the file rebuilds its pipeline offline from itself alone. Every
+    tokenizer of the Stable Diffusion generations is CLIP's BPE vocabulary; they differ in the pad token
+    (the architecture's, or the one a diffusers folder's tokenizer_config.json names), so the merge list
+    is embedded once and each tokenizer gets its own ``tokenizer_config.json``."""
+    sd_like = bool(arch) and ("stable-diffusion" in arch or "sd" in arch) and (
+        not comps or any(c in comps for c in Component.TOKENIZER_OF))
     if st.embed_tokenizer is False:
         return {}
     if not sd_like:
@@ -536,31 +604,74 @@ def _assets(arch: str | None, st: Settings, say, values: int, comps: dict) -> di
             raise EncoderSettingsError(f"a tokenizer was asked for, but the checkpoint has no text encoder of a "
                                        f"model family with a known tokenizer (architecture {arch or 'unknown'})")
         return {}
-    try:
-        files = clip_tokenizer_files()
-    except (OSError, ValueError) as e:     # the shipped vocabulary is missing or damaged: a broken install
-        raise EncoderSettingsError(f"cannot embed the tokenizer: {type(e).__name__}: {e}") from None
-    return {f"{Tokenizer.ASSET_PREFIX}{k}": bytes(v) for k, v in files.items()}
+    spec = architectures.resolve(arch)
+    wanted = [tok for te, tok in Component.TOKENIZER_OF.items() if (not comps and tok == Component.TOKENIZER)
+              or te in comps]
+    out: dict[str, bytes] = {}
+    for tok in wanted:
+        own = (folder_tokenizers or {}).get(tok) or {}
+        pad = own.get("pad_token", spec.pad_tokens.get(tok, architectures.CLIP_PAD))
+        if isinstance(pad, dict):              # transformers' AddedToken form
+            pad = pad.get("content")
+        if not isinstance(pad, str):
+            raise EncoderSettingsError(f"{tok}/tokenizer_config.json: pad_token is not a token string")
+        try:
+            files = clip_tokenizer_files(pad_token=pad)
+        except (OSError, ValueError) as e:     # the shipped vocabulary is missing or damaged: a broken install
+            raise EncoderSettingsError(f"cannot embed the tokenizer: {type(e).__name__}: {e}") from None
+        for k, v in files.items():
+            if k == "merges.txt.xz" and any(n.endswith("/merges.txt.xz") for n in out):
+                continue                       # one merge list serves every tokenizer
+            out[f"{tok}/{k}"] = bytes(v)
+    return out
 
 
-def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha, assets=None) -> dict:
+def _tokenizer_configs(assets: dict) -> dict:
+    """``configs.tokenizer`` / ``configs.tokenizer_2`` for the embedded files (the shared merge list
+    is named where it is)."""
+    merges = next((n for n in sorted(assets) if n.endswith("/merges.txt.xz")), None)
+    out = {}
+    for tok in Component.TOKENIZERS:
+        own = sorted(n for n in assets if n.startswith(f"{tok}/"))
+        if not own:
+            continue
+        files = {n.split("/", 1)[1]: n for n in own}
+        if merges and "merges.txt.xz" not in files:
+            files["merges.txt.xz"] = merges
+        out[tok] = {Tokenizer.CLASS: "CLIPTokenizer", Tokenizer.FILES: files}
+    return out
+
+
+def _metadata(src, src_path, arch, naming, comps, configs, st, plans, sizes, sha, assets=None, lp=None) -> dict:
     cfg = dict(configs) if configs else {}
+    dropped = list(src.dropped) + sorted((lp.dropped if lp else {}))
+    reasons = dict(src.dropped_reasons)
+    for name, why in (lp.dropped if lp else {}).items():
+        reasons[name] = why
     meta = {
         Keys.ARCHITECTURE: arch or "unknown",
         Keys.NAMING: naming,
         Keys.COMPONENTS: comps,
         Keys.CONFIGS: cfg,
         Keys.SOURCE: {"file": os.path.basename(os.path.normpath(src_path)), "sha256": sha, "format": src.format,
-                      "non_model_entries": src.extras, "dropped": src.dropped},
+                      "non_model_entries": src.extras, "dropped": dropped},
         Keys.ENCODER: {"name": "acqe-encoder", "version": __version__,
                        "settings": {k: v for k, v in asdict(st).items() if k not in ("threads",)}},
         Keys.SIZES: sizes or {},
     }
-    tok = sorted(n for n in (assets or {}) if n.startswith(Tokenizer.ASSET_PREFIX))
-    if tok and Component.TOKENIZER not in cfg:
-        cfg[Component.TOKENIZER] = {Tokenizer.CLASS: "CLIPTokenizer",
-                                    Tokenizer.FILES: {n.split("/", 1)[1]: n for n in tok}}
-    elif cfg and Component.TEXT_ENCODER in cfg and Component.TOKENIZER not in cfg:
+    if reasons:
+        # reasons grouped so that thousands of EMA tensors make one line each, not one entry each
+        by_reason: dict[str, list[str]] = {}
+        for name, why in reasons.items():
+            by_reason.setdefault(why or "not part of the model", []).append(name)
+        meta[Keys.SOURCE]["dropped_reasons"] = [{"reason": why, "count": len(names), "examples": sorted(names)[:4]}
+                                                for why, names in sorted(by_reason.items())]
+    if lp is not None and lp.kept_unknown:
+        meta[Keys.SOURCE]["kept_unknown"] = list(lp.kept_unknown)
+    toks = _tokenizer_configs(assets or {})
+    for tok, desc in toks.items():
+        cfg.setdefault(tok, desc)
+    if not toks and cfg and Component.TEXT_ENCODER in cfg and Component.TOKENIZER not in cfg:
         cfg[Component.TOKENIZER] = {Tokenizer.CLASS: "CLIPTokenizer", Tokenizer.FILES: None,
                                     Tokenizer.SOURCE: "SD v1 CLIP BPE (acqe_format.model.clip_bpe's shipped merges)"}
     return meta

@@ -32,7 +32,7 @@ import numpy as np
 from acqe_format import AcqeReader
 from acqe_format.atomic import atomic_write
 from acqe_format.model import ModelInfo, Naming
-from acqe_format.model import sd_v1
+from acqe_format.model import architectures, sd_v1
 from acqe_export.errors import ExportError
 
 __all__ = ["GGUF_TYPES", "export_gguf", "gguf_plan", "read_gguf", "GgufReport"]
@@ -48,6 +48,9 @@ GGUF_TYPES: dict[str, tuple[Q, gguf.LlamaFileType]] = {
     "q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
 ARCHITECTURE = "sd1"          # general.architecture of SD v1 GGUF files in the community tools (ComfyUI-GGUF)
+# general.architecture by model family, as ComfyUI-GGUF names them; other families are refused rather
+# than labelled as SD v1
+GGUF_ARCHITECTURES = {"sd-v1": ARCHITECTURE, "sdxl": "sdxl"}
 # stable-diffusion.cpp never converts these (its converter's rules for SD v1 names)
 _NEVER_CONVERTED_SUFFIXES = (".bias", ".scale")
 _NEVER_CONVERTED_PARTS = ("time_embed.", "label_emb.", "embedding")
@@ -192,9 +195,13 @@ def export_gguf(src: str, out: str, type: str = "f16", threads: int | None = Non
     with AcqeReader(src) as r:
         plan = gguf_plan(r, type)
         info = ModelInfo.from_metadata(r.metadata)
+        family = architectures.for_file(info).family
+        if family not in GGUF_ARCHITECTURES:
+            raise ExportError(f"GGUF export labels SD v1 ('sd1') and SDXL ('sdxl') models; this file holds "
+                              f"{info.architecture} (family {family})")
         total = sum(int(np.prod(p.shape, dtype=np.int64)) for p in plan)
         with atomic_write(out) as f:
-            w = _IntoFile(f, ARCHITECTURE)
+            w = _IntoFile(f, GGUF_ARCHITECTURES[family])
             w.add_name(os.path.splitext(os.path.basename(src))[0])
             w.add_file_type(int(GGUF_TYPES[type][1]))
             if gguf.GGML_QUANT_SIZES[GGUF_TYPES[type][0]][0] > 1:

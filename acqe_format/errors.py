@@ -65,5 +65,19 @@ class SourceError(AcqeError, ValueError):
     """An input checkpoint cannot be read safely (foreign pickle globals, truncated, unknown layout, NaN)."""
 
 
+class UnknownLayoutError(SourceError):
+    """A checkpoint's tensor groups match no known architecture, or one only partly. ``groups``: the
+    unmatched tensor groups (name prefixes); ``keepable``: True when storing them as they are (without a
+    loadable meaning) is possible."""
+
+    def __init__(self, message: str, *, groups=(), keepable: bool = False):
+        super().__init__(message)
+        self.groups, self.keepable = tuple(groups), keepable
+
+
+class AmbiguousLayoutError(UnknownLayoutError):
+    """Two architectures have exactly these tensors (SD 2.x 512-base and 768-v): the caller must say which."""
+
+
 class RuntimeLoadError(AcqeError, RuntimeError):
     """A `.acqe` file is valid but cannot be turned into a model (missing component, config mismatch)."""

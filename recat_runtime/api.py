@@ -22,10 +22,10 @@ from recat_runtime.cache.hook import RecatCacheConfig
 from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, profile_similarity, recat_schedule
 from recat_runtime.cache.prompts import default_prompts
 from recat_runtime.cache.store import find_profile, find_schedule, with_profile
-from recat_runtime.errors import ForecastConflictError
+from recat_runtime.errors import ForecastConflictError, ImageInputError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
-from recat_runtime.sampling import GenerateResult, denoise_and_decode
+from recat_runtime.sampling import GenerateResult, denoise_and_decode, effective_steps
 
 __all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
@@ -82,8 +82,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
              seed: int = 0, batch: int = 1, height: int | None = None, width: int | None = None,
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
              branch: int | None = None, correction: bool = True, compact: bool = False,
-             forecast: bool = False, progress: Callable[[str, int, int | None], None] | None = None
-             ) -> GenerateResult:
+             forecast: bool = False, progress: Callable[[str, int, int | None], None] | None = None,
+             init_image=None, strength: float = 0.8) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
 
     ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
@@ -95,20 +95,38 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     Image ``j`` of prompt ``i`` uses seed ``seed + i * batch + j``. ``budget`` (full UNet steps) is
     ignored with ``cache="none"``. ``dtype``: "fp32", "fp16", "bf16" (or any spelling of
     `acqe_format.dtypes`).
+
+    ``init_image`` (a path or a PIL image) makes it image-to-image with the architecture's image pipeline,
+    starting ``strength`` (0..1] of the way into the noise schedule; the run then makes
+    ``int(steps * strength)`` UNet calls, and a cache budget counts those. The SDXL refiner only refines
+    images: it needs one.
+
+    Raises:
+        ImageInputError: no initial image for a model that needs one, or an unreadable one.
     """
     from acqe_format import AcqeReader
+    from acqe_format.model import architectures
 
     compute_dtype = torch_dtype(dtype)
     with AcqeReader(path) as r:
         metadata = r.metadata
+    spec = architectures.for_file(ModelInfo.from_metadata(metadata))
+    if init_image is None and spec.pipeline == spec.img2img_pipeline and "Inpaint" not in spec.pipeline:
+        raise ImageInputError(f"{spec.name} refines images: it needs an initial image", needs_image=True)
+    if init_image is not None:
+        init_image = _open_image(init_image)
+        if not 0.0 < strength <= 1.0:
+            raise ImageInputError(f"strength must be in (0, 1], got {strength}")
+    run_steps = effective_steps(steps, strength, init_image is not None)
     guidance = default_guidance(metadata) if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
-    config = cache_config(cache, steps=steps, budget=budget, metadata=metadata, sampler=scheduler,
+    config = cache_config(cache, steps=run_steps, budget=budget, metadata=metadata, sampler=scheduler,
                           guidance=guidance, branch=branch, correction=correction, forecast=forecast)
     t0 = time.perf_counter()
     if progress is not None:
         progress("load", 0, None)
-    pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact)
+    pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact,
+                         img2img=init_image is not None)
     load_s = time.perf_counter() - t0
     check_cache_fits(pipe.unet, config)
     on_step = None
@@ -120,7 +138,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     seeds = [seed + k for k in range(len(all_prompts))]
     latents, images, loop_s, dec_s, full = denoise_and_decode(
         pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config,
-        on_step=on_step)
+        on_step=on_step, init_image=init_image, strength=strength if init_image is not None else None)
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
             "guidance": guidance,
             "branch": None if config is None else config.branch,
@@ -132,6 +150,20 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
         held, dense = compact_bytes(pipe.unet)
         info.update(compact_weight_bytes=held, dense_weight_bytes=dense)
     return GenerateResult(images, latents, full, loop_s, dec_s, load_s, info)
+
+
+def _open_image(image):
+    """A PIL image from a path (or the image itself); ImageInputError for a file PIL cannot read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        with Image.open(image) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ImageInputError(f"cannot read the initial image {str(image)!r}: {type(e).__name__}: {e}") from None
 
 
 def _prompts_digest(prompts: Sequence[str]) -> str:

@@ -2,7 +2,7 @@
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
 __all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError", "CompactWeightError",
-           "UnsupportedDiffusersError", "DeviceError"]
+           "UnsupportedDiffusersError", "DeviceError", "ImageInputError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
@@ -47,3 +47,14 @@ class DeviceError(AcqeError, ValueError):
     ``cuda:3`` on a machine with two GPUs)."""
 
     cli_prefix = "unusable device"
+
+
+class ImageInputError(AcqeError, ValueError):
+    """An image-to-image request that cannot run: no initial image for a model that only refines images
+    (``needs_image``), an unreadable image, or a strength outside (0, 1]."""
+
+    cli_prefix = "image input"
+
+    def __init__(self, message: str, *, needs_image: bool = False):
+        super().__init__(message)
+        self.needs_image = needs_image

@@ -28,7 +28,7 @@ import torch
 
 from acqe_format import AcqeReader, dtypes
 from acqe_format.constants import CodecId
-from acqe_format.model import Component, ModelInfo, Naming
+from acqe_format.model import Component, ModelInfo, Naming, architectures
 from recat_runtime.devices import default_device, resolve_device
 from recat_runtime import preflight
 from recat_runtime.tokenizer import check_tokenizer_fits
@@ -145,9 +145,33 @@ def _empty(build):
         return build()
 
 
-def _model_and_converter(component: str, cfg: dict, naming: str):
+class _ReadRecorder(dict):
+    """A state dict that remembers which keys a converter read: diffusers' OpenCLIP converter copies the
+    fused ``in_proj`` tensors (q/k/v slices), so the preflight cannot follow them by identity."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        if key in self:
+            self.read.add(key)
+        return super().get(key, default)
+
+
+class _Converted(dict):
+    read: frozenset = frozenset()
+
+
+def _model_and_converter(component: str, cfg: dict, naming: str, openclip_prefix: str | None = None):
     """The component's model built on ``meta`` from its (schema-checked) config, and the function that takes
-    a state dict from the file's names to the model's. A config the class refuses is a RuntimeLoadError."""
+    a state dict from the file's names to the model's. ``openclip_prefix``: the text encoder's LDM tensors
+    use OpenCLIP's names under it (SD 2.x, SDXL's second encoder). A config the class refuses is a
+    RuntimeLoadError."""
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     convert = dict
     try:
@@ -165,11 +189,22 @@ def _model_and_converter(component: str, cfg: dict, naming: str):
             if naming == Naming.LDM:
                 convert = lambda state: convert_ldm_vae_checkpoint(state, cfg)  # noqa: E731
             model = _empty(lambda: AutoencoderKL(**cfg))
-        elif component == "text_encoder":
-            from transformers import CLIPTextConfig, CLIPTextModel
+        elif component in (Component.TEXT_ENCODER, Component.TEXT_ENCODER_2):
+            from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+            classes = cfg.pop("architectures", None) or []
+            with_projection = component == Component.TEXT_ENCODER_2 or "CLIPTextModelWithProjection" in classes
             text_cfg = CLIPTextConfig(**cfg)
-            model = _empty(lambda: CLIPTextModel(text_cfg))
+            cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+            model = _empty(lambda: cls(text_cfg))
+            if naming == Naming.LDM and openclip_prefix is not None:
+                from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
+                def convert(state, _model=model, _prefix=openclip_prefix):
+                    rec = _ReadRecorder(state)
+                    out = _Converted(convert_open_clip_checkpoint(_model, rec, prefix=_prefix))
+                    out.read = frozenset(rec.read)
+                    return out
         else:
             raise RuntimeLoadError(f"unknown component {component!r}")
     except RuntimeLoadError:
@@ -202,8 +237,9 @@ def _load_component(path_or_reader, component: str, torch_dtype, device, threads
         prefix = info.prefix(component)             # a loadable naming that names the component
         cfg = info.config(component)
         device = resolve_device(device)
-        strip = naming == Naming.DIFFUSERS or component == Component.TEXT_ENCODER
-        model, convert = _model_and_converter(component, cfg, naming)
+        openclip = naming == Naming.LDM and component in architectures.for_file(info).openclip
+        strip = naming == Naming.DIFFUSERS or (component in Component.TOKENIZER_OF and not openclip)
+        model, convert = _model_and_converter(component, cfg, naming, prefix if openclip else None)
         # names, shapes and dtypes against the model before anything is decoded
         stored = preflight.placeholders({(t.name[len(prefix):] if strip else t.name): t
                                          for t in r.tensors if t.name.startswith(prefix)})
@@ -245,28 +281,34 @@ def load_vae(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=
     return _load_component(path_or_reader, "vae", torch_dtype, device, threads, compact)
 
 
-def load_text_encoder(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None):
-    """The ``CLIPTextModel`` of a `.acqe` file."""
-    return _load_component(path_or_reader, "text_encoder", torch_dtype, device, threads)
+def load_text_encoder(path_or_reader, *, torch_dtype=torch.float32, device=None, threads=None,
+                      component: str = Component.TEXT_ENCODER):
+    """The ``CLIPTextModel`` of a `.acqe` file (``component="text_encoder_2"``: SDXL's second encoder, a
+    ``CLIPTextModelWithProjection``)."""
+    return _load_component(path_or_reader, component, torch_dtype, device, threads)
 
 
-def load_tokenizer(path_or_reader):
-    """The ``CLIPTokenizer`` built from the tokenizer files embedded in the file (offline).
+def load_tokenizer(path_or_reader, component: str = Component.TOKENIZER):
+    """The ``CLIPTokenizer`` built from the tokenizer files embedded in the file (offline); ``component``:
+    ``"tokenizer"`` or ``"tokenizer_2"`` (SDXL's second, OpenCLIP's pad token).
 
     A file that embeds no tokenizer gets SD v1's CLIP BPE from the vocabulary shipped with
-    `acqe_format.model.clip_bpe`. Embedded files that cannot be used are an error (RuntimeLoadError), never
-    silently replaced by another tokenizer.
+    `acqe_format.model.clip_bpe` (with the architecture's pad token). Embedded files that cannot be used
+    are an error (RuntimeLoadError), never silently replaced by another tokenizer.
     """
+    from acqe_format.model.clip_bpe import clip_tokenizer_files
     from recat_runtime.tokenizer import build_clip_tokenizer
 
     with _reader(path_or_reader) as r:
-        files = ModelInfo.from_metadata(r.metadata).tokenizer_files(r.assets)
+        info = ModelInfo.from_metadata(r.metadata)
+        files = info.tokenizer_files(r.assets, component)
     if files is None:
-        return build_clip_tokenizer(None)
+        pad = architectures.for_file(info).pad_tokens.get(component, architectures.CLIP_PAD)
+        return build_clip_tokenizer(clip_tokenizer_files(pad_token=pad))
     try:
         return build_clip_tokenizer(files)
     except ValueError as exc:     # (MetadataError, UnicodeDecodeError and LZMA's errors are ValueErrors)
-        raise RuntimeLoadError(f"the embedded tokenizer files are unusable: {str(exc).splitlines()[0]}") from None
+        raise RuntimeLoadError(f"the embedded {component} files are unusable: {str(exc).splitlines()[0]}") from None
 
 
 def load_scheduler(path_or_reader, scheduler: str = "ddim"):
@@ -287,8 +329,11 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
 
 
 def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None,
-                  compact: bool = False):
-    """A ready ``StableDiffusionPipeline`` (no safety checker) from a `.acqe` file, entirely offline.
+                  compact: bool = False, img2img: bool = False):
+    """A ready diffusers pipeline (no safety checker) from a `.acqe` file, entirely offline: the one its
+    architecture runs with (`acqe_format.model.architectures`): ``StableDiffusionPipeline`` (SD 1.x, 2.x),
+    ``StableDiffusionInpaintPipeline`` (SD 1.x inpainting), ``StableDiffusionXLPipeline`` (SDXL base, both
+    text encoders) or ``StableDiffusionXLImg2ImgPipeline`` (the SDXL refiner).
 
     Args:
         path: the `.acqe` file.
@@ -296,22 +341,36 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
         torch_dtype: ``torch.float32``, ``torch.float16`` or ``torch.bfloat16``.
         scheduler: one of ``ddim``, ``pndm``, ``euler``, ``euler-a``, ``dpm++``, ``lms``.
         compact: keep the UNet's codebook-coded weights compact on the device (see `load_unet`).
+        img2img: the architecture's image-to-image pipeline instead (``StableDiffusionImg2ImgPipeline``,
+            ``StableDiffusionXLImg2ImgPipeline``; the inpainting and refiner pipelines take images anyway).
 
     Raises:
         RuntimeLoadError: a component, config or tensor is missing or does not fit its config.
     """
-    from diffusers import StableDiffusionPipeline
+    import diffusers
 
     device = resolve_device(device)
     with _reader(path) as r:
-        unet = load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact)
-        vae = load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)
-        text_encoder = load_text_encoder(r, torch_dtype=torch_dtype, device=device, threads=threads)
-        tokenizer = load_tokenizer(r)
-        sched = load_scheduler(r, scheduler)
-    check_tokenizer_fits(tokenizer, text_encoder.config)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sched,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    return pipe
+        info = ModelInfo.from_metadata(r.metadata)
+        spec = architectures.for_file(info)
+        parts = {"unet": load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact),
+                 "vae": load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)}
+        for te, tok in Component.TOKENIZER_OF.items():
+            if te in spec.components or te in info.configs:
+                parts[te] = load_text_encoder(r, torch_dtype=torch_dtype, device=device, threads=threads, component=te)
+                parts[tok] = load_tokenizer(r, tok)
+                check_tokenizer_fits(parts[tok], parts[te].config)
+            elif spec.family == "sdxl":
+                parts[te], parts[tok] = None, None       # the refiner has no first text encoder
+        parts["scheduler"] = load_scheduler(r, scheduler)
+    if Component.TEXT_ENCODER not in parts and Component.TEXT_ENCODER_2 not in parts:
+        raise RuntimeLoadError("the file has no text encoder, so no pipeline can encode a prompt")
+    name = spec.img2img_pipeline if img2img else spec.pipeline
+    cls = getattr(diffusers, name)
+    if spec.family == "sdxl":
+        extra = {"add_watermarker": False, "force_zeros_for_empty_prompt": spec is not architectures.SDXL_REFINER}
+        if name == "StableDiffusionXLImg2ImgPipeline":
+            extra["requires_aesthetics_score"] = spec is architectures.SDXL_REFINER
+    else:
+        extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    return cls(**parts, **extra)

@@ -70,6 +70,9 @@ def check_fit(what: str, model, stored: dict[str, torch.Tensor], converted: dict
             raise RuntimeLoadError(f"{what}: {k} is stored as {str(v.dtype).replace('torch.', '')}, the model "
                                    f"needs {'a float' if want.is_floating_point() else str(want.dtype).replace('torch.', '')}")
     used_ids = {id(_root(v)) for v in state.values()}
+    # keys a converter read and copied (OpenCLIP's fused q/k/v): used although no output shares their storage
+    read = getattr(converted, "read", frozenset())
+    used_ids |= {id(stored[k]) for k in read if k in stored}
     unused = sorted(k for k, v in stored.items() if id(v) not in used_ids and not k.endswith(OPTIONAL_SUFFIXES))
     if unused:
         raise RuntimeLoadError(f"{what}: {len(unused)} stored tensor(s) that the model does not use, e.g. "

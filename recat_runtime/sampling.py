@@ -14,7 +14,7 @@ import torch
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 
-__all__ = ["GenerateResult", "denoise_and_decode", "synchronize"]
+__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps"]
 
 
 @dataclass
@@ -34,21 +34,69 @@ def synchronize(device) -> None:
         torch.cuda.synchronize()
 
 
+def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, width=None) -> dict:
+    """The image arguments of ``pipe``'s call: ``image``/``strength`` for image-to-image pipelines; for an
+    inpainting pipeline, a mask that repaints everything (its text-to-image use) over the initial image
+    (mid-grey without one). Empty for a text-to-image pipeline without an initial image. An image pipeline
+    called without one (profiling the SDXL refiner) starts from mid-grey at strength 1: the whole noise
+    schedule, as text to image runs it."""
+    from PIL import Image
+
+    params = _call_parameters(pipe)
+    inpaint = "mask_image" in params
+    needs_image = "image" in params and "height" not in params       # SDXL / SD image-to-image pipelines
+    if init_image is None and not inpaint and not needs_image:
+        return {}
+    if init_image is None and needs_image:
+        strength = 1.0
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = (width or side, height or side)
+    if init_image is None:
+        init_image = Image.new("RGB", size, (127, 127, 127))
+    elif height and width:
+        init_image = init_image.convert("RGB").resize((width, height))
+    out = {"image": [init_image.convert("RGB")] * n}
+    if strength is not None:
+        out["strength"] = float(strength)
+    if inpaint:
+        out["mask_image"] = [Image.new("L", out["image"][0].size, 255)] * n
+    return out
+
+
+def _call_parameters(pipe) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(type(pipe).__call__).parameters)
+
+
+def effective_steps(steps: int, strength: float | None, with_image: bool) -> int:
+    """UNet calls of one run: image-to-image starts at ``strength`` of the schedule (diffusers' rule)."""
+    if not with_image or strength is None:
+        return steps
+    return max(1, min(int(steps * strength), steps))
+
+
 def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: float, seeds: Sequence[int],
                        height=None, width=None, config: RecatCacheConfig | None = None,
                        negative_prompt=None, on_step: Callable[[int, int], None] | None = None,
+                       init_image=None, strength: float | None = None,
                        ) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
     """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps).
-    ``on_step(done, steps)`` is called after each denoising step."""
+    ``on_step(done, steps)`` is called after each denoising step. ``init_image`` (a PIL image) and
+    ``strength`` make it image-to-image (the pipeline must take an image: see `load_pipeline`'s ``img2img``)."""
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    extra = {}
+    extra = image_inputs(pipe, init_image, strength, len(prompts), height, width)
     if on_step is not None:
+        total = effective_steps(steps, extra.get("strength"), "image" in extra)
+
         def step_end(_pipe, i, _t, tensors):
-            on_step(i + 1, steps)
+            on_step(i + 1, total)
             return tensors
         extra["callback_on_step_end"] = step_end
     hook = apply_recat_cache(pipe, config) if config is not None else None
+    if hook is not None and "image" in extra and "strength" in extra:
+        hook.runs_tail = True        # image to image: the run is the tail of the scheduler's timesteps
     try:
         synchronize(device)
         t0 = time.perf_counter()

@@ -120,7 +120,7 @@ def _hostile_ckpt(path):
 def test_foreign_pickle_global_is_refused(tmp_path):
     src, out = str(tmp_path / "evil.ckpt"), str(tmp_path / "evil.acqe")
     _hostile_ckpt(src)
-    rc, err = run("convert", src, out, "-q")
+    rc, err = run("convert", src, out, "--keep-unknown", "-q")
     assert rc == 1 and err.startswith("Error: cannot read input")
     assert "system" in err and not os.path.exists(out)
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
@@ -130,14 +130,14 @@ def test_truncated_checkpoint(tiny_ckpt, tmp_path):
     src, out = str(tmp_path / "trunc.ckpt"), str(tmp_path / "trunc.acqe")
     data = open(tiny_ckpt, "rb").read()
     open(src, "wb").write(data[: len(data) * 2 // 3])
-    rc, err = run("convert", src, out, "-q")
+    rc, err = run("convert", src, out, "--keep-unknown", "-q")
     assert rc == 1 and "Error:" in err and not os.path.exists(out)
     st = str(tmp_path / "trunc.safetensors")
     from safetensors.numpy import save_file
     save_file({"w": np.ones((64, 64), np.float32)}, st)
     raw = open(st, "rb").read()
     open(st, "wb").write(raw[:-100])
-    rc, err = run("convert", st, out, "-q")
+    rc, err = run("convert", st, out, "--keep-unknown", "-q")
     assert rc == 1 and "truncated" in err and not os.path.exists(out)
 
 
@@ -147,20 +147,20 @@ def test_nan_weights_refused(tmp_path):
     w[3, 5] = np.nan
     src, out = str(tmp_path / "nan.safetensors"), str(tmp_path / "nan.acqe")
     save_file({"w": w, "b": np.ones(64, np.float32)}, src)
-    rc, err = run("convert", src, out, "-q")
+    rc, err = run("convert", src, out, "--keep-unknown", "-q")
     assert rc == 1 and "NaN" in err and not os.path.exists(out)
     save_file({"w": np.ones((64, 64), np.float32), "b": np.full(64, np.inf, np.float32)}, src)
-    rc, err = run("convert", src, out, "-q")
+    rc, err = run("convert", src, out, "--keep-unknown", "-q")
     assert rc == 1 and "NaN" in err and not os.path.exists(out)
 
 
 def test_unknown_layout_refused(tmp_path):
     src, out = str(tmp_path / "empty.ckpt"), str(tmp_path / "e.acqe")
     torch.save({"state_dict": {}, "global_step": 3}, src)
-    rc, err = run("convert", src, out, "-q")
+    rc, err = run("convert", src, out, "--keep-unknown", "-q")
     assert rc == 1 and "unknown layout" in err and not os.path.exists(out)
     torch.save([1, 2, 3], src)
-    rc, err = run("convert", src, out, "-q")
+    rc, err = run("convert", src, out, "--keep-unknown", "-q")
     assert rc == 1 and not os.path.exists(out)
 
 
@@ -181,7 +181,7 @@ def test_flat_safetensors_and_diffusers_folder(tmp_path):
     sd = {"enc.w": rng.standard_normal((128, 96)).astype(np.float16), "enc.b": rng.standard_normal(128).astype(np.float32)}
     p = str(tmp_path / "flat.safetensors")
     save_file(sd, p)
-    convert(p, str(tmp_path / "flat.acqe"), Settings(bits=5))
+    convert(p, str(tmp_path / "flat.acqe"), Settings(keep_unknown=True, bits=5))
     with AcqeReader(str(tmp_path / "flat.acqe")) as r:
         assert r.metadata["naming"] == "flat"
         w = r.read("enc.w")
@@ -192,7 +192,7 @@ def test_flat_safetensors_and_diffusers_folder(tmp_path):
     unet = diffusers.UNet2DConditionModel(**ucfg)
     folder = tmp_path / "pipe"
     unet.save_pretrained(str(folder / "unet"))
-    convert(str(folder), str(tmp_path / "pipe.acqe"), Settings(bits=4))
+    convert(str(folder), str(tmp_path / "pipe.acqe"), Settings(keep_unknown=True, bits=4))
     with AcqeReader(str(tmp_path / "pipe.acqe")) as r:
         assert r.metadata["naming"] == "diffusers"
         assert r.metadata["configs"]["unet"]["block_out_channels"] == [32, 64]
@@ -222,8 +222,10 @@ def test_tokenizer_embed_without_a_text_encoder_is_an_error(tmp_path):
 
     src = str(tmp_path / "flat.safetensors")
     save_file({"w": np.ones((64, 64), np.float32)}, src)
-    rc, err = run("convert", src, str(tmp_path / "flat.acqe"), "--tokenizer", "embed", "-q")
-    assert rc == 1 and len(err.strip().splitlines()) == 1 and "no text encoder" in err, err
+    rc, err = run("convert", src, str(tmp_path / "flat.acqe"), "--tokenizer", "embed", "--keep-unknown", "-q")
+    # (--keep-unknown says on stderr which groups it keeps; the error is then the one Error line)
+    errors = [line for line in err.strip().splitlines() if line.startswith("Error")]
+    assert rc == 1 and len(errors) == 1 and "no text encoder" in errors[0], err
     assert not (tmp_path / "flat.acqe").exists()
-    rc, err = run("convert", src, str(tmp_path / "flat.acqe"), "-q")            # auto: nothing to embed
+    rc, err = run("convert", src, str(tmp_path / "flat.acqe"), "--keep-unknown", "-q")            # auto: nothing to embed
     assert rc == 0, err

@@ -138,7 +138,7 @@ def test_deflated_records_convert_to_the_values_torch_reads(tmp_path, method):
         _write_deflated(src, sd)
         assert {i.compress_type for i in zipfile.ZipFile(src).infolist()} == {zipfile.ZIP_DEFLATED}
     out = str(tmp_path / f"{method}.acqe")
-    rc, err = run("convert", src, out, "--lossless", "-q")
+    rc, err = run("convert", src, out, "--lossless", "--keep-unknown", "-q")
     assert rc == 0, err
     ref = H.torch_load(src)["state_dict"]
     with AcqeReader(out) as r:
@@ -194,7 +194,7 @@ def test_tensors_without_plain_data_are_one_line_errors(tmp_path, what):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save({"state_dict": {"ok": torch.ones(64, 64), "bad": make[what]()}}, p)
-    rc, err = run("convert", p, out, "-q")
+    rc, err = run("convert", p, out, "--keep-unknown", "-q")
     assert rc == 1 and err.startswith("Error: cannot read input") and "'bad'" in err, err
     assert len(err.strip().splitlines()) <= 2 and not os.path.exists(out)
 
@@ -224,7 +224,7 @@ def test_ckpt_conversion_never_imports_torch(tmp_path):
     torch.save({"state_dict": {"w": torch.randn(64, 64), "b": torch.zeros(64).bfloat16()}, "global_step": 3}, p)
     code = ("import sys; sys.modules['torch'] = None\n"          # any `import torch` now raises ImportError
             "from acqe_cli.main import main\n"
-            f"rc = main(['convert', {p!r}, {out!r}, '--bits', '6', '--tokenizer', 'omit', '-q'])\n"
+            f"rc = main(['convert', {p!r}, {out!r}, '--bits', '6', '--tokenizer', 'omit', '--keep-unknown', '-q'])\n"
             "assert rc == 0, rc\n"
             "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m] is not None)\n")
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -42,7 +42,7 @@ def convert_error(tmp_path, name: str, data: bytes, *words):
     src, out = str(tmp_path / name), str(tmp_path / (name + ".acqe"))
     with open(src, "wb") as f:
         f.write(data)
-    rc, err = run("convert", src, out, "--lossless", "--tokenizer", "omit", "-q")
+    rc, err = run("convert", src, out, "--lossless", "--tokenizer", "omit", "--keep-unknown", "-q")
     assert_one_line_error(rc, err, *words)
     assert not os.path.exists(out)
 
@@ -70,7 +70,7 @@ HANG_SCRIPT = textwrap.dedent("""
         path = fifo if case.name == "file/fifo" else case.materialise({work!r})
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            rc = main(["convert", path, path + ".acqe", "--lossless", "--tokenizer", "omit", "-q"])
+            rc = main(["convert", path, path + ".acqe", "--lossless", "--tokenizer", "omit", "--keep-unknown", "-q"])
         res[case.name] = [rc, err.getvalue()]
     print(json.dumps(res))
 """)
@@ -107,7 +107,7 @@ def test_source_hash_covers_exactly_the_files_read(tmp_path):
     assert read == ["scheduler/scheduler_config.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
                     "vae/config.json", "vae/diffusion_pytorch_model.bin"]          # not README.md
     out = str(tmp_path / "f.acqe")
-    rc, err = run("convert", root, out, "--lossless", "--tokenizer", "omit", "-q")
+    rc, err = run("convert", root, out, "--lossless", "--tokenizer", "omit", "--keep-unknown", "-q")
     assert rc == 0, err
     h = hashlib.sha256()
     for rel in read:
@@ -147,7 +147,7 @@ def test_small_broadcasts_still_convert(tmp_path):
                                                         "1": np.arange(64, dtype="<f4").tobytes()})
     src, out = str(tmp_path / "ok.ckpt"), str(tmp_path / "ok.acqe")
     open(src, "wb").write(data)
-    rc, err = run("convert", src, out, "--lossless", "--tokenizer", "omit", "-q")
+    rc, err = run("convert", src, out, "--lossless", "--tokenizer", "omit", "--keep-unknown", "-q")
     assert rc == 0, err
     with AcqeReader(out) as r:
         assert np.array_equal(r.read("bc"), np.broadcast_to(np.arange(64, dtype=np.float32), (16, 64)))
@@ -223,5 +223,5 @@ def test_folder_config_files_are_bounded_strict_objects(tmp_path, config, words)
     (root / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(
         H.safetensors_bytes({"w": np.ones((4, 5), np.float32)}))
     (root / "unet" / "config.json").write_bytes(config)
-    rc, err = run("convert", str(root), str(tmp_path / "p.acqe"), "--lossless", "--tokenizer", "omit", "-q")
+    rc, err = run("convert", str(root), str(tmp_path / "p.acqe"), "--lossless", "--tokenizer", "omit", "--keep-unknown", "-q")
     assert_one_line_error(rc, err, "config.json", *words)

@@ -13,6 +13,8 @@ Examples:
   acqe convert sd-v1-4.ckpt sd14.acqe                 # default: 3.8 bits/value for the whole file
   acqe convert sd-v1-4.ckpt sd14-small.acqe --bits 3
   acqe convert model.safetensors model.acqe --lossless
+  acqe convert sdxl-base-folder/ sdxl.acqe            # diffusers folders: every component, both tokenizers
+  acqe convert v2-1_768-ema-pruned.safetensors sd21.acqe --prediction-type v_prediction
 """
 
 
@@ -32,15 +34,22 @@ Examples:
 @click.option("--min-numel", type=click.IntRange(1, None), default=1024, show_default=True,
               help="smaller tensors are stored losslessly")
 @click.option("--tokenizer", type=click.Choice(["auto", "embed", "omit"]), default="auto", show_default=True,
-              help="SD v1's CLIP tokenizer files as assets (182 kB, counted in --bits): auto embeds them when the "
-                   "model has a text encoder, embed also fails when it has none, omit leaves them out")
+              help="the CLIP tokenizer files of every text encoder as assets (182 kB, counted in --bits): auto "
+                   "embeds them when the model has a text encoder, embed also fails when it has none, omit leaves them out")
 @click.option("--format-1.0", "format_10", is_flag=True,
               help="store the directory and metadata uncompressed: a format 1.0 file for 1.0 readers "
                    "(costs ~4%% of a small model's size)")
+@click.option("--keep-unknown", is_flag=True,
+              help="store tensor groups that match no known architecture (or only part of one) as they are "
+                   "(the file then says which; it may not load as a pipeline)")
+@click.option("--prediction-type", type=click.Choice(["epsilon", "v_prediction"]), default=None,
+              help="what the UNet predicts (stored in the scheduler config): needed for SD 2.x single files "
+                   "(512-base is epsilon, 768-v is v_prediction: their tensors are the same); overrides the "
+                   "default of other architectures (e.g. a v-prediction SDXL fine-tune)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, as_json,
-            quiet):
+def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, keep_unknown,
+            prediction_type, as_json, quiet):
     """Convert SRC (a .ckpt, .safetensors, or diffusers folder) into the .acqe file OUT.
 
     Floating tensors with 2+ dimensions and at least --min-numel values are ACQ-E coded (histogram-guided
@@ -55,7 +64,7 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
     st = Settings(bits=None if lossless else (DEFAULT_BITS if bits is None else bits), lossless=lossless,
                   calibrate=calibrate, objective=objective, contexts=not no_contexts, min_numel=min_numel,
                   embed_tokenizer={"auto": None, "embed": True, "omit": False}[tokenizer],
-                  compress_sections=not format_10)
+                  compress_sections=not format_10, keep_unknown=keep_unknown, prediction_type=prediction_type)
     with progress_display(quiet or as_json) as show:
         rep = convert(src, out, st, progress=lambda phase, component, done, total: show(f"{phase} {component}",
                                                                                         done, total),

@@ -19,6 +19,7 @@ Examples:
   acqe profile-cache model.acqe --steps 50 --full-steps 7
   acqe generate model.acqe --prompt "a red circle" --steps 50 --cache recat --full-steps 7 --out img.png
   acqe generate model.acqe --prompt "a red circle" --prompt "a blue square" --batch 4 --out grid.png
+  acqe generate sdxl-refiner.acqe --prompt "a red circle" --init-image base.png --strength 0.3 --out refined.png
 """
 
 
@@ -72,10 +73,17 @@ def _grid(images, cols: int):
               help="CPU threads for torch (default: torch's; 1 is fastest for small models on a busy CPU)")
 @click.option("--max-decoded-size", type=checks.ByteSize(), default=None,
               help="decode at most this many bytes of tensors (e.g. 8G; default: 64x the file size)")
+@click.option("--init-image", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="image to image: start from this image (resized to the output size); the SDXL refiner "
+                   "needs one")
+@click.option("--strength", type=checks.FiniteFloat(0.0, 1.0), default=None,
+              help="with --init-image: how far into the noise schedule to start, (0, 1] (default 0.8); the run "
+                   "makes int(steps x strength) UNet calls, which --full-steps counts")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(model, prompts, steps, cache, budget, seed, out, height, width, force, guidance, device, dtype, sampler,
-            batch, branch, no_correction, forecast, compact, threads, as_json, max_decoded_size, quiet):
+            batch, branch, no_correction, forecast, compact, threads, init_image, strength, as_json, max_decoded_size,
+            quiet):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from acqe_format.decode_budget import decoded_limit
     from recat_runtime.api import generate            # first: without torch, one line naming [runtime]
@@ -102,17 +110,25 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
 
         torch.set_num_threads(threads)
 
+    if strength is not None and init_image is None:
+        raise click.UsageError("--strength needs --init-image")
+    if strength is not None and strength <= 0:
+        raise click.UsageError("--strength must be above 0")
+    strength = 0.8 if strength is None else strength
+    from recat_runtime.sampling import effective_steps
+
+    run_steps = effective_steps(steps, strength, init_image is not None)
     if cache == "none":
         budget = None
     elif budget is None:
         raise click.UsageError(f"--cache {cache} needs --full-steps B")
-    elif budget > steps:
-        raise click.UsageError(f"--full-steps {budget} is more than --steps {steps}")
+    elif budget > run_steps:
+        raise click.UsageError(f"--full-steps {budget} is more than the {run_steps} UNet calls of the run")
     with decoded_limit(max_decoded_size), progress_display(quiet or as_json) as show:
         res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
                        height=height, width=width, guidance=guidance, device=dev, dtype=dtype, scheduler=sampler,
                        branch=branch, correction=not no_correction, compact=compact, forecast=forecast,
-                       progress=show)
+                       progress=show, init_image=init_image, strength=strength)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))
     from acqe_format.atomic import atomic_write
 

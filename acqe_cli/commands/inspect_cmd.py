@@ -85,13 +85,15 @@ def summarize(r) -> dict:
     from acqe_format.errors import MetadataError
     from acqe_format.model import ModelInfo
 
+    model = None
     try:            # inspect shows a file whatever its model metadata says, and says what a loader would refuse
-        ModelInfo.from_metadata(r.metadata)
+        model = _model_summary(ModelInfo.from_metadata(r.metadata), r.metadata)
         problem = None
     except MetadataError as e:
         problem = str(e)
     return {
         "metadata_error": problem,
+        "model": model,
         "file": r.path, "file_bytes": size, "version": f"{h.major}.{h.minor}", "alignment": h.alignment,
         "required_features": feat(h.required_features), "optional_features": feat(h.optional_features),
         "sections": [{"kind": C.SectionKind(s.kind).name if s.kind in C.SectionKind._value2member_map_
@@ -111,6 +113,36 @@ def summarize(r) -> dict:
             "payload_bits_per_param": round(payload * 8 / params, 4) if params else None,
         },
     }
+
+
+def _model_summary(info, meta: dict) -> dict:
+    """The architecture, the pipeline that runs it, its components and tokenizers, and what the
+    conversion left out on purpose or kept without a known meaning."""
+    from acqe_format.model import Component, architectures
+
+    spec = architectures.get(info.architecture)
+    src = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    return {"architecture": info.architecture, "registered": spec is not None,
+            "description": spec.description if spec else None,
+            "pipeline": spec.pipeline if spec else None, "naming": info.naming,
+            # the components the file names (else its architecture's defaults, which a loader uses)
+            "components": ({c: p for c, p in info.components.items() if c in (meta.get("components") or info.components)}
+                           if info.loadable else {}),
+            "tokenizers": [t for t in Component.TOKENIZERS if isinstance(info.configs.get(t), dict)],
+            "dropped": src.get("dropped_reasons") or [], "kept_unknown": src.get("kept_unknown") or []}
+
+
+def _model_line(m: dict) -> str:
+    comps = ", ".join(f"{c} ({p}*)" for c, p in m["components"].items()) or "none"
+    line = (f"model: {m['architecture']}" + (f" — {m['description']}" if m["description"] else " (not a registered "
+            "architecture)") + (f"; pipeline {m['pipeline']}" if m["pipeline"] else "")
+            + f"; components {comps}; tokenizers {', '.join(m['tokenizers']) or 'none'}")
+    for d in m["dropped"]:
+        if isinstance(d, dict):
+            line += f"; dropped {d.get('count')} tensor(s): {d.get('reason')}"
+    if m["kept_unknown"]:
+        line += f"; kept without a known meaning: {', '.join(map(str, m['kept_unknown']))}"
+    return escape(line)
 
 
 def _meta_lines(meta: dict) -> list[tuple[str, str]]:
@@ -193,6 +225,8 @@ def command(file, as_json, tensors):
     if info["metadata_error"]:
         con.print(Text(f"model metadata problem (loading will refuse the file): {escape(info['metadata_error'])}",
                        style="bold red"))
+    if info.get("model"):
+        con.print(Text(_model_line(info["model"]), style="bold"))
     if info["metadata"]:
         mt = Table(title="metadata", show_header=False, box=None, pad_edge=False)
         for k, v in _meta_lines(info["metadata"]):

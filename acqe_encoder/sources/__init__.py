@@ -22,7 +22,7 @@ from acqe_encoder.sources import limits as L
 from acqe_encoder.sources.files import RegularFile, hash_files, open_regular, read_bounded, shown
 from acqe_format.errors import SourceError
 
-CONFIG_COMPONENTS = ("unet", "vae", "text_encoder", "scheduler")
+CONFIG_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")
 
 
 @dataclass
@@ -54,6 +54,8 @@ class Source:
     architecture: str | None = None                   # from the input itself (e.g. acqe_configs)
     naming_hint: str | None = None                    # "diffusers" for pipeline folders
     dropped: list[str] = field(default_factory=list)  # entries not carried over (optimizer state, ...)
+    dropped_reasons: dict = field(default_factory=dict)  # a dropped entry (or folder) -> why
+    tokenizers: dict = field(default_factory=dict)    # tokenizer component -> its tokenizer_config.json
     files: list[RegularFile] = field(default_factory=list)   # exactly the regular files read
     _closers: list = field(default_factory=list, repr=False)
 

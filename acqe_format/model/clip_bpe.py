@@ -33,7 +33,7 @@ NUM_MERGES = 49152 - 256 - 2
 MAX_MERGES_BYTES = 4 << 20
 MAX_VOCAB = 1 << 20           # tokens (and ids) of an embedded vocab.json
 
-__all__ = ["clip_tokenizer_files", "decode_tokenizer_files", "bytes_to_unicode", "vocab_from_merges",
+__all__ = ["clip_tokenizer_files", "decode_tokenizer_files", "differs_from_clip", "bytes_to_unicode", "vocab_from_merges",
            "VOCAB_SIZE", "MODEL_MAX_LENGTH", "BOS_TOKEN", "EOS_TOKEN", "VOCAB_PACKAGE"]
 
 
@@ -87,8 +87,12 @@ def merges_from_text(text: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
+def clip_tokenizer_files(compact: bool = True, pad_token: str = EOS_TOKEN,
+                         model_max_length: int = MODEL_MAX_LENGTH) -> dict[str, bytes]:
     """SD v1's tokenizer as files to embed in an ``.acqe``.
+
+    ``pad_token``: OpenAI CLIP pads with ``<|endoftext|>``; OpenCLIP (SD 2.x, SDXL's second encoder)
+    with ``!`` over the same vocabulary, so only ``tokenizer_config.json`` differs.
 
     ``compact`` (the default) gives ``merges.txt.xz`` (CLIP's merge list, xz-compressed, about 180 kB)
     and ``tokenizer_config.json``: the vocabulary is derived from the merges exactly as CLIP derives it,
@@ -101,11 +105,11 @@ def clip_tokenizer_files(compact: bool = True) -> dict[str, bytes]:
     encoder = vocab_from_merges(merges)
     config = {
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MODEL_MAX_LENGTH,
+        "model_max_length": model_max_length,
         "bos_token": BOS_TOKEN,
         "eos_token": EOS_TOKEN,
         "unk_token": EOS_TOKEN,
-        "pad_token": EOS_TOKEN,
+        "pad_token": pad_token,
         "do_lower_case": True,
     }
     # Same header line as OpenAI's merges.txt; readers skip line 0.
@@ -132,6 +136,25 @@ def _inflate_merges(data: bytes) -> str:
         return raw.decode("utf-8")
     except (lzma.LZMAError, UnicodeDecodeError) as e:
         raise ValueError(f"merges.txt.xz is not a valid xz-compressed UTF-8 merge list: {e}") from None
+
+
+def differs_from_clip(merges_text: str | None = None, vocab: dict | None = None) -> str | None:
+    """Why a tokenizer's ``merges.txt`` text or ``vocab.json`` mapping is not CLIP's BPE vocabulary (the one
+    ACQE embeds for every Stable Diffusion text encoder), or None when they are CLIP's."""
+    with open(MERGES_DATA, "rb") as f:
+        ours = merges_from_text(_inflate_merges(f.read()))
+    if merges_text is not None:
+        theirs = merges_from_text(merges_text)
+        if theirs != ours:
+            n = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+            return f"its merge list differs from CLIP's at rule {n} ({len(theirs)} rules, CLIP has {len(ours)})"
+    if vocab is not None:
+        want = vocab_from_merges(ours)
+        if vocab != want:
+            extra = sorted(set(vocab) - set(want))[:3]
+            return (f"its vocabulary differs from CLIP's ({len(vocab)} tokens, CLIP has {len(want)}"
+                    + (f"; e.g. {extra}" if extra else "") + ")")
+    return None
 
 
 def decode_tokenizer_files(files: dict[str, bytes]) -> tuple[dict[str, int], list[tuple[str, str]], dict]:

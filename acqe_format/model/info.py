@@ -58,7 +58,7 @@ class ModelInfo:
                                     f"{_json_name(type(prefix).__name__)}")
             components[name] = prefix
         for name, cfg in configs.items():
-            if not isinstance(cfg, dict) and not (name == Component.TOKENIZER and cfg is None):
+            if not isinstance(cfg, dict) and not (name in Component.TOKENIZERS and cfg is None):
                 raise MetadataError(f"metadata configs.{name} must be a JSON object, not {_json_name(type(cfg).__name__)}")
         return cls(arch, naming, components, configs, inference)
 
@@ -87,17 +87,21 @@ class ModelInfo:
     @property
     def tokenizer(self) -> dict:
         """The ``configs.tokenizer`` description (``{}`` when absent)."""
-        desc = self.configs.get(Component.TOKENIZER)
+        return self.tokenizer_description(Component.TOKENIZER)
+
+    def tokenizer_description(self, component: str = Component.TOKENIZER) -> dict:
+        """The ``configs.<component>`` tokenizer description (``{}`` when absent)."""
+        desc = self.configs.get(component)
         return desc if isinstance(desc, dict) else {}
 
-    def tokenizer_files(self, assets: dict[str, bytes]) -> dict[str, bytes] | None:
-        """The embedded tokenizer files (file name -> bytes) named by the description, else every asset
-        under ``tokenizer/``; None when the file embeds none."""
-        mapping = self.tokenizer.get(Tokenizer.FILES)
+    def tokenizer_files(self, assets: dict[str, bytes], component: str = Component.TOKENIZER) -> dict[str, bytes] | None:
+        """The embedded files (file name -> bytes) of tokenizer ``component`` named by its description,
+        else every asset under ``<component>/``; None when the file embeds none."""
+        mapping = self.tokenizer_description(component).get(Tokenizer.FILES)
         if isinstance(mapping, dict) and mapping and all(isinstance(v, str) and v in assets for v in mapping.values()):
             return {k: assets[v] for k, v in mapping.items()}
         found = {name.rsplit("/", 1)[-1]: data for name, data in assets.items()
-                 if name.startswith(Tokenizer.ASSET_PREFIX)}
+                 if name.startswith(f"{component}/")}
         return found or None
 
     @property

@@ -31,9 +31,14 @@ class Component:
     UNET = "unet"
     VAE = "vae"
     TEXT_ENCODER = "text_encoder"
+    TEXT_ENCODER_2 = "text_encoder_2"  # SDXL's second (OpenCLIP bigG, with projection) text encoder
     SCHEDULER = "scheduler"           # a config only (no tensors)
     TOKENIZER = "tokenizer"           # a config only: which assets hold the tokenizer files
-    WITH_TENSORS = (UNET, VAE, TEXT_ENCODER)
+    TOKENIZER_2 = "tokenizer_2"       # the same for text_encoder_2
+    WITH_TENSORS = (UNET, VAE, TEXT_ENCODER, TEXT_ENCODER_2)
+    TOKENIZERS = (TOKENIZER, TOKENIZER_2)
+    # the tokenizer that feeds each text encoder
+    TOKENIZER_OF = {TEXT_ENCODER: TOKENIZER, TEXT_ENCODER_2: TOKENIZER_2}
 
 
 class Tokenizer:
@@ -41,7 +46,7 @@ class Tokenizer:
     CLASS = "class"                   # "CLIPTokenizer"
     FILES = "files"                   # {file name: asset name} or None (not embedded)
     SOURCE = "source"                 # where a runtime gets the files when they are not embedded
-    ASSET_PREFIX = "tokenizer/"       # asset names of the embedded files
+    ASSET_PREFIX = "tokenizer/"       # asset names of the embedded files (tokenizer_2's: "tokenizer_2/")
 
 
 class Inference:

@@ -334,7 +334,11 @@ CONFIG_CLASSES: dict[str, ConfigClass] = {c.name: c for c in [
       for n in SCHEDULER_CLASSES],
 ]}
 DEFAULT_CLASS = {Component.UNET: "UNet2DConditionModel", Component.VAE: "AutoencoderKL",
-                 Component.TEXT_ENCODER: "CLIPTextModel", Component.SCHEDULER: "PNDMScheduler"}
+                 Component.TEXT_ENCODER: "CLIPTextModel", Component.TEXT_ENCODER_2: "CLIPTextModelWithProjection",
+                 Component.SCHEDULER: "PNDMScheduler"}
+
+# components that take the classes of another (SDXL's second text encoder is a text encoder)
+_ROLE = {Component.TEXT_ENCODER_2: Component.TEXT_ENCODER}
 
 BOOKKEEPING = Either(Null(), Bool(), Num(), Str(1024), want="a short scalar")    # `_`-prefixed keys
 
@@ -353,6 +357,7 @@ def check_config(component: str, cfg, path: str | None = None) -> None:
     if not isinstance(cfg, dict):
         Obj({}).fail(cfg, path, "an object")
     name = config_class(component, cfg)
+    component = _ROLE.get(component, component)
     cls = CONFIG_CLASSES.get(name) if isinstance(name, str) else None
     if cls is None:
         known = ", ".join(c.name for c in CONFIG_CLASSES.values() if c.component == component) or "none"
@@ -449,7 +454,7 @@ def check_configs(configs: dict, path: str = Keys.CONFIGS) -> None:
     """Check every config of ``configs`` (component -> config; ``tokenizer`` -> description or null)."""
     TOP_LEVEL[Keys.CONFIGS].check(configs, path)
     for name, cfg in configs.items():
-        if name == Component.TOKENIZER:
+        if name in Component.TOKENIZERS:
             if cfg is not None:
                 TOKENIZER_DESCRIPTION.check(cfg, f"{path}.{name}")
         elif name in DEFAULT_CLASS:

@@ -174,6 +174,8 @@ def unet_structure(keys) -> tuple[int, set[int], int]:
 def unet_key_to_ldm(key: str, lpb: int, up_attn: set[int]) -> str:
     """One diffusers UNet2DConditionModel key -> its LDM key (without the `model.diffusion_model.` prefix)."""
     fixed = {"time_embedding.linear_1.": "time_embed.0.", "time_embedding.linear_2.": "time_embed.2.",
+             # SDXL's pooled-text + size/crop embedding (LDM's `label_emb`)
+             "add_embedding.linear_1.": "label_emb.0.0.", "add_embedding.linear_2.": "label_emb.0.2.",
              "conv_in.": "input_blocks.0.0.", "conv_norm_out.": "out.0.", "conv_out.": "out.2."}
     for old, new in fixed.items():
         if key.startswith(old):

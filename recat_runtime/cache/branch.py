@@ -166,10 +166,11 @@ def _prepare(unet, sample, timestep, encoder_hidden_states, class_labels, timest
 
 
 def capture_feature(unet, plan: BranchPlan, sample: torch.Tensor, timestep,
-                    encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+                    encoder_hidden_states: torch.Tensor, **unet_kwargs) -> torch.Tensor:
     """Runs the whole UNet once and returns the deep feature that a cached step of ``plan`` reuses (the
     first ``plan.feature_channels`` channels entering the consumer block), e.g. to time or test
-    :func:`shallow_forward` outside a sampling loop."""
+    :func:`shallow_forward` outside a sampling loop. ``unet_kwargs``: further UNet inputs (SDXL's
+    ``added_cond_kwargs``)."""
     got = {}
 
     def grab(mod, args):
@@ -177,7 +178,7 @@ def capture_feature(unet, plan: BranchPlan, sample: torch.Tensor, timestep,
 
     handle = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(grab)
     try:
-        unet(sample, timestep, encoder_hidden_states)
+        unet(sample, timestep, encoder_hidden_states, **unet_kwargs)
     finally:
         handle.remove()
     return got["f"]

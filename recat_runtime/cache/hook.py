@@ -189,6 +189,8 @@ class RecatCacheHook(ModelHook):
         self.config = config
         self.plan = plan
         self.scheduler = scheduler
+        # image to image: a run makes only the last num_inference_steps calls of the scheduler's timesteps
+        self.runs_tail = False
         self._full = frozenset(config.full_steps)
         self._capturing = False
         self._handle = None
@@ -253,7 +255,7 @@ class RecatCacheHook(ModelHook):
             self.step, self.feature, self._older, self._feature_step, self._detail = 0, None, None, None, None
             if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
                 calls = len(self.scheduler.timesteps)
-                if calls != n:
+                if calls != n and not (self.runs_tail and calls > n):
                     raise ValueError(
                         f"the ReCaT cache schedule is for {n} steps but the scheduler makes {calls}; "
                         "build the config for the same num_inference_steps"

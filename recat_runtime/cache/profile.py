@@ -55,11 +55,16 @@ def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheCon
     plan = sample_plan(prompts, settings.samples, settings.seed)
     bs = max(1, settings.batch_size)
     batches = [plan[i : i + bs] for i in range(0, len(plan), bs)]
+    from recat_runtime.sampling import image_inputs
+
     with recat_cache(pipe, config), torch.inference_mode():
         for i, batch in enumerate(batches):
             gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
             pipe(
                 [p for p, _ in batch],
+                # inpainting / refiner pipelines: their text-to-image inputs (a mask over everything, or a
+                # grey image at strength 1)
+                **image_inputs(pipe, None, None, len(batch), settings.height, settings.width),
                 num_inference_steps=settings.steps,
                 guidance_scale=settings.guidance,
                 generator=gens,

@@ -87,7 +87,7 @@ def register() -> None:
     from diffusers.loaders.single_file import FromSingleFileMixin
     from diffusers.loaders.single_file_model import FromOriginalModelMixin
     from diffusers.quantizers import auto
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from recat_runtime.compact_quantizer import ACQE_METHOD, AcqeQuantizationConfig, AcqeQuantizer
     from recat_runtime.diffusers_integration import single_file as S
@@ -97,6 +97,7 @@ def register() -> None:
     _install(FromOriginalModelMixin, "from_single_file", S.model_from_acqe)
     _install(FromSingleFileMixin, "from_single_file", S.pipeline_from_acqe)
     _install(CLIPTextModel, "from_single_file", S.text_encoder_from_acqe)
+    _install(CLIPTextModelWithProjection, "from_single_file", S.text_encoder_from_acqe)
 
 
 def unregister() -> None:

@@ -97,19 +97,40 @@ def model_from_acqe(cls, source, **kwargs):
 
 
 def text_encoder_from_acqe(cls, source, **kwargs):
-    """``CLIPTextModel.from_single_file(path.acqe, torch_dtype=..., device=...)`` (dense weights)."""
-    from transformers import CLIPTextModel
+    """``CLIPTextModel.from_single_file(path.acqe, torch_dtype=..., device=...)`` (dense weights);
+    ``CLIPTextModelWithProjection`` loads SDXL's second text encoder (``text_encoder_2``)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    from acqe_format.model import Component
     from recat_runtime.loading import load_text_encoder
 
-    if cls is not CLIPTextModel:
-        raise RuntimeLoadError(f"{cls.__name__}.from_single_file: .acqe files hold a CLIPTextModel text encoder")
+    component = {CLIPTextModel: Component.TEXT_ENCODER, CLIPTextModelWithProjection: Component.TEXT_ENCODER_2}.get(cls)
+    if component is None:
+        raise RuntimeLoadError(f"{cls.__name__}.from_single_file: .acqe files hold CLIPTextModel (text_encoder) "
+                               "and CLIPTextModelWithProjection (text_encoder_2) text encoders")
     dtype, device = _dtype(kwargs), _device(kwargs)
     if kwargs.pop("quantization_config", None) is not None:
         raise CompactWeightError("compact weights are kept for the diffusers models (UNet, VAE); "
                                  "load the text encoder without quantization_config")
     _refuse_rest(kwargs, cls.__name__)
-    return load_text_encoder(source, torch_dtype=dtype or torch.float32, device=device)
+    return load_text_encoder(source, torch_dtype=dtype or torch.float32, device=device, component=component)
+
+
+def _check_family(cls, source) -> None:
+    """SDXL files load into SDXL pipeline classes only, and the others into the others: ``from_pipe`` would
+    otherwise wire an SDXL UNet into a pipeline that cannot condition it (a crash at the first step)."""
+    from acqe_format import AcqeReader
+    from acqe_format.model import ModelInfo, architectures
+
+    if isinstance(source, AcqeReader):
+        metadata = source.metadata
+    else:
+        with AcqeReader(source) as r:
+            metadata = r.metadata
+    spec = architectures.for_file(ModelInfo.from_metadata(metadata))
+    if (spec.family == "sdxl") != cls.__name__.startswith("StableDiffusionXL"):
+        raise RuntimeLoadError(f"the file holds {spec.name}, which runs with {spec.pipeline} (or "
+                               f"{spec.img2img_pipeline}), not {cls.__name__}")
 
 
 def pipeline_from_acqe(cls, source, **kwargs):
@@ -120,13 +141,16 @@ def pipeline_from_acqe(cls, source, **kwargs):
 
     dtype = _dtype(kwargs)
     compact, dtype = _compact_request(kwargs.pop("quantization_config", None), dtype)
-    given = {k: kwargs.pop(k) for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if k in kwargs}
+    given = {k: kwargs.pop(k) for k in ("unet", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2",
+                                        "scheduler") if k in kwargs}
     for k in ABSENT_COMPONENTS:
         if kwargs.pop(k, None) is not None:
             raise RuntimeLoadError(f"a .acqe file holds no {k}; pass {k}=None or leave it out")
     kwargs.pop("requires_safety_checker", None)
     _refuse_rest(kwargs, cls.__name__)
-    pipe = load_pipeline(source, device="cpu", torch_dtype=dtype, compact=compact)
+    _check_family(cls, source)
+    pipe = load_pipeline(source, device="cpu", torch_dtype=dtype, compact=compact,
+                         img2img="Img2Img" in cls.__name__)
     if given:
         pipe.register_modules(**given)
     if type(pipe) is cls:
