@@ -66,5 +66,6 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
         images = pipe.image_processor.postprocess(image, output_type="pil")
     synchronize(device)
     t2 = time.perf_counter()
-    full = config.full_steps if config is not None else S.no_cache_schedule(steps)
+    # the steps that actually refreshed (a planned or partial run replaces the config's)
+    full = hook.run_full_steps if hook is not None else S.no_cache_schedule(steps)
     return latents, images, t1 - t0, t2 - t1, tuple(full)
