@@ -196,16 +196,22 @@ def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correcti
                 rows.append({"budget": b, "full_steps": list(full), "psnr": round(float(per.mean()), 4),
                              "psnr_pooled": round(pooled_psnr(per), 4)})
             score = sum((r["psnr"] + r["psnr_pooled"]) / 2 for r in rows)
-            records.append({"weighting": w, "correction": kind, "score": round(score, 4), "budgets": rows})
-            if best is None or score > best[0] + 1e-9:
-                best = (score, w, kind)
+            # budgets whose validation quality is below a smaller budget's (nested schedules make it rare;
+            # a candidate showing it ranks after every candidate that does not)
+            drops = sum(1 for j in range(1, len(rows)) for key in ("psnr", "psnr_pooled")
+                        if rows[j][key] < max(r[key] for r in rows[:j]))
+            records.append({"weighting": w, "correction": kind, "score": round(score, 4),
+                            "monotone_drops": drops, "budgets": rows})
+            if best is None or (-drops, score) > (-best[3], best[0] + 1e-9):
+                best = (score, w, kind, drops)
             if progress:
                 progress("continuous model", i + 1, total)
-    _, w, kind = best if best is not None else (None, "none", kinds[0])
+    _, w, kind, _ = best if best is not None else (None, "none", kinds[0], 0)
     model = ScheduleModel(timesteps, np.asarray(similarity), moments, w, kind)
     out = model.to_json()
     out["selection"] = None if not records else {
-        "criterion": "sum over budgets of (mean + pooled per-sample PSNR) / 2 vs the full computation",
+        "criterion": "fewest budgets below a smaller budget's quality, then the sum over budgets of (mean + "
+                     "pooled per-sample PSNR) / 2 vs the full computation",
         "validation_samples": len(scorer.plan), "chosen": {"weighting": w, "correction": kind},
         "candidates": records}
     return out
@@ -253,8 +259,9 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     (:mod:`recat_runtime.cache.continuous`), from which `generate` derives nested schedules for any sampler,
     step count and budget (``budgets`` may then be empty: the per-budget schedules are exact overrides). Its
     weighting (``none``, ``late2``, ``late4``) and correction (affine or trend) are chosen on the
-    validation samples over ``model_budgets`` (default: 10%, 14% and 20% of the steps): the highest sum
-    over those budgets of (mean + pooled PSNR) / 2, pooled PSNR being the one the worst images dominate.
+    validation samples over ``model_budgets`` (default: 10%, 14% and 20% of the steps): first the fewest
+    budgets whose mean or pooled PSNR is below a smaller budget's, then the highest sum over those budgets
+    of (mean + pooled PSNR) / 2, pooled PSNR being the one the worst images dominate.
     The pair moments are stored with it when they hold at most ``moments_max_values`` numbers (else the
     derived schedules run without a correction).
 

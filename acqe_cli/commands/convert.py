@@ -13,6 +13,7 @@ Examples:
   acqe convert sd-v1-4.ckpt sd14.acqe                 # default: 3.8 bits/value for the whole file
   acqe convert sd-v1-4.ckpt sd14-small.acqe --bits 3
   acqe convert model.safetensors model.acqe --lossless
+  acqe convert shapes-sd.ckpt shapes.acqe --profile-cache     # ready for --cache recat at any setting
 """
 
 
@@ -37,10 +38,18 @@ Examples:
 @click.option("--format-1.0", "format_10", is_flag=True,
               help="store the directory and metadata uncompressed: a format 1.0 file for 1.0 readers "
                    "(costs ~4%% of a small model's size)")
+@click.option("--profile-cache", "profile", is_flag=True,
+              help="after converting, profile the model for ReCaT caching (as `acqe profile-cache OUT --steps "
+                   "S`: the DDIM profile from which any sampler, step count and budget is derived)")
+@click.option("--profile-steps", type=click.IntRange(2, 1000), default=50, show_default=True,
+              help="--profile-cache: denoising steps of the profiling runs")
+@click.option("--profile-samples", type=click.IntRange(4, None), default=64, show_default=True,
+              help="--profile-cache: prompt x seed samples (prompts in the model's domain)")
+@click.option("--device", default=None, help="--profile-cache: device to profile on (default: cuda when available)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, as_json,
-            quiet):
+def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, profile,
+            profile_steps, profile_samples, device, as_json, quiet):
     """Convert SRC (a .ckpt, .safetensors, or diffusers folder) into the .acqe file OUT.
 
     Floating tensors with 2+ dimensions and at least --min-numel values are ACQ-E coded (histogram-guided
@@ -60,11 +69,25 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
         rep = convert(src, out, st, progress=lambda phase, component, done, total: show(f"{phase} {component}",
                                                                                         done, total),
                       log=lambda s: click.echo(s, err=True))
+        prof = None
+        if profile:
+            from recat_runtime.api import profile_cache   # one line naming [runtime] when torch is missing
+
+            prof = profile_cache(out, steps=profile_steps, budgets=[], samples=profile_samples, device=device,
+                                 progress=show)
+    if prof is not None:
+        cont = prof.get("continuous") or {}
+        click.echo(f"profiled {out} for ReCaT ({prof['sampler']}, {profile_steps} steps, {prof['samples']} samples; "
+                   f"weighting {cont.get('weighting')}, {cont.get('correction')} correction): "
+                   f"{prof['total_seconds']:.1f} s, {prof['total_seconds'] / max(rep.seconds, 1e-9):.2f}x the "
+                   f"conversion's {rep.seconds:.1f} s", err=True)
     if as_json:
         click.echo(json.dumps({"out": rep.out, "file_bytes": rep.file_bytes, "values": rep.values,
                                "bits_per_value": rep.bits_per_value, "target_bits": rep.target_bits,
                                "seconds": round(rep.seconds, 2), "timings": rep.timings, "components": rep.components,
-                               "tensors": rep.tensors}, indent=1))
+                               "tensors": rep.tensors,
+                               "profile_seconds": None if prof is None else round(prof["total_seconds"], 2)},
+                              indent=1))
         return
     coded = [t for t in rep.tensors if t.get("sqnr_db") is not None and t["codec"] != "raw"]
     if coded:

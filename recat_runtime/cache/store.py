@@ -141,8 +141,9 @@ def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guid
 
 
 def find_model(metadata: dict, *, guidance: float, branch: int | None = None):
-    """The continuous schedule model of the profile for ``branch`` (any when None) whose guidance is nearest
-    to ``guidance`` (any sampler and step count), as ``(ScheduleModel, profile)``, or None.
+    """The continuous schedule model of a profile for ``guidance`` and ``branch`` (any when None), of any
+    sampler and step count, as ``(ScheduleModel, profile)``, or None. The guidance must match: it changes
+    the trajectory, so a profile at another guidance scale describes other features.
 
     Raises:
         NoScheduleError: the stored model is malformed.
@@ -150,10 +151,11 @@ def find_model(metadata: dict, *, guidance: float, branch: int | None = None):
     from recat_runtime.cache.continuous import ScheduleModel
 
     cands = [p for p in _profiles(metadata) if p.get(CONTINUOUS_KEY)
-             and (branch is None or int(p.get("branch", -1)) == int(branch))]
+             and (branch is None or int(p.get("branch", -1)) == int(branch))
+             and abs(float(p.get("guidance", float("nan"))) - float(guidance)) < 1e-6]
     if not cands:
         return None
-    p = min(cands, key=lambda q: abs(float(q.get("guidance", 0.0)) - float(guidance)))
+    p = cands[0]
     try:
         return ScheduleModel.from_json(p[CONTINUOUS_KEY], p["similarity"]), p
     except (KeyError, TypeError, ValueError) as e:
