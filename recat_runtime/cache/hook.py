@@ -223,6 +223,13 @@ class RecatCacheHook(ModelHook):
         consumer = module.get_submodule(self.plan.consumer_name)
         self._handle = consumer.register_forward_pre_hook(self._capture, with_kwargs=True)
         self._signature = inspect.signature(type(module).forward)
+        params = list(self._signature.parameters.values())[1:]          # after `self`
+        self._positional = tuple(p.name for p in params
+                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self._names = frozenset(p.name for p in params)
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            self._positional = ()            # *args/**kwargs: always bind
         return module
 
     def deinitalize_hook(self, module):  # (sic) diffusers' spelling
@@ -348,6 +355,21 @@ class RecatCacheHook(ModelHook):
                                 for m in (corr.scale, corr.shift, corr.trend)]
         return [None if m is None else m[step].to(like.dtype).view(1, -1, 1, 1) for m in self._correction]
 
+    def _arguments(self, module, args, kwargs) -> dict:
+        """forward's arguments by name, defaults filled in: the common call (known names, no duplicates,
+        nothing required missing) without ``Signature.bind``, which is slow next to a small model's cached
+        step; anything else goes through bind (and raises its TypeError)."""
+        pos = self._positional
+        if len(args) <= len(pos) and all(k in self._names and k not in pos[:len(args)] for k in kwargs):
+            a = dict(self._defaults)
+            a.update(zip(pos, args))
+            a.update(kwargs)
+            if len(a) == len(self._names):
+                return a
+        bound = self._signature.bind(module, *args, **kwargs)
+        bound.apply_defaults()
+        return bound.arguments
+
     def _cached_feature(self, step: int) -> torch.Tensor:
         """The deep feature a cached step feeds to the shallow branch."""
         feature = self.feature
@@ -373,9 +395,7 @@ class RecatCacheHook(ModelHook):
     # per-step state would recompile on every step.
     @torch.compiler.disable(recursive=False)
     def new_forward(self, module, *args, **kwargs):
-        bound = self._signature.bind(module, *args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
+        a = self._arguments(module, args, kwargs)
         # diffusers reads down residuals without a mid residual as T2I-Adapter residuals (legacy form)
         if a.get("down_intrablock_additional_residuals") is not None or (
                 a.get("down_block_additional_residuals") is not None and a.get("mid_block_additional_residual") is None):
