@@ -80,7 +80,7 @@ def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | 
         full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=budget,
                                             guidance=guidance, branch=branch)
     except NoScheduleError:
-        found = find_model(metadata or {}, guidance=guidance, branch=branch)
+        found = find_model(metadata or {}, guidance=guidance, branch=branch, sampler=sampler, steps=steps)
         if found is None:
             raise
         model, profile = found

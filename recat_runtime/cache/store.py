@@ -140,10 +140,12 @@ def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guid
         guidance=float(guidance))
 
 
-def find_model(metadata: dict, *, guidance: float, branch: int | None = None):
+def find_model(metadata: dict, *, guidance: float, branch: int | None = None, sampler: str | None = None,
+               steps: int | None = None):
     """The continuous schedule model of a profile for ``guidance`` and ``branch`` (any when None), of any
     sampler and step count, as ``(ScheduleModel, profile)``, or None. The guidance must match: it changes
-    the trajectory, so a profile at another guidance scale describes other features.
+    the trajectory, so a profile at another guidance scale describes other features. Among several, the one
+    profiled with ``sampler`` and ``steps`` comes first, then one with ``sampler``, then the first stored.
 
     Raises:
         NoScheduleError: the stored model is malformed.
@@ -155,7 +157,8 @@ def find_model(metadata: dict, *, guidance: float, branch: int | None = None):
              and abs(float(p.get("guidance", float("nan"))) - float(guidance)) < 1e-6]
     if not cands:
         return None
-    p = cands[0]
+    p = min(cands, key=lambda q: (q.get("sampler") != sampler or int(q.get("steps", -1)) != steps,
+                                  q.get("sampler") != sampler))
     try:
         return ScheduleModel.from_json(p[CONTINUOUS_KEY], p["similarity"]), p
     except (KeyError, TypeError, ValueError) as e:
