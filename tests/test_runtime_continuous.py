@@ -335,3 +335,22 @@ def test_t2i_adapter_residuals_are_refused(pipe):
     with recat_cache(unet, RecatCacheConfig.uniform(4, 2)):
         with pytest.raises(ValueError, match="T2I-Adapter"):
             unet(x, t, ehs, down_intrablock_additional_residuals=[torch.zeros(1, 16, 8, 8)])
+
+
+def test_bench_flags_a_budget_below_a_smaller_one():
+    """bench/bench_recat.py's monotonicity flag: any budget below *some* smaller budget, on each metric."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_recat", pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_recat.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ok = {5: {"psnr": 30.0, "psnr_pooled": 25.0}, 6: {"psnr": 31.0, "psnr_pooled": 25.0},
+          7: {"psnr": 35.0, "psnr_pooled": 28.0}}
+    assert bench.monotone_violations(ok) == []
+    bad = {5: {"psnr": 30.0, "psnr_pooled": 25.0}, 7: {"psnr": 38.0, "psnr_pooled": 29.0},
+           8: {"psnr": 34.3, "psnr_pooled": 30.0}, 9: {"psnr": 36.0, "psnr_pooled": 24.0}}
+    flags = bench.monotone_violations(bad)
+    assert flags == ["psnr: B=8 34.30 dB < B=7 38.00 dB", "psnr: B=9 36.00 dB < B=7 38.00 dB",
+                     "psnr_pooled: B=9 24.00 dB < B=8 30.00 dB"]
