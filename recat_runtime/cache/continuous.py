@@ -33,6 +33,9 @@ __all__ = ["ScheduleModel", "WEIGHTINGS", "KINDS", "nested_order", "nested_order
 # errors made there have fewer remaining steps to be corrected (select.py's "late" family, in t not index)
 WEIGHTINGS = {"none": 0.0, "late1": 1.0, "late2": 2.0, "late4": 4.0}
 KINDS = ("none", "affine", "trend")
+# the trend correction forecasts a cached step at most this many times the distance between its two full
+# steps ahead; further steps get the affine correction (see trend_correction_from_moments)
+TREND_REACH = 1.0
 
 
 def nested_order(distance: np.ndarray, budget: int, weights=None) -> list[int]:
@@ -125,7 +128,12 @@ class ScheduleModel:
         m = _remap(self.moments, idx)
         first = residual_distance(m)
         if self.kind == "trend":
-            return nested_order_trend(first, trend_residual_distance(m), budget, w)
+            pair = trend_residual_distance(m)
+            t = np.arange(len(idx))
+            p_, s_, t_ = np.meshgrid(t, t, t, indexing="ij")
+            beyond = (t_ - s_) > TREND_REACH * (s_ - p_)             # affine there: its residual is the cost
+            pair = np.where(beyond, first[None, :, :], pair)
+            return nested_order_trend(first, pair, budget, w)
         return nested_order(first, budget, w)
 
     def schedule(self, timesteps, budget: int) -> tuple[tuple[int, ...], CacheCorrection | None]:
@@ -139,8 +147,9 @@ class ScheduleModel:
         if self.kind == "none":
             return full, None
         m = _remap(self.moments, self.grid(timesteps))
-        fit = trend_correction_from_moments if self.kind == "trend" else correction_from_moments
-        return full, fit(m, full)[0]
+        if self.kind == "trend":
+            return full, trend_correction_from_moments(m, full, max_reach=TREND_REACH)[0]
+        return full, correction_from_moments(m, full)[0]
 
     def planner(self, steps: int, budget: int) -> Callable:
         """``plan(timesteps, start) -> (full steps, correction)`` for :class:`RecatCacheConfig`: a run over
