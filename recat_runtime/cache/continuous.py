@@ -158,9 +158,16 @@ class ScheduleModel:
         the first executed step is always a refresh). Steps and correction rows are indexed in the whole
         run's numbering."""
         frac = budget / steps
+        memo: dict = {}     # planning takes a good fraction of a second: once per (grid, start), not per run
 
         def plan(timesteps, start: int):
             timesteps = np.asarray(timesteps, dtype=np.float64)
+            key = (timesteps.tobytes(), int(start))
+            if key not in memo:
+                memo[key] = _plan(timesteps, int(start))
+            return memo[key]
+
+        def _plan(timesteps, start: int):
             total = len(timesteps)
             tail = timesteps[start:]
             b = budget if (start == 0 and total == steps) else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
