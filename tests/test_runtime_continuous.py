@@ -354,3 +354,19 @@ def test_bench_flags_a_budget_below_a_smaller_one():
     flags = bench.monotone_violations(bad)
     assert flags == ["psnr: B=8 34.30 dB < B=7 38.00 dB", "psnr: B=9 36.00 dB < B=7 38.00 dB",
                      "psnr_pooled: B=9 24.00 dB < B=8 30.00 dB"]
+
+
+def test_trend_reaches_no_further_than_its_baseline():
+    """Derived trend corrections forecast step t after full steps p < s only while t - s <= s - p; further
+    steps get exactly the affine fit (and no trend)."""
+    from recat_runtime.cache.profile import correction_from_moments, trend_correction_from_moments
+
+    m = _synthetic_model().moments
+    full = (0, 5, 7)
+    affine, _ = correction_from_moments(m, full)
+    limited, _ = trend_correction_from_moments(m, full, max_reach=1.0)
+    free, _ = trend_correction_from_moments(m, full)
+    assert np.all(limited.trend[8:10] != 0) and np.all(limited.trend[10:] == 0)
+    np.testing.assert_array_equal(limited.scale[10:], affine.scale[10:])
+    np.testing.assert_array_equal(limited.shift[10:], affine.shift[10:])
+    assert np.all(free.trend[10:] != 0)           # without the limit the trend reaches to the end
