@@ -282,8 +282,9 @@ def trend_correction_from_moments(moments: PairMoments, full_steps,
 
     ``max_reach``: a cached step t more than ``max_reach * (a - a')`` steps after a gets the affine fit
     too: forecasting further ahead than the two full steps are apart amplifies the error of the cached
-    trajectory's features (on the demo model, adding a full step close to the previous one made 1 of 12
-    images lose 5 dB at 11 of 50 full steps). None: no limit (the per-budget schedules' fit)."""
+    trajectory's features (on the demo model, adding full step 14 just before 16 cost 6.4 and 4.1 dB of
+    pooled PSNR on two of three 12-image held-out sets at 11 of 50 full steps; bench/RESULTS-recat.md).
+    None: no limit (the per-budget schedules' fit)."""
     t_count = moments.num_steps
     full = sorted(set(int(x) for x in full_steps))
     affine, info = correction_from_moments(moments, full)
