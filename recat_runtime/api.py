@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from typing import Callable, Sequence
@@ -21,8 +22,8 @@ from recat_runtime.cache.corrections import CorrectionFitter
 from recat_runtime.cache.hook import RecatCacheConfig
 from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, profile_similarity, recat_schedule
 from recat_runtime.cache.prompts import default_prompts
-from recat_runtime.cache.store import find_profile, find_schedule, with_profile
-from recat_runtime.errors import ForecastConflictError, ImageInputError
+from recat_runtime.cache.store import CONTINUOUS_KEY, find_model, find_profile, find_schedule, with_profile
+from recat_runtime.errors import ForecastConflictError, ImageInputError, NoScheduleError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
 from recat_runtime.sampling import GenerateResult, denoise_and_decode, effective_steps
@@ -50,8 +51,11 @@ def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | 
     """The cache config for ``mode`` with ``budget`` full UNet steps of ``steps``.
 
     ``none`` → None; ``uniform`` → B full steps spread evenly; ``quadratic`` → DeepCache's non-uniform
-    schedule with B full steps; ``recat`` → the schedule stored in ``metadata`` for (sampler, steps,
-    guidance, branch, B), with its correction unless ``correction=False``.
+    schedule with B full steps; ``recat`` → the schedule stored in ``metadata`` for exactly (sampler,
+    steps, guidance, branch, B) when there is one, else the schedule derived from the profile's
+    continuous model (:mod:`recat_runtime.cache.continuous`; any sampler, step count and budget, planned
+    when the run starts, from the scheduler's timesteps), with its correction unless ``correction=False``.
+    ``budget >= steps`` is the uncached run (None) in every mode: it needs no profile.
 
     Raises:
         NoScheduleError: ``recat`` and nothing was profiled for these settings.
@@ -64,12 +68,31 @@ def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | 
         raise ValueError(f"unknown cache mode {mode!r}; choose from {', '.join(CACHE_MODES)}")
     if budget is None:
         raise ValueError(f"cache mode {mode!r} needs a budget of full steps")
+    if budget < 1:
+        raise ValueError(f"the budget of full steps must be >= 1, got {budget}")
+    if budget >= steps:
+        return None                   # every step full: the uncached run, whatever is (not) profiled
     if mode == "uniform":
         return RecatCacheConfig.uniform(steps, budget, branch=branch or 0, forecast=forecast)
     if mode == "quadratic":
         return RecatCacheConfig.quadratic(steps, budget, branch=branch or 0, forecast=forecast)
-    full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=budget,
-                                        guidance=guidance, branch=branch)
+    try:
+        full, corr, profile = find_schedule(metadata or {}, sampler=sampler, steps=steps, budget=budget,
+                                            guidance=guidance, branch=branch)
+    except NoScheduleError:
+        found = find_model(metadata or {}, guidance=guidance, branch=branch, sampler=sampler, steps=steps)
+        if found is None:
+            raise
+        model, profile = found
+        if not correction:
+            model = dataclasses.replace(model, kind="none")
+        if forecast and model.kind == "trend":
+            raise ForecastConflictError(
+                "the stored ReCaT model's correction already forecasts the cached feature (fitted trend); use "
+                "either it or the plain forecast (without the stored correction)")
+        # the placeholder schedule is replaced when the run starts, from the scheduler's actual timesteps
+        return RecatCacheConfig(steps, S.uniform_schedule(steps, budget), branch=int(profile["branch"]),
+                                forecast=forecast, planner=model.planner(steps, budget))
     if forecast and correction and corr is not None and corr.trend is not None:
         raise ForecastConflictError(
             f"the stored ReCaT schedule for {budget} full steps already forecasts the cached feature "
@@ -142,7 +165,10 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
             "guidance": guidance,
             "branch": None if config is None else config.branch,
-            "correction": bool(config is not None and config.correction is not None),
+            "correction": bool(config is not None and (config.correction is not None or (
+                config.planner is not None and full_correction_kind(config) != "none"))),
+            "recat_schedule": None if cache != "recat" or config is None else (
+                "derived" if config.planner is not None else "stored"),
             "forecast": bool(config is not None and config.forecast)}
     if compact:
         from recat_runtime.compact import compact_bytes
@@ -166,6 +192,63 @@ def _open_image(image):
         raise ImageInputError(f"cannot read the initial image {str(image)!r}: {type(e).__name__}: {e}") from None
 
 
+def full_correction_kind(config: RecatCacheConfig) -> str:
+    """The correction kind of a config planned from a continuous model (``"none"`` otherwise)."""
+    model = getattr(config.planner, "model", None)
+    return "none" if model is None else model.kind
+
+
+def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correction: bool, trend: bool, budgets,
+                      max_values: int, progress=None) -> dict:
+    """The stored form of the profile's continuous schedule model, its weighting and correction chosen by
+    validation over several budgets (``scorer`` None: plain, with the affine correction when possible)."""
+    from recat_runtime.cache.continuous import ScheduleModel
+    from recat_runtime.cache.select import pooled_psnr
+
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(steps)
+    timesteps = sched.timesteps.double().numpy()
+    if moments is not None:
+        c = moments.s1.shape[1]
+        if (steps * (steps + 1) + steps) * c > max_values:
+            moments = None       # too large to store: derived schedules will run uncorrected
+    kinds = (["trend"] if (trend and moments is not None and correction) else []) + \
+            (["affine"] if (moments is not None and correction) else ["none"])
+    weightings = ("none", "late2", "late4") if scorer is not None else ("none",)
+    budgets = sorted({b for b in (budgets or [round(steps * f) for f in (0.1, 0.14, 0.2)]) if 1 < b < steps})
+    records, best = [], None
+    if scorer is not None and budgets:
+        total = len(kinds) * len(weightings)
+        for i, (kind, w) in enumerate((k, w) for k in kinds for w in weightings):
+            model = ScheduleModel(timesteps, np.asarray(similarity), moments, w, kind)
+            rows = []
+            for b in budgets:
+                full, corr = model.schedule(timesteps, b)
+                per = scorer.psnrs(full, corr)
+                rows.append({"budget": b, "full_steps": list(full), "psnr": round(float(per.mean()), 4),
+                             "psnr_pooled": round(pooled_psnr(per), 4)})
+            score = sum((r["psnr"] + r["psnr_pooled"]) / 2 for r in rows)
+            # budgets whose validation quality is below a smaller budget's (nested schedules make it rare;
+            # a candidate showing it ranks after every candidate that does not)
+            drops = sum(1 for j in range(1, len(rows)) for key in ("psnr", "psnr_pooled")
+                        if rows[j][key] < max(r[key] for r in rows[:j]))
+            records.append({"weighting": w, "correction": kind, "score": round(score, 4),
+                            "monotone_drops": drops, "budgets": rows})
+            if best is None or (-drops, score) > (-best[3], best[0] + 1e-9):
+                best = (score, w, kind, drops)
+            if progress:
+                progress("continuous model", i + 1, total)
+    _, w, kind, _ = best if best is not None else (None, "none", kinds[0], 0)
+    model = ScheduleModel(timesteps, np.asarray(similarity), moments, w, kind)
+    out = model.to_json()
+    out["selection"] = None if not records else {
+        "criterion": "fewest budgets below a smaller budget's quality, then the sum over budgets of (mean + "
+                     "pooled per-sample PSNR) / 2 vs the full computation",
+        "validation_samples": len(scorer.plan), "chosen": {"weighting": w, "correction": kind},
+        "candidates": records}
+    return out
+
+
 def _prompts_digest(prompts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(prompts).encode("utf-8")).hexdigest()
 
@@ -176,7 +259,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
                   reprofile: bool = False, progress: Callable[[str, int, int], None] | None = None,
                   write: bool = True, correction_samples: int = 16, moments_max_bytes: int = 2 << 30,
                   weighting: str = "auto", validation_samples: int = 32, trend: bool = True,
-                  on_policy_samples: int = 0) -> dict:
+                  on_policy_samples: int = 0, continuous: bool = True,
+                  model_budgets: Sequence[int] | None = None, moments_max_values: int = 600_000) -> dict:
     """Profiles the model in ``path``, computes ReCaT schedules for each budget, stores them in the file.
 
     The CKA matrix of an earlier profile with the same (sampler, steps, guidance, branch) is reused
@@ -202,6 +286,16 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     - ``"none"``: plain within-segment similarity (no validation); ``"sigma"``: weighed by each step's
       sigma decrement (lost by 1.8-2.4 dB on the shipped demo model at 7-8 full steps of 50);
       ``"late1"``/``"late2"``/``"late4"``: ``((t + 1) / S)^q``.
+
+    ``continuous`` (default) also stores the profile as a schedule model in continuous time
+    (:mod:`recat_runtime.cache.continuous`), from which `generate` derives nested schedules for any sampler,
+    step count and budget (``budgets`` may then be empty: the per-budget schedules are exact overrides). Its
+    weighting (``none``, ``late2``, ``late4``) and correction (affine or trend) are chosen on the
+    validation samples over ``model_budgets`` (default: 10%, 14% and 20% of the steps): first the fewest
+    budgets whose mean or pooled PSNR is below a smaller budget's, then the highest sum over those budgets
+    of (mean + pooled PSNR) / 2, pooled PSNR being the one the worst images dominate.
+    The pair moments are stored with it when they hold at most ``moments_max_values`` numbers (else the
+    derived schedules run without a correction).
 
     The prompts are a stream: profiling uses the first ``samples`` (cycled), validation continues it.
     ``prompts=None``: prompts in the model's domain (:func:`recat_runtime.cache.prompts.default_prompts`).
@@ -304,6 +398,13 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
             entry["correction"] = corr.to_json()
             entry["correction_fit"] = {k: round(v, 6) for k, v in fit.items()}
         schedules.append(entry)
+    model_s = 0.0
+    if continuous and not (reused and prof.get(CONTINUOUS_KEY)):
+        t1 = time.perf_counter()
+        prof[CONTINUOUS_KEY] = _continuous_model(pipe, steps, similarity, moments, scorer, correction=correction,
+                                                 trend=trend, budgets=model_budgets, max_values=moments_max_values,
+                                                 progress=progress)
+        model_s = time.perf_counter() - t1
     new_meta = with_profile(metadata, prof, schedules)
     if write:
         from acqe_format import replace_metadata
@@ -313,7 +414,9 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         "sampler": sampler, "steps": steps, "guidance": guidance, "branch": branch,
         "reused_similarity": reused, "samples": prof.get("samples"), "estimator": prof.get("estimator", ESTIMATOR),
         "weighting": weighting, "validation_samples": int(validation_samples) if validate else 0,
-        "profile_seconds": profile_s, "validation_seconds": val_s, "total_seconds": time.perf_counter() - t0,
+        "profile_seconds": profile_s, "validation_seconds": val_s, "model_seconds": model_s,
+        "total_seconds": time.perf_counter() - t0,
+        "continuous": {k: v for k, v in (prof.get(CONTINUOUS_KEY) or {}).items() if k != "moments"} or None,
         "schedules": [{k: v for k, v in s.items() if k != "correction"} for s in schedules],
         "similarity": similarity, "metadata": new_meta, "moments": moments,
     }

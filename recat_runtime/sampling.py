@@ -95,8 +95,6 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
             return tensors
         extra["callback_on_step_end"] = step_end
     hook = apply_recat_cache(pipe, config) if config is not None else None
-    if hook is not None and "image" in extra and "strength" in extra:
-        hook.runs_tail = True        # image to image: the run is the tail of the scheduler's timesteps
     try:
         synchronize(device)
         t0 = time.perf_counter()
@@ -114,5 +112,6 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
         images = pipe.image_processor.postprocess(image, output_type="pil")
     synchronize(device)
     t2 = time.perf_counter()
-    full = config.full_steps if config is not None else S.no_cache_schedule(steps)
+    # the steps that actually refreshed (a planned or partial run replaces the config's)
+    full = hook.run_full_steps if hook is not None else S.no_cache_schedule(steps)
     return latents, images, t1 - t0, t2 - t1, tuple(full)

@@ -15,6 +15,7 @@ Examples:
   acqe convert model.safetensors model.acqe --lossless
   acqe convert sdxl-base-folder/ sdxl.acqe            # diffusers folders: every component, both tokenizers
   acqe convert v2-1_768-ema-pruned.safetensors sd21.acqe --prediction-type v_prediction
+  acqe convert shapes-sd.ckpt shapes.acqe --profile-cache     # ready for --cache recat at any setting
 """
 
 
@@ -46,10 +47,18 @@ Examples:
               help="what the UNet predicts (stored in the scheduler config): needed for SD 2.x single files "
                    "(512-base is epsilon, 768-v is v_prediction: their tensors are the same); overrides the "
                    "default of other architectures (e.g. a v-prediction SDXL fine-tune)")
+@click.option("--profile-cache", "profile", is_flag=True,
+              help="after converting, profile the model for ReCaT caching (as `acqe profile-cache OUT --steps "
+                   "S`: the DDIM profile from which any sampler, step count and budget is derived)")
+@click.option("--profile-steps", type=click.IntRange(2, 1000), default=50, show_default=True,
+              help="--profile-cache: denoising steps of the profiling runs")
+@click.option("--profile-samples", type=click.IntRange(4, None), default=64, show_default=True,
+              help="--profile-cache: prompt x seed samples (prompts in the model's domain)")
+@click.option("--device", default=None, help="--profile-cache: device to profile on (default: cuda when available)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, keep_unknown,
-            prediction_type, as_json, quiet):
+            prediction_type, profile, profile_steps, profile_samples, device, as_json, quiet):
     """Convert SRC (a .ckpt, .safetensors, or diffusers folder) into the .acqe file OUT.
 
     Floating tensors with 2+ dimensions and at least --min-numel values are ACQ-E coded (histogram-guided
@@ -69,11 +78,25 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
         rep = convert(src, out, st, progress=lambda phase, component, done, total: show(f"{phase} {component}",
                                                                                         done, total),
                       log=lambda s: click.echo(s, err=True))
+        prof = None
+        if profile:
+            from recat_runtime.api import profile_cache   # one line naming [runtime] when torch is missing
+
+            prof = profile_cache(out, steps=profile_steps, budgets=[], samples=profile_samples, device=device,
+                                 progress=show)
+    if prof is not None:
+        cont = prof.get("continuous") or {}
+        click.echo(f"profiled {out} for ReCaT ({prof['sampler']}, {profile_steps} steps, {prof['samples']} samples; "
+                   f"weighting {cont.get('weighting')}, {cont.get('correction')} correction): "
+                   f"{prof['total_seconds']:.1f} s, {prof['total_seconds'] / max(rep.seconds, 1e-9):.2f}x the "
+                   f"conversion's {rep.seconds:.1f} s", err=True)
     if as_json:
         click.echo(json.dumps({"out": rep.out, "file_bytes": rep.file_bytes, "values": rep.values,
                                "bits_per_value": rep.bits_per_value, "target_bits": rep.target_bits,
                                "seconds": round(rep.seconds, 2), "timings": rep.timings, "components": rep.components,
-                               "tensors": rep.tensors}, indent=1))
+                               "tensors": rep.tensors,
+                               "profile_seconds": None if prof is None else round(prof["total_seconds"], 2)},
+                              indent=1))
         return
     coded = [t for t in rep.tensors if t.get("sqnr_db") is not None and t["codec"] != "raw"]
     if coded:

@@ -1,4 +1,4 @@
-"""`acqe profile-cache MODEL.acqe --steps S --full-steps B`: ReCaT schedules, stored in the file."""
+"""`acqe profile-cache MODEL.acqe --steps S [--full-steps B]`: a ReCaT profile, stored in the file."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from recat_runtime.options import SAMPLERS
 EXAMPLES = """
 \b
 Examples:
+  acqe profile-cache model.acqe --steps 50          # then any --sampler/--steps/--full-steps in generate
   acqe profile-cache model.acqe --steps 50 --full-steps 7
   acqe profile-cache model.acqe --steps 50 --full-steps 5 --full-steps 7 --full-steps 10 --samples 128
   acqe profile-cache model.acqe --steps 20 --full-steps 4 --prompts prompts.txt --branch 0
@@ -30,8 +31,9 @@ def _read_prompts(path: str) -> list[str]:
 @click.command("profile-cache", epilog=EXAMPLES)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, writable=True, path_type=str))
 @click.option("--steps", type=click.IntRange(2, 1000), required=True, help="denoising steps S to profile for")
-@click.option("--full-steps", "budgets", type=click.IntRange(1, None), multiple=True, required=True,
-              help="budget B of full steps (repeat for several budgets)")
+@click.option("--full-steps", "budgets", type=click.IntRange(1, None), multiple=True,
+              help="also store a schedule for exactly this budget B at these settings, an override of the "
+                   "derived one (repeat for several budgets; default: none, the continuous model serves any)")
 @click.option("--prompts", "prompts_file", type=click.Path(exists=True, dir_okay=False, path_type=str),
               default=None, help="text file, one prompt per line (default: prompts in the model's domain)")
 @click.option("--samples", type=click.IntRange(4, None), default=64, show_default=True,
@@ -72,8 +74,10 @@ def _read_prompts(path: str) -> list[str]:
 def command(model, steps, budgets, prompts_file, samples, branch, guidance, sampler, height, width, device, dtype,
             batch_size, seed, no_correction, weighting, validation_samples, no_trend, on_policy_samples, reprofile,
             threads, as_json, quiet):
-    """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store the optimal
-    ReCaT refresh schedule for each budget B (exact DP; step 0 always full) in MODEL's metadata."""
+    """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store it in MODEL's
+    metadata as a ReCaT schedule model in continuous time, from which `acqe generate --cache recat` derives
+    nested refresh schedules (and their correction) for any sampler, step count and budget; with
+    --full-steps, also the validated schedule for exactly that budget (exact DP; step 0 always full)."""
     from recat_runtime.api import profile_cache
 
     if threads:
@@ -96,6 +100,13 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
         click.echo(json.dumps({k: v for k, v in rep.items() if k not in ("metadata", "similarity", "moments")}, indent=1))
         return
     src = "reused stored CKA" if rep["reused_similarity"] else f"{rep['samples']} samples, {rep['estimator']}"
+    cont = rep.get("continuous")
+    if cont:
+        chosen = f"weighting {cont['weighting']}, {cont['correction']} correction"
+        sel = cont.get("selection")
+        if sel:
+            chosen += f" (validated on {sel['validation_samples']} samples)"
+        click.echo(f"continuous model over {len(cont['timesteps'])} profiled timesteps: {chosen}", err=True)
     for s in rep["schedules"]:
         fit = s.get("correction_fit")
         fit_s = (f"; correction rel. MSE {fit['relative_mse_before']:.4f} -> {fit['relative_mse_after']:.4f}"

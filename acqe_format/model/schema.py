@@ -412,7 +412,31 @@ PROFILE = Obj({"sampler": NAME, "steps": Int(1, MAX_STEPS), "guidance": Num(0, 1
                "similarity": ListOf(ListOf(Num(), 0, MAX_STEPS), 0, MAX_STEPS),
                "schedules": ListOf(SCHEDULE, 0, MAX_STEPS)},
               required=("sampler", "steps", "guidance", "branch"), other=AnyJson())
-RECAT_FORMATS_CHECKED = (1, 2)
+MOMENTS = Obj({"count": Num(0, 1e30), "mean": MATRIX, "cross": ListOf(ListOf(Num(), 1, 65536), 1, MAX_STEPS * (MAX_STEPS + 1) // 2),
+               "centred": ListOf(ListOf(Num(), 1, 65536), 1, MAX_STEPS * (MAX_STEPS + 1) // 2)},
+              required=("count", "mean", "cross", "centred"))
+CONTINUOUS = Obj({"timesteps": ListOf(Num(0, 1e6), 1, MAX_STEPS), "weighting": Str(16, ("none", "late1", "late2", "late4")),
+                  "correction": Str(16, ("none", "affine", "trend")), "num_train_timesteps": Int(1, 1 << 20),
+                  "moments": nullable(MOMENTS, "a moments object"), "selection": AnyJson()},
+                 required=("timesteps", "weighting", "correction"))
+RECAT_FORMATS_CHECKED = (1, 2, 3)
+
+
+def _check_continuous(c: dict, p: dict, where: str) -> None:
+    """The shapes of a continuous model agree with each other and with the profile's similarity."""
+    n = len(c["timesteps"])
+    sim = p.get("similarity")
+    if sim is None or len(sim) != n or any(len(r) != n for r in sim):
+        raise MetadataError(f"metadata {where}: needs the profile's [{n}][{n}] similarity for its {n} timesteps")
+    m = c.get("moments")
+    if m:
+        chans = {len(r) for k in ("mean", "cross", "centred") for r in m[k]}
+        if len(m["mean"]) != n or len(m["cross"]) != n * (n + 1) // 2 or len(m["centred"]) != n * (n + 1) // 2 \
+                or len(chans) != 1:
+            raise MetadataError(f"metadata {where}.moments: must be [{n}][C] and [{n * (n + 1) // 2}][C] matrices "
+                                f"of one channel count")
+    elif c["correction"] != "none":
+        raise MetadataError(f"metadata {where}: a {c['correction']} correction needs moments")
 
 
 def _check_recat(block, path: str) -> None:
@@ -422,6 +446,11 @@ def _check_recat(block, path: str) -> None:
     Obj({"format": Int(0, 1 << 20), "profiles": ListOf(PROFILE, 0, 256)}, other=AnyJson()).check(block, path)
     for i, p in enumerate(block.get("profiles", [])):
         steps = p["steps"]
+        if p.get("continuous") is not None:
+            if block["format"] < 3:
+                raise MetadataError(f"metadata {path}.profiles[{i}].continuous: needs ReCaT format 3")
+            CONTINUOUS.check(p["continuous"], f"{path}.profiles[{i}].continuous")
+            _check_continuous(p["continuous"], p, f"{path}.profiles[{i}].continuous")
         for j, s in enumerate(p.get("schedules", [])):
             where = f"{path}.profiles[{i}].schedules[{j}]"
             if s["budget"] > steps or any(t >= steps for t in s["full_steps"]):

@@ -187,12 +187,19 @@ def capture_feature(unet, plan: BranchPlan, sample: torch.Tensor, timestep,
 def shallow_forward(unet, plan: BranchPlan, feature: torch.Tensor, sample: torch.Tensor, timestep,
                     encoder_hidden_states: torch.Tensor, class_labels=None, timestep_cond=None,
                     attention_mask=None, cross_attention_kwargs=None, added_cond_kwargs=None,
-                    encoder_attention_mask=None) -> torch.Tensor:
+                    encoder_attention_mask=None, down_block_additional_residuals=None) -> torch.Tensor:
     """A cached step: the UNet output computed from the shallow branch and the cached deep ``feature``.
 
     ``feature`` is the up-path hidden state entering ``plan.consumer_name`` at a full step
     (``[batch, plan.feature_channels, h, w]``). Returns the noise prediction tensor.
+
+    ``down_block_additional_residuals`` (ControlNet: one per skip, in production order) are added to
+    skips 0..m, as diffusers adds them before the up path; the deeper ones belong to blocks a cached step
+    does not run and are dropped (as is the mid-block residual, which the caller does not pass).
     """
+    residuals = down_block_additional_residuals
+    if residuals is not None and len(residuals) != plan.num_skips:
+        raise ValueError(f"got {len(residuals)} ControlNet down residuals for a UNet with {plan.num_skips} skips")
     if feature.shape[0] != sample.shape[0]:
         raise ValueError(
             f"cached feature has batch {feature.shape[0]} but this step has batch {sample.shape[0]}; "
@@ -221,6 +228,8 @@ def shallow_forward(unet, plan: BranchPlan, feature: torch.Tensor, sample: torch
                 hidden = ds(hidden)
             skips.append(hidden)
     assert len(skips) == plan.branch + 1
+    if residuals is not None:
+        skips = [s + r for s, r in zip(skips, residuals)]
 
     # ---- up path from the resnet consuming skip m, on the cached deep feature
     hidden = feature

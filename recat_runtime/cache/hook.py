@@ -7,9 +7,15 @@ Usage reads like diffusers' own cache hooks::
     image = pipe(prompt, num_inference_steps=50).images[0]
     disable_recat_cache(pipe)
 
-The hook counts UNet calls: the i-th call of a sampling run is step i (one call per step, as in SD
-pipelines that batch the CFG halves). A new run is detected when the timestep goes up or the previous
-run used all its steps; :func:`reset_recat_cache` starts one explicitly.
+Each UNet call is mapped to its step: the position of its timestep in the scheduler's timesteps (so a
+partial run, img2img or inpainting, starts at the step it actually starts at, and that first executed
+step always runs in full), or the call count when there is no scheduler. A new run is detected when the
+step goes back or the previous run used all its steps; :func:`reset_recat_cache` starts one explicitly.
+
+ControlNet: full steps pass its residuals to the whole UNet; a cached step adds the residuals of the skips
+it computes (skips 0..m) and drops those of the deeper skips and of the mid block, whose blocks it does not
+run (their effect reaches it only through the cached feature of the latest full step). T2I-Adapter
+residuals (``down_intrablock_additional_residuals``) are refused.
 """
 from __future__ import annotations
 
@@ -78,6 +84,15 @@ class CacheCorrection:
             out["trend"] = np.round(self.trend.astype(np.float64), 6).tolist()
         return out
 
+    def delayed(self, start: int) -> "CacheCorrection":
+        """These rows for a run that begins ``start`` steps into a longer schedule: identity rows first,
+        so that rows are indexed in the whole schedule's numbering."""
+        if start <= 0:
+            return self
+        pad = lambda a, v: None if a is None else np.concatenate(  # noqa: E731
+            [np.full((start, a.shape[1]), v, np.float32), a])
+        return CacheCorrection(pad(self.scale, 1.0), pad(self.shift, 0.0), pad(self.trend, 0.0))
+
     @classmethod
     def from_json(cls, obj: dict) -> "CacheCorrection":
         trend = obj.get("trend")
@@ -105,6 +120,16 @@ class RecatCacheConfig:
         forecast: on a cached step use the first-order forecast of the deep feature from the last two
             full steps, ``f(a) + (t - a) / (a - a') * (f(a) - f(a'))``, instead of ``f(a)`` itself (plain
             reuse until two full steps exist). The correction, if any, applies on top.
+        planner: optional ``plan(timesteps, start) -> (full_steps, correction)``, called when a run starts
+            with the scheduler's timesteps (numpy) and the index of the first step the pipeline executes
+            (> 0 for img2img / inpainting, which run only the tail); its schedule and correction replace
+            ``full_steps`` and ``correction`` for that run (:meth:`ScheduleModel.planner
+            <recat_runtime.cache.continuous.ScheduleModel.planner>`). It also makes the config work for
+            any step count the scheduler has.
+
+    Without a planner, a run that starts at step k > 0 refreshes at k (nothing is cached yet) and then
+    follows ``full_steps``; the correction rows of that first segment were fitted for another anchor and
+    are not applied.
     """
 
     num_inference_steps: int
@@ -115,6 +140,7 @@ class RecatCacheConfig:
     observer: Callable[[int, torch.Tensor], None] | None = field(default=None, repr=False)
     cached_observer: Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None] | None = field(
         default=None, repr=False)
+    planner: Callable | None = field(default=None, repr=False)
 
     def __post_init__(self):
         if self.full_steps is None:
@@ -189,9 +215,10 @@ class RecatCacheHook(ModelHook):
         self.config = config
         self.plan = plan
         self.scheduler = scheduler
-        # image to image: a run makes only the last num_inference_steps calls of the scheduler's timesteps
-        self.runs_tail = False
         self._full = frozenset(config.full_steps)
+        self._run_correction = config.correction   # this run's (a planner or a partial run may change it)
+        self._correction_from = 0                  # first step whose correction row applies
+        self.run_full_steps = tuple(config.full_steps)   # the refresh steps of the latest run
         self._capturing = False
         self._handle = None
         self._signature = None
@@ -205,6 +232,13 @@ class RecatCacheHook(ModelHook):
         consumer = module.get_submodule(self.plan.consumer_name)
         self._handle = consumer.register_forward_pre_hook(self._capture, with_kwargs=True)
         self._signature = inspect.signature(type(module).forward)
+        params = list(self._signature.parameters.values())[1:]          # after `self`
+        self._positional = tuple(p.name for p in params
+                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+        self._defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self._names = frozenset(p.name for p in params)
+        if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
+            self._positional = ()            # *args/**kwargs: always bind
         return module
 
     def deinitalize_hook(self, module):  # (sic) diffusers' spelling
@@ -246,29 +280,77 @@ class RecatCacheHook(ModelHook):
         t = float(timestep.flatten()[0]) if torch.is_tensor(timestep) else float(timestep)
         return "value", -t
 
+    def _scheduler_timesteps(self):
+        ts = getattr(self.scheduler, "timesteps", None) if self.scheduler is not None else None
+        return ts if torch.is_tensor(ts) and ts.dim() == 1 else None
+
+    def _position(self, key) -> int | None:
+        """The index of this call's timestep in the scheduler's timesteps (None when unknown): partial runs
+        (img2img, inpainting) start part-way into them."""
+        if key[0] == "position":
+            return int(key[1])
+        ts = self._scheduler_timesteps()
+        if ts is None:
+            return None
+        hits = (ts.detach().to("cpu", torch.float64) + key[1]).abs()   # key[1] = -t
+        j = int(hits.argmin())
+        return j if float(hits[j]) < 1e-3 else None
+
     def _advance(self, timestep) -> int:
         key = self._time_key(timestep)
         n = self.config.num_inference_steps
-        went_back = self._prev_t is not None and key[0] == self._prev_t[0] and key[1] < self._prev_t[1]
-        new_run = self.step is None or self.step + 1 >= n or went_back
+        pos = self._position(key)
+        # a position that does not advance starts a new run; a repeated *value* does not (PNDM runs one
+        # timestep twice)
+        went_back = self._prev_t is not None and key[0] == self._prev_t[0] and (
+            key[1] <= self._prev_t[1] if key[0] == "position" else key[1] < self._prev_t[1])
+        new_run = self.step is None or went_back or (pos is None and self.step + 1 >= n)
         if new_run:
-            self.step, self.feature, self._older, self._feature_step, self._detail = 0, None, None, None, None
-            if self.scheduler is not None and getattr(self.scheduler, "timesteps", None) is not None:
-                calls = len(self.scheduler.timesteps)
-                if calls != n and not (self.runs_tail and calls > n):
-                    raise ValueError(
-                        f"the ReCaT cache schedule is for {n} steps but the scheduler makes {calls}; "
-                        "build the config for the same num_inference_steps"
-                    )
+            self.feature, self._older, self._feature_step, self._detail = None, None, None, None
+            self.step = 0 if pos is None else pos
+            self._start_run(self.step)
         else:
-            self.step += 1
+            self.step = self.step + 1 if pos is None else pos
         self._prev_t = key
         return self.step
+
+    def _start_run(self, start: int) -> None:
+        """Sets this run's refresh steps and correction (re-planned, or the config's from ``start`` on)."""
+        ts = self._scheduler_timesteps()
+        calls = None if ts is None else len(ts)
+        n = self.config.num_inference_steps
+        if self.config.planner is not None and ts is not None:
+            full, corr = self.config.planner(ts.detach().to("cpu", torch.float64).numpy(), start)
+            self._full, self._run_correction, self._correction_from = frozenset(full), corr, start
+            self._correction = None
+            self.run_full_steps = tuple(sorted(full))
+            return
+        if calls is not None and calls != n and calls - start == n:
+            # a config made for the run's own UNet calls (image to image: `effective_steps`), as the CLI and
+            # `generate` build it: its steps are counted from the run's first call
+            self._full = frozenset(start + s for s in [0, *self.config.full_steps])
+            corr = self.config.correction
+            self._run_correction = None if corr is None else corr.delayed(start)
+            self._correction, self._correction_from = None, start
+            self.run_full_steps = tuple(sorted(self._full))
+            return
+        if calls is not None and calls != n:
+            raise ValueError(
+                f"the ReCaT cache schedule is for {n} steps but the scheduler makes {calls}; "
+                "build the config for the same num_inference_steps"
+            )
+        full = self.config.full_steps
+        later = [s for s in full if s > start]
+        self._full = frozenset([start, *later])
+        self._run_correction = self.config.correction
+        # rows before the first scheduled refresh at or after `start` belong to an anchor this run never had
+        self._correction_from = start if start in full else (later[0] if later else n)
+        self.run_full_steps = tuple(sorted(self._full))
 
     @property
     def _needs_older(self) -> bool:
         """Whether cached steps use the full step before the latest one (forecast, fitted trend, observer)."""
-        corr = self.config.correction
+        corr = self._run_correction
         return (self.config.forecast or self.config.cached_observer is not None
                 or (corr is not None and corr.trend is not None))
 
@@ -285,11 +367,26 @@ class RecatCacheHook(ModelHook):
 
     def _coefficients(self, step: int, like: torch.Tensor) -> list[torch.Tensor | None]:
         """``[scale, shift, trend]`` rows of ``step`` as ``[1, C, 1, 1]`` tensors on ``like``'s device."""
-        corr = self.config.correction
+        corr = self._run_correction
         if self._correction is None or self._correction[0].device != like.device:
             self._correction = [None if m is None else torch.as_tensor(m, device=like.device)
                                 for m in (corr.scale, corr.shift, corr.trend)]
         return [None if m is None else m[step].to(like.dtype).view(1, -1, 1, 1) for m in self._correction]
+
+    def _arguments(self, module, args, kwargs) -> dict:
+        """forward's arguments by name, defaults filled in: the common call (known names, no duplicates,
+        nothing required missing) without ``Signature.bind``, which is slow next to a small model's cached
+        step; anything else goes through bind (and raises its TypeError)."""
+        pos = self._positional
+        if len(args) <= len(pos) and all(k in self._names and k not in pos[:len(args)] for k in kwargs):
+            a = dict(self._defaults)
+            a.update(zip(pos, args))
+            a.update(kwargs)
+            if len(a) == len(self._names):
+                return a
+        bound = self._signature.bind(module, *args, **kwargs)
+        bound.apply_defaults()
+        return bound.arguments
 
     def _cached_feature(self, step: int) -> torch.Tensor:
         """The deep feature a cached step feeds to the shallow branch."""
@@ -299,8 +396,8 @@ class RecatCacheHook(ModelHook):
             s0, f0 = older
             s1 = self._feature_step
             feature = feature + (feature - f0) * ((step - s1) / (s1 - s0))
-        corr = self.config.correction
-        if corr is None:
+        corr = self._run_correction
+        if corr is None or step < self._correction_from:
             return feature
         scale, shift, trend = self._coefficients(step, feature)
         out = feature * scale + shift
@@ -316,13 +413,12 @@ class RecatCacheHook(ModelHook):
     # per-step state would recompile on every step.
     @torch.compiler.disable(recursive=False)
     def new_forward(self, module, *args, **kwargs):
-        bound = self._signature.bind(module, *args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        for unsupported in ("down_block_additional_residuals", "mid_block_additional_residual",
-                            "down_intrablock_additional_residuals"):
-            if a.get(unsupported) is not None:
-                raise ValueError(f"ReCaT caching does not support `{unsupported}` (ControlNet/adapters)")
+        a = self._arguments(module, args, kwargs)
+        # diffusers reads down residuals without a mid residual as T2I-Adapter residuals (legacy form)
+        if a.get("down_intrablock_additional_residuals") is not None or (
+                a.get("down_block_additional_residuals") is not None and a.get("mid_block_additional_residual") is None):
+            raise ValueError("ReCaT caching does not support T2I-Adapter residuals "
+                             "(`down_intrablock_additional_residuals`)")
         step = self._advance(a["timestep"])
         if step in self._full or self.feature is None:
             if self._needs_older and self.feature is not None:
@@ -345,6 +441,7 @@ class RecatCacheHook(ModelHook):
             class_labels=a["class_labels"], timestep_cond=a["timestep_cond"],
             attention_mask=a["attention_mask"], cross_attention_kwargs=a["cross_attention_kwargs"],
             added_cond_kwargs=a["added_cond_kwargs"], encoder_attention_mask=a["encoder_attention_mask"],
+            down_block_additional_residuals=a.get("down_block_additional_residuals"),
         )
         self.cached_calls += 1
         return UNet2DConditionOutput(sample=sample) if a["return_dict"] else (sample,)

@@ -51,7 +51,7 @@ import numpy as np
 from recat_runtime.cache import schedules as S
 
 __all__ = ["WEIGHTINGS", "CANDIDATE_ORDER", "TREND_CANDIDATES", "VALIDATION_SEED_OFFSET", "step_weights", "candidate_schedules",
-           "select_schedule", "ValidationScorer", "validation_plan", "psnr_uint8"]
+           "select_schedule", "ValidationScorer", "validation_plan", "psnr_uint8", "pooled_psnr"]
 
 WEIGHTINGS = ("none", "sigma", "late1", "late2", "late4")
 CANDIDATE_ORDER = WEIGHTINGS + ("residual", "trend", "uniform")
@@ -184,13 +184,24 @@ class ValidationScorer:
         self.runs += 1
         return np.concatenate(out)
 
-    def __call__(self, full_steps, kind: str = "affine") -> float:
+    def psnrs(self, full_steps, correction=None) -> np.ndarray:
+        """Per-sample PSNR of the images with ``full_steps`` and ``correction`` against the full computation."""
         from recat_runtime.cache.hook import RecatCacheConfig
 
         if self.reference is None:
             self.reference = self._images(None)
         full = tuple(int(s) for s in full_steps)
+        imgs = self._images(RecatCacheConfig(self.steps, full, branch=self.branch, correction=correction))
+        return psnr_uint8(imgs, self.reference)
+
+    def __call__(self, full_steps, kind: str = "affine") -> float:
+        full = tuple(int(s) for s in full_steps)
         corr = (self.correction_for(full, kind) if self.correction_for is not None and len(full) < self.steps
                 else None)
-        imgs = self._images(RecatCacheConfig(self.steps, full, branch=self.branch, correction=corr))
-        return float(psnr_uint8(imgs, self.reference).mean())
+        return float(self.psnrs(full, corr).mean())
+
+
+def pooled_psnr(per_sample: np.ndarray) -> float:
+    """PSNR (dB) of the mean MSE over samples, from per-sample PSNRs: dominated by the worst images."""
+    mse = 255.0**2 / 10 ** (np.asarray(per_sample, np.float64) / 10)
+    return float(10 * np.log10(255.0**2 / max(float(mse.mean()), 1e-10)))

@@ -22,8 +22,21 @@ Layout (strict JSON; every number finite)::
       }]
     }
 
-A schedule is looked up by (sampler, steps, guidance, branch) and the budget B; anything else is an
-error that says what *was* profiled. A correction with a ``trend`` (the fitted forecast of
+Format 3 adds to a profile an optional ``"continuous"`` object: the profile as a schedule *model* in
+continuous time (:class:`recat_runtime.cache.continuous.ScheduleModel`), from which the schedule and
+correction for any step count, budget, sampler and partial run are derived::
+
+        "continuous": {"timesteps": [981.0, 961.0, ...],          # the profiled steps' timestep values
+                       "weighting": "late2", "correction": "trend", "num_train_timesteps": 1000,
+                       "moments": {"count": .., "mean": [P][C],    # per-channel pair moments (means):
+                                   "cross": [P(P+1)/2][C],         # upper triangles, row-major, with the
+                                   "centred": [P(P+1)/2][C]} | null,   # diagonal
+                       "selection": {...} | null}                  # informative: the validation record
+
+A stored schedule for exactly (sampler, steps, guidance, branch) and budget B is used as is (an exact
+override); otherwise the schedule is derived from a profile with a continuous model, and with neither
+the error says what *was* profiled. A block with a continuous model is written as format 3 (a runtime
+that reads only 1 and 2 refuses it rather than ignore the model); formats 1 and 2 are still read. A correction with a ``trend`` (the fitted forecast of
 :class:`recat_runtime.cache.hook.CacheCorrection`) changes what ``scale`` and ``shift`` mean, so a block
 holding one is written as format 2: a runtime that reads only format 1 refuses it instead of applying
 half of the correction. ``weighting`` and ``selection`` (the validated choice among
@@ -42,9 +55,12 @@ from recat_runtime.errors import NoScheduleError
 RECAT_KEY = "recat"
 STORE_FORMAT = 1          # written when no correction has a trend
 TREND_STORE_FORMAT = 2    # written when one does
-READ_FORMATS = (STORE_FORMAT, TREND_STORE_FORMAT)
+CONTINUOUS_STORE_FORMAT = 3  # written when a profile holds a continuous schedule model
+READ_FORMATS = (STORE_FORMAT, TREND_STORE_FORMAT, CONTINUOUS_STORE_FORMAT)
+CONTINUOUS_KEY = "continuous"
 
-__all__ = ["RECAT_KEY", "find_profile", "find_schedule", "with_profile", "describe_profiles"]
+__all__ = ["RECAT_KEY", "CONTINUOUS_KEY", "find_profile", "find_schedule", "find_model", "with_profile",
+           "describe_profiles"]
 
 
 def _matches(p: dict, sampler: str, steps: int, guidance: float, branch: int) -> bool:
@@ -69,6 +85,8 @@ def describe_profiles(metadata: dict) -> str:
     parts = []
     for p in _profiles(metadata):
         budgets = ", ".join(str(s["budget"]) for s in p.get("schedules", []))
+        if p.get(CONTINUOUS_KEY):
+            budgets = "any (continuous model)" + (f"; stored {budgets}" if budgets else "")
         parts.append(f"{p['sampler']} {p['steps']} steps guidance {p['guidance']:g} branch {p['branch']}: "
                      f"budgets {budgets or '-'}")
     return "; ".join(parts) if parts else "none"
@@ -122,6 +140,31 @@ def find_schedule(metadata: dict, *, sampler: str, steps: int, budget: int, guid
         guidance=float(guidance))
 
 
+def find_model(metadata: dict, *, guidance: float, branch: int | None = None, sampler: str | None = None,
+               steps: int | None = None):
+    """The continuous schedule model of a profile for ``guidance`` and ``branch`` (any when None), of any
+    sampler and step count, as ``(ScheduleModel, profile)``, or None. The guidance must match: it changes
+    the trajectory, so a profile at another guidance scale describes other features. Among several, the one
+    profiled with ``sampler`` and ``steps`` comes first, then one with ``sampler``, then the first stored.
+
+    Raises:
+        NoScheduleError: the stored model is malformed.
+    """
+    from recat_runtime.cache.continuous import ScheduleModel
+
+    cands = [p for p in _profiles(metadata) if p.get(CONTINUOUS_KEY)
+             and (branch is None or int(p.get("branch", -1)) == int(branch))
+             and abs(float(p.get("guidance", float("nan"))) - float(guidance)) < 1e-6]
+    if not cands:
+        return None
+    p = min(cands, key=lambda q: (q.get("sampler") != sampler or int(q.get("steps", -1)) != steps,
+                                  q.get("sampler") != sampler))
+    try:
+        return ScheduleModel.from_json(p[CONTINUOUS_KEY], p["similarity"]), p
+    except (KeyError, TypeError, ValueError) as e:
+        raise NoScheduleError(f"the stored continuous ReCaT model is malformed: {e}") from e
+
+
 def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:
     """A copy of ``metadata`` with ``profile`` (and its ``schedules``) added or merged.
 
@@ -146,5 +189,6 @@ def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:
     profiles.append(entry)
     has_trend = any((s.get("correction") or {}).get("trend") is not None
                     for p in profiles for s in p.get("schedules", []))
-    block["format"] = TREND_STORE_FORMAT if has_trend else STORE_FORMAT
+    has_model = any(p.get(CONTINUOUS_KEY) for p in profiles)
+    block["format"] = (CONTINUOUS_STORE_FORMAT if has_model else TREND_STORE_FORMAT if has_trend else STORE_FORMAT)
     return meta

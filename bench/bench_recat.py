@@ -1,0 +1,305 @@
+"""ReCaT that users can rely on (issue 15): one profile, any setting, monotone in the budget.
+
+Subcommands (JSON to bench/_out/, tables on stdout):
+
+  quality   per budget B, the quality of `acqe generate --cache recat --full-steps B` (the schedule derived
+            from the model's one profile, with its correction) against the full computation, on several
+            independent held-out prompt/seed sets, next to uniform caching at the same budget; flags every
+            budget whose quality is below a smaller budget's.
+  exact     derived (from the model's one profile) vs exactly profiled (a profile made at that step count
+            and sampler) at a few budgets per step count.
+  overhead  the per-step cost of the hook + correction on a cached step of the demo model (batch 1, CPU):
+            a hooked cached UNet call vs the bare shallow forward on the same inputs.
+
+Examples:
+  nice -n 10 python bench/bench_recat.py quality --model demo.acqe --budgets 5 6 7 8 9 10 11 12 --sets 3 --n 12
+  nice -n 10 python bench/bench_recat.py exact --model demo.acqe --steps 20 25 30 --n 12
+  nice -n 10 python bench/bench_recat.py overhead --model demo.acqe
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+OUT = os.path.join(HERE, "_out")
+sys.path.insert(0, ROOT)
+
+
+def _save(name: str, obj) -> str:
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, name)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+    return path
+
+
+def psnr_stats(imgs: np.ndarray, ref: np.ndarray) -> dict:
+    """Mean per-image PSNR, PSNR of the pooled MSE (the worst images dominate it), images under 20 dB."""
+    d = (imgs.astype(np.float64) - ref.astype(np.float64)) ** 2
+    mse = d.reshape(len(imgs), -1).mean(1)
+    per = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
+    return {"psnr": float(per.mean()), "psnr_pooled": float(10 * np.log10(255.0**2 / max(float(mse.mean()), 1e-10))),
+            "below_20db": int((per < 20).sum()), "n": int(len(per)), "mse": mse.tolist()}
+
+
+def monotone_violations(by_budget: dict[int, dict], keys=("psnr", "psnr_pooled"), tol: float = 0.0) -> list[str]:
+    """Budgets whose quality (each of ``keys``) is lower than some smaller budget's by more than ``tol`` dB."""
+    out = []
+    budgets = sorted(by_budget)
+    for key in keys:
+        best_b, best = None, -np.inf
+        for b in budgets:
+            v = by_budget[b][key]
+            if v < best - tol:
+                out.append(f"{key}: B={b} {v:.2f} dB < B={best_b} {best:.2f} dB")
+            if v > best:
+                best_b, best = b, v
+    return out
+
+
+def _eval_sets(n: int, sets: int, eval_seed: int):
+    from acqe_demo.dataset import make_caption
+    from acqe_demo.metrics import eval_scenes
+
+    return [([make_caption(s) for s in eval_scenes(n, seed=eval_seed + 101 * k)],
+             [50_000 + 10_000 * k + i for i in range(n)]) for k in range(sets)]
+
+
+def _runner(pipe, steps, guidance, batch):
+    from recat_runtime.sampling import denoise_and_decode
+
+    def run(captions, seeds, config):
+        imgs, fulls = [], None
+        for i in range(0, len(captions), batch):
+            _, im, _, _, full = denoise_and_decode(pipe, captions[i:i + batch], steps=steps, guidance=guidance,
+                                                   seeds=seeds[i:i + batch], config=config)
+            imgs.append(np.stack([np.asarray(x.convert("RGB")) for x in im]))
+            fulls = full
+        return np.concatenate(imgs), list(fulls)
+
+    return run
+
+
+def _meta(path):
+    from acqe_format import AcqeReader
+
+    with AcqeReader(path) as r:
+        return r.metadata
+
+
+def cmd_quality(a):
+    import torch
+
+    from recat_runtime.api import cache_config, default_guidance
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.loading import load_pipeline
+
+    torch.set_num_threads(a.threads)
+    meta = _meta(a.model)
+    g = default_guidance(meta) if a.guidance is None else a.guidance
+    pipe = load_pipeline(a.model, device="cpu", scheduler=a.sampler)
+    pipe.set_progress_bar_config(disable=True)
+    run = _runner(pipe, a.steps, g, a.batch)
+    rows = []
+    t0 = time.perf_counter()
+    for k, (captions, seeds) in enumerate(_eval_sets(a.n, a.sets, a.eval_seed)):
+        ref, _ = run(captions, seeds, None)
+        for b in a.budgets:
+            kinds = [("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta, sampler=a.sampler,
+                                            guidance=g))]
+            if b in a.uniform_budgets:
+                kinds.append(("uniform", RecatCacheConfig.uniform(a.steps, b)))
+            for kind, cfg in kinds:
+                imgs, full = run(captions, seeds, cfg)
+                st = psnr_stats(imgs, ref)
+                rows.append({"set": k, "kind": kind, "budget": b, "full_steps": full, **st})
+                print(f"set {k} {kind:8s} B={b:2d}: {st['psnr']:6.2f} / pooled {st['psnr_pooled']:6.2f} dB, "
+                      f"<20 dB {st['below_20db']}  {full}", flush=True)
+    summary, flags = {}, {}
+    for kind in sorted({r["kind"] for r in rows}):
+        agg = {}
+        for b in sorted({r["budget"] for r in rows if r["kind"] == kind}):
+            rs = [r for r in rows if r["kind"] == kind and r["budget"] == b]
+            mse = np.concatenate([r["mse"] for r in rs])
+            agg[b] = {"psnr": float(np.mean([r["psnr"] for r in rs])),
+                      "psnr_pooled": float(10 * np.log10(255.0**2 / mse.mean())),
+                      "below_20db": int(sum(r["below_20db"] for r in rs)), "n": int(len(mse)),
+                      "per_set": [(round(r["psnr"], 2), round(r["psnr_pooled"], 2)) for r in rs]}
+        summary[kind] = agg
+        flags[kind] = {"all sets": monotone_violations(agg)}
+        for k in range(a.sets):
+            per = {r["budget"]: r for r in rows if r["kind"] == kind and r["set"] == k}
+            flags[kind][f"set {k}"] = monotone_violations(per)
+    print(f"\n{a.sampler}, {a.steps} steps, guidance {g:g}, {a.sets} held-out sets x {a.n} images "
+          f"({time.perf_counter() - t0:.0f} s)")
+    print("| kind | B | mean PSNR (per set) | pooled PSNR (per set) | mean / pooled all | images < 20 dB |")
+    print("|---|---|---|---|---|---|")
+    for kind, agg in summary.items():
+        for b, s in agg.items():
+            ps = " / ".join(f"{m:.2f}" for m, _ in s["per_set"])
+            pp = " / ".join(f"{p:.2f}" for _, p in s["per_set"])
+            print(f"| {kind} | {b} | {ps} | {pp} | {s['psnr']:.2f} / {s['psnr_pooled']:.2f} | "
+                  f"{s['below_20db']} of {s['n']} |")
+    for kind, f in flags.items():
+        bad = {k: v for k, v in f.items() if v}
+        print(f"monotonicity {kind}: " + ("no budget below a smaller one" if not bad else json.dumps(bad)))
+    for r in rows:
+        r.pop("mse")
+    print("wrote", _save(a.out_name or f"recat_quality_{a.sampler}_{a.steps}.json",
+                         {"model": a.model, "steps": a.steps, "sampler": a.sampler, "guidance": g, "sets": a.sets,
+                          "n": a.n, "rows": rows, "summary": summary, "flags": flags,
+                          "load_avg": os.getloadavg()}))
+
+
+def cmd_exact(a):
+    import torch
+
+    from recat_runtime.api import cache_config, default_guidance, profile_cache
+    from recat_runtime.loading import load_pipeline
+
+    torch.set_num_threads(a.threads)
+    meta = _meta(a.model)
+    g = default_guidance(meta) if a.guidance is None else a.guidance
+    (captions, seeds), = _eval_sets(a.n, 1, a.eval_seed)
+    from acqe_demo.dataset import ShapesDataset, make_caption
+
+    ds = ShapesDataset(seed=7919)
+    prompts = [make_caption(ds[i]) for i in range(a.samples + a.validation_samples)]
+    rows = []
+    for steps in a.steps:
+        exact_path = os.path.join(OUT, f"exact_{a.sampler}_{steps}.acqe")
+        os.makedirs(OUT, exist_ok=True)
+        shutil.copyfile(a.model, exact_path)
+        with_meta = dict(meta)
+        with_meta.pop("recat", None)
+        from acqe_format import replace_metadata
+
+        replace_metadata(exact_path, with_meta)
+        t0 = time.perf_counter()
+        profile_cache(exact_path, steps=steps, budgets=[], prompts=prompts, samples=a.samples, scheduler=a.sampler,
+                      guidance=g, device="cpu", validation_samples=a.validation_samples)
+        prof_s = time.perf_counter() - t0
+        exact_meta = _meta(exact_path)
+        pipe = load_pipeline(a.model, device="cpu", scheduler=a.sampler)
+        pipe.set_progress_bar_config(disable=True)
+        run = _runner(pipe, steps, g, a.batch)
+        ref, _ = run(captions, seeds, None)
+        for frac in a.fractions:
+            b = max(2, round(frac * steps))
+            for kind, m in (("derived", meta), ("exact", exact_meta)):
+                cfg = cache_config("recat", steps=steps, budget=b, metadata=m, sampler=a.sampler, guidance=g)
+                imgs, full = run(captions, seeds, cfg)
+                st = psnr_stats(imgs, ref)
+                st.pop("mse")
+                rows.append({"steps": steps, "budget": b, "kind": kind, "full_steps": full, **st,
+                             "profile_s": prof_s if kind == "exact" else None})
+                print(f"{a.sampler} S={steps} B={b} {kind:8s}: {st['psnr']:.2f} / pooled {st['psnr_pooled']:.2f} dB "
+                      f"<20 dB {st['below_20db']}  {full}", flush=True)
+    print("\n| sampler | S | B | derived mean / pooled | exactly profiled mean / pooled |")
+    print("|---|---|---|---|---|")
+    for steps in a.steps:
+        for b in sorted({r["budget"] for r in rows if r["steps"] == steps}):
+            d = next(r for r in rows if r["steps"] == steps and r["budget"] == b and r["kind"] == "derived")
+            e = next(r for r in rows if r["steps"] == steps and r["budget"] == b and r["kind"] == "exact")
+            print(f"| {a.sampler} | {steps} | {b} | {d['psnr']:.2f} / {d['psnr_pooled']:.2f} | "
+                  f"{e['psnr']:.2f} / {e['psnr_pooled']:.2f} |")
+    print("wrote", _save(a.out_name or f"recat_exact_{a.sampler}.json", {"model": a.model, "rows": rows}))
+
+
+def cmd_overhead(a):
+    """Hooked cached step (bookkeeping + correction + shallow forward) vs the bare shallow forward."""
+    import torch
+
+    from recat_runtime.api import cache_config, default_guidance
+    from recat_runtime.cache import apply_recat_cache, disable_recat_cache, get_recat_hook
+    from recat_runtime.cache.branch import shallow_forward
+    from recat_runtime.loading import load_pipeline
+
+    torch.set_num_threads(a.threads)
+    meta = _meta(a.model)
+    g = default_guidance(meta)
+    pipe = load_pipeline(a.model, device="cpu")
+    pipe.set_progress_bar_config(disable=True)
+    unet, sched = pipe.unet, pipe.scheduler
+    steps = 50
+    cfg = cache_config("recat", steps=steps, budget=a.budget, metadata=meta, guidance=g)
+    sched.set_timesteps(steps)
+    ts = sched.timesteps
+    torch.manual_seed(0)
+    c = unet.config
+    x = torch.randn(2, c.in_channels, c.sample_size, c.sample_size)       # batch 1, CFG halves
+    ehs = torch.randn(2, 77, c.cross_attention_dim)
+    hook = apply_recat_cache(pipe, cfg)
+    times_hook, times_bare = [], []
+    try:
+        with torch.inference_mode():
+            for rep in range(a.reps):
+                for i, t in enumerate(ts):
+                    t0 = time.perf_counter()
+                    unet(x, t, ehs)
+                    dt = time.perf_counter() - t0
+                    if i not in hook.run_full_steps:
+                        # the same cached step without the hook: the feature as reused, no correction
+                        t1 = time.perf_counter()
+                        shallow_forward(unet, hook.plan, hook.feature, x, t, ehs)
+                        times_bare.append(time.perf_counter() - t1)
+                        times_hook.append(dt)
+    finally:
+        disable_recat_cache(pipe)
+    th, tb = float(np.median(times_hook)), float(np.median(times_bare))
+    kind = cfg.planner.model.kind if cfg.planner is not None else ("stored" if cfg.correction is not None else "none")
+    res = {"budget": a.budget, "correction": kind, "cached_step_hooked_ms": th * 1e3,
+           "cached_step_bare_ms": tb * 1e3, "overhead": (th - tb) / th, "samples": len(times_hook),
+           "threads": a.threads, "load_avg": os.getloadavg()}
+    print(json.dumps(res, indent=1))
+    print("wrote", _save("recat_overhead.json", res))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    q = sub.add_parser("quality")
+    q.add_argument("--model", required=True)
+    q.add_argument("--steps", type=int, default=50)
+    q.add_argument("--sampler", default="ddim")
+    q.add_argument("--guidance", type=float, default=None)
+    q.add_argument("--budgets", type=int, nargs="+", default=list(range(5, 13)))
+    q.add_argument("--uniform-budgets", type=int, nargs="*", default=[7, 10])
+    q.add_argument("--sets", type=int, default=3)
+    q.add_argument("--n", type=int, default=12)
+    q.add_argument("--batch", type=int, default=12)
+    q.add_argument("--eval-seed", type=int, default=4242, help="held-out scenes: eval_scenes(n, eval_seed + 101 k)")
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--out-name", default=None)
+    e = sub.add_parser("exact")
+    e.add_argument("--model", required=True)
+    e.add_argument("--steps", type=int, nargs="+", default=[20, 25, 30])
+    e.add_argument("--sampler", default="ddim")
+    e.add_argument("--guidance", type=float, default=None)
+    e.add_argument("--fractions", type=float, nargs="+", default=[0.14, 0.2])
+    e.add_argument("--samples", type=int, default=64)
+    e.add_argument("--validation-samples", type=int, default=32)
+    e.add_argument("--n", type=int, default=12)
+    e.add_argument("--batch", type=int, default=12)
+    e.add_argument("--eval-seed", type=int, default=4242)
+    e.add_argument("--threads", type=int, default=1)
+    e.add_argument("--out-name", default=None)
+    o = sub.add_parser("overhead")
+    o.add_argument("--model", required=True)
+    o.add_argument("--budget", type=int, default=7)
+    o.add_argument("--reps", type=int, default=3)
+    o.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    {"quality": cmd_quality, "exact": cmd_exact, "overhead": cmd_overhead}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

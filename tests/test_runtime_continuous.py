@@ -1,0 +1,383 @@
+"""One ReCaT profile for any setting (issue 15): the continuous schedule model, nested budgets, its stored
+form, partial runs (img2img, inpainting) and ControlNet on cached steps, on tiny models, offline."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from acqe_format.errors import MetadataError
+from acqe_format.model.schema import check_metadata
+from recat_runtime.cache import RecatCacheConfig, apply_recat_cache, disable_recat_cache, recat_cache
+from recat_runtime.cache.branch import branch_plan, shallow_forward
+from recat_runtime.cache.continuous import ScheduleModel
+from recat_runtime.cache.profile import PairMoments
+from recat_runtime.cache.schedules import schedule_cost
+from recat_runtime.cache.store import find_model, with_profile
+from recat_runtime.errors import NoScheduleError
+from recat_runtime.testing import SCHEDULER_CONFIG, tiny_pipeline
+from runtime_fixtures import write_tiny_acqe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _synthetic_model(p=20, c=6, seed=0, weighting="none", kind="affine") -> ScheduleModel:
+    """Features that drift smoothly with t plus noise: moments and CKA of a made-up profile."""
+    rng = np.random.default_rng(seed)
+    base = torch.from_numpy(rng.standard_normal((16, c, 4, 4)))
+    drift = torch.from_numpy(rng.standard_normal((16, c, 4, 4)))
+    feats = [base + (k / p) ** 1.5 * 3 * drift + 0.05 * torch.from_numpy(rng.standard_normal((16, c, 4, 4)))
+             for k in range(p)]
+    m = PairMoments(p)
+    m.add(feats)
+    flat = np.stack([f.reshape(16, -1).numpy() for f in feats])
+    flat = flat - flat.mean(1, keepdims=True)
+    g = np.einsum("tik,sjk->tsij", flat, flat)
+    hs = np.einsum("tsij,tsji->ts", g, g)
+    sim = hs / np.sqrt(np.outer(np.diag(hs), np.diag(hs)))
+    ts = np.linspace(999, 0, p, endpoint=False).round()
+    return ScheduleModel(ts, sim, m, weighting, kind)
+
+
+def _grid(n):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    out = {}
+    for name, cls in (("ddim", DDIMScheduler), ("dpm++", DPMSolverMultistepScheduler), ("euler", EulerDiscreteScheduler)):
+        s = cls.from_config(SCHEDULER_CONFIG)
+        s.set_timesteps(n)
+        out[name] = s.timesteps.double().numpy()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["none", "affine", "trend"])
+@pytest.mark.parametrize("weighting", ["none", "late2"])
+def test_every_budget_nested_and_cost_never_rises(kind, weighting):
+    model = _synthetic_model(weighting=weighting, kind=kind)
+    for steps in (7, 20, 33):
+        for sampler, ts in _grid(steps).items():
+            prev, prev_cost = None, np.inf
+            idx = model.grid(ts)
+            d = 1 - model.similarity[np.ix_(idx, idx)]
+            for b in range(1, steps + 1):
+                full, corr = model.schedule(ts, b)
+                assert len(full) == b and full[0] == 0, (sampler, steps, b, full)
+                if prev is not None:
+                    assert set(prev) <= set(full), f"{sampler} {steps} steps: budget {b} drops {set(prev) - set(full)}"
+                if b < steps and kind != "none":
+                    assert corr.scale.shape[0] == steps
+                    assert (corr.trend is not None) == (kind == "trend")
+                if kind == "none" and weighting == "none":   # the plain order minimises the plain CKA cost
+                    cost = schedule_cost(d, full)
+                    assert cost <= prev_cost + 1e-12
+                    prev_cost = cost
+                prev = full
+
+
+def test_greedy_order_matches_the_exact_optimum_often():
+    """Nesting costs optimality only a little: the greedy cost is within 40% of the exact DP's (on the CKA
+    distance, as without moments)."""
+    from recat_runtime.cache.schedules import optimal_schedule
+
+    m = _synthetic_model(p=30, kind="none")
+    model = ScheduleModel(m.timesteps, m.similarity, None, "none", "none")
+    ts = model.timesteps
+    d = 1 - model.similarity
+    for b in (3, 5, 8):
+        full, _ = model.schedule(ts, b)
+        _, best = optimal_schedule(d, b)
+        assert schedule_cost(d, full) <= 1.4 * best + 1e-9, (b, full, schedule_cost(d, full), best)
+
+
+def test_partial_run_plan_starts_with_a_refresh():
+    model = _synthetic_model()
+    ts = _grid(20)["ddim"]
+    plan = model.planner(20, 5)
+    for start in (0, 1, 7, 19):
+        full, corr = plan(ts, start)
+        assert full[0] == start and all(start <= s < 20 for s in full)
+        assert len(full) == max(1, int(np.ceil(5 / 20 * (20 - start))))
+        if corr is not None:
+            assert corr.scale.shape[0] == 20
+            np.testing.assert_array_equal(corr.scale[:start], 1.0)
+
+
+def test_stored_form_round_trips_and_is_checked():
+    model = _synthetic_model(kind="trend", weighting="late2")
+    prof = {"sampler": "ddim", "steps": 20, "guidance": 4.0, "branch": 0, "similarity": model.similarity,
+            "continuous": model.to_json()}
+    meta = with_profile({}, prof, [])
+    meta = json.loads(json.dumps(meta, allow_nan=False))        # what the file holds
+    assert meta["recat"]["format"] == 3
+    check_metadata(meta)
+    back, _ = find_model(meta, guidance=4.0, branch=0)
+    ts = _grid(25)["dpm++"]
+    for b in (2, 6, 11):
+        a, ca = model.schedule(ts, b)
+        c, cb = back.schedule(ts, b)
+        assert a == c
+        np.testing.assert_allclose(cb.scale, ca.scale, rtol=1e-4, atol=1e-5)
+    assert find_model(meta, guidance=7.5, branch=0) is None       # another guidance: not this profile
+
+    bad = json.loads(json.dumps(meta))
+    bad["recat"]["profiles"][0]["continuous"]["moments"]["cross"].pop()
+    with pytest.raises(MetadataError, match="moments"):
+        check_metadata(bad)
+    bad = json.loads(json.dumps(meta))
+    bad["recat"]["format"] = 2
+    with pytest.raises(MetadataError, match="format 3"):
+        check_metadata(bad)
+    bad = json.loads(json.dumps(meta))
+    bad["recat"]["profiles"][0]["continuous"]["weighting"] = "late9"
+    with pytest.raises(MetadataError, match="weighting"):
+        check_metadata(bad)
+    bad = json.loads(json.dumps(meta))
+    bad["recat"]["profiles"][0]["continuous"]["moments"] = None
+    with pytest.raises(MetadataError, match="needs moments"):
+        check_metadata(bad)
+
+
+# -- the runtime on tiny pipelines ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline(seed=3)
+
+
+@pytest.fixture(scope="module")
+def profiled(pipe, tmp_path_factory):
+    """A tiny .acqe with one profile (DDIM, 10 steps, no per-budget schedules)."""
+    from recat_runtime.api import profile_cache
+
+    path = tmp_path_factory.mktemp("cont") / "tiny.acqe"
+    write_tiny_acqe(path, pipe, codebook=False)
+    rep = profile_cache(path, steps=10, budgets=[], samples=8, batch_size=4, validation_samples=4, device="cpu",
+                        prompts=["a red circle", "a blue square", "a green cross"])
+    assert rep["continuous"]["selection"]["candidates"], "the model was chosen by validation"
+    return path
+
+
+def _cli(args):
+    """``(exit code, stdout + stderr)`` of the real entry point (one-line errors, exit codes)."""
+    import contextlib
+    import io
+
+    from acqe_cli.main import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        rc = main(args)
+    return rc, out.getvalue() + err.getvalue()
+
+
+def test_generate_any_steps_budget_sampler_after_one_profile(profiled, tmp_path):
+    out = tmp_path / "o.png"
+    for sampler, steps, b in (("ddim", 10, 3), ("ddim", 13, 1), ("dpm++", 7, 2), ("euler", 16, 5),
+                              ("euler-a", 6, 6), ("lms", 9, 4), ("pndm", 8, 3)):
+        code, output = _cli(["generate", str(profiled), "--prompt", "a red circle", "--steps", str(steps),
+                             "--cache", "recat", "--full-steps", str(b), "--sampler", sampler, "--out", str(out),
+                             "--device", "cpu", "--json"])
+        assert code == 0, (sampler, steps, b, output)
+        rep = json.loads(output[output.index("{"):output.rindex("}") + 1])
+        assert rep["full_steps"][0] == 0
+        assert len(rep["full_steps"]) == min(b, steps) or sampler == "pndm", rep   # pndm: S+1 UNet calls
+        assert rep["recat_schedule"] == (None if b >= steps else "derived")
+
+
+def test_full_budget_needs_no_profile(pipe, tmp_path):
+    path = tmp_path / "bare.acqe"
+    write_tiny_acqe(path, pipe, codebook=False)
+    code, output = _cli(["generate", str(path), "--prompt", "x", "--steps", "4", "--cache", "recat", "--full-steps",
+                         "4", "--out", str(tmp_path / "a.png"), "--device", "cpu", "--json"])
+    assert code == 0, output
+    assert json.loads(output[output.index("{"):output.rindex("}") + 1])["full_steps"] == [0, 1, 2, 3]
+    code, output = _cli(["generate", str(path), "--prompt", "x", "--steps", "4", "--cache", "recat", "--full-steps",
+                         "3", "--out", str(tmp_path / "a.png"), "--device", "cpu"])
+    assert code == 1 and "no ReCaT schedule" in output
+
+
+def test_stored_schedule_is_an_exact_override(profiled):
+    from acqe_format import AcqeReader
+    from recat_runtime.api import cache_config
+
+    with AcqeReader(profiled) as r:
+        meta = r.metadata
+    prof = meta["recat"]["profiles"][0]
+    meta2 = with_profile(meta, {k: v for k, v in prof.items() if k != "schedules"},
+                         [{"budget": 3, "full_steps": [0, 4, 8], "correction": None}])
+    cfg = cache_config("recat", steps=10, budget=3, metadata=meta2, guidance=prof["guidance"])
+    assert cfg.planner is None and cfg.full_steps == (0, 4, 8)
+    cfg = cache_config("recat", steps=10, budget=4, metadata=meta2, guidance=prof["guidance"])
+    assert cfg.planner is not None
+    with pytest.raises(NoScheduleError):
+        cache_config("recat", steps=10, budget=4, metadata=meta2, guidance=prof["guidance"] + 1)
+
+
+def _config_for(profiled, steps, budget):
+    from acqe_format import AcqeReader
+    from recat_runtime.api import cache_config
+
+    with AcqeReader(profiled) as r:
+        meta = r.metadata
+    return cache_config("recat", steps=steps, budget=budget, metadata=meta,
+                        guidance=meta["recat"]["profiles"][0]["guidance"])
+
+
+@pytest.mark.parametrize("kind", ["img2img", "inpaint"])
+def test_partial_runs_refresh_first_and_follow_the_tail_schedule(pipe, profiled, kind):
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    if kind == "img2img":
+        p2 = StableDiffusionImg2ImgPipeline(**pipe.components)
+        extra = {"image": image}
+    else:
+        p2 = StableDiffusionInpaintPipeline(**pipe.components)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[16:48, 16:48] = 255
+        extra = {"image": image, "mask_image": Image.fromarray(mask)}
+    p2.set_progress_bar_config(disable=True)
+
+    def run(config, strength):
+        g = torch.Generator().manual_seed(0)
+        if config is None:
+            return p2("a red circle", num_inference_steps=10, strength=strength, generator=g, output_type="np",
+                      **extra).images, None
+        with recat_cache(p2, config) as hook:
+            im = p2("a red circle", num_inference_steps=10, strength=strength, generator=g, output_type="np",
+                    **extra).images
+        return im, hook
+
+    for strength, start in ((0.6, 4), (0.35, 7)):
+        ref, _ = run(None, strength)
+        # derived schedule for the tail: refresh at the first executed step, budget scaled to the tail
+        im, hook = run(_config_for(profiled, 10, 4), strength)
+        assert hook.run_full_steps[0] == start, hook.run_full_steps
+        assert hook.full_calls == len(hook.run_full_steps) and hook.full_calls + hook.cached_calls == 10 - start
+        assert np.isfinite(im).all()
+        # a static schedule: the first executed step refreshes, the rest follows the schedule
+        im, hook = run(RecatCacheConfig(10, (0, 5, 8)), strength)
+        assert hook.run_full_steps == tuple(sorted({start} | {s for s in (5, 8) if s > start}))
+        # a config for the run's own UNet calls (what `generate` builds from --full-steps): counted from the
+        # first executed step, shifted into the whole schedule's numbering
+        im, hook = run(RecatCacheConfig(10 - start, (0, 2)), strength)
+        assert hook.run_full_steps == (start, start + 2)
+        assert hook.full_calls == 2 and hook.cached_calls == 10 - start - 2
+        # a derived schedule made for the run's own calls spends exactly that budget on the tail
+        im, hook = run(_config_for(profiled, 10 - start, 2), strength)
+        assert hook.run_full_steps[0] == start and hook.full_calls == 2, hook.run_full_steps
+        # a config for neither the whole schedule nor the run is refused
+        with pytest.raises(ValueError, match="scheduler makes 10"):
+            run(RecatCacheConfig(10 - start + 1, (0, 2)), strength)
+        # every executed step full: identical to the uncached pipeline
+        im, hook = run(RecatCacheConfig.no_cache(10), strength)
+        np.testing.assert_array_equal(im, ref)
+        im, hook = run(_config_for(profiled, 10, 10), strength) if _config_for(profiled, 10, 10) else (ref, None)
+        np.testing.assert_array_equal(im, ref)
+
+
+def _controlnet_pipe(pipe):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    torch.manual_seed(11)
+    cn = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16)).eval()
+    with torch.no_grad():   # from_unet zero-initialises the output convs: give the residuals some effect
+        for m in list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block]:
+            m.weight.normal_(0, 0.2)
+    p = StableDiffusionControlNetPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"},
+                                          controlnet=cn)
+    p.set_progress_bar_config(disable=True)
+    return p, cn
+
+
+def test_cached_step_applies_controlnet_residuals_exactly(pipe):
+    """Fed the true deep feature, a cached step with the ControlNet residuals equals the full UNet with them;
+    without the residuals it does not (so the residuals of the shallow skips matter and are applied)."""
+    _, cn = _controlnet_pipe(pipe)
+    unet = pipe.unet
+    torch.manual_seed(0)
+    x, t, ehs = torch.randn(2, 4, 8, 8), torch.tensor(500), torch.randn(2, 77, 32)
+    cond = torch.rand(2, 3, 16, 16)      # the tiny VAE downsamples by 2
+    with torch.no_grad():
+        down, mid = cn(x, t, encoder_hidden_states=ehs, controlnet_cond=cond, return_dict=False)
+        for branch in (0, 2):
+            plan = branch_plan(unet, branch)
+            got = {}
+            h = unet.get_submodule(plan.consumer_name).register_forward_pre_hook(
+                lambda mod, args: got.__setitem__("f", args[0][:, : plan.feature_channels].clone()))
+            try:
+                full = unet(x, t, ehs, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+            finally:
+                h.remove()
+            out = shallow_forward(unet, plan, got["f"], x, t, ehs, down_block_additional_residuals=down)
+            torch.testing.assert_close(out, full, rtol=0, atol=0)
+            plain = shallow_forward(unet, plan, got["f"], x, t, ehs)
+            assert (plain - full).abs().max() > 1e-4
+
+
+def test_controlnet_pipeline_with_caching_quality(pipe):
+    """ControlNet + ReCaT caching runs, and stays close to the uncached ControlNet output (tiny config)."""
+    from recat_runtime.cache.select import psnr_uint8
+
+    p, _ = _controlnet_pipe(pipe)
+    cond = torch.rand(1, 3, 16, 16)
+
+    def run(config):
+        g = torch.Generator().manual_seed(0)
+        if config is None:
+            return p("a red circle", image=cond, num_inference_steps=10, generator=g, output_type="np").images
+        with recat_cache(p, config) as hook:
+            im = p("a red circle", image=cond, num_inference_steps=10, generator=g, output_type="np").images
+        assert hook.cached_calls == 10 - config.budget
+        return im
+
+    ref = (run(None) * 255).round().astype(np.uint8)
+    psnr = {b: float(psnr_uint8((run(RecatCacheConfig.uniform(10, b)) * 255).round().astype(np.uint8), ref)[0])
+            for b in (3, 5, 10)}
+    assert psnr[10] > 90                 # every step full: the uncached output
+    assert psnr[5] > 20 and psnr[3] > 15, psnr
+
+
+def test_t2i_adapter_residuals_are_refused(pipe):
+    unet = pipe.unet
+    x, t, ehs = torch.randn(1, 4, 8, 8), torch.tensor(500), torch.randn(1, 77, 32)
+    with recat_cache(unet, RecatCacheConfig.uniform(4, 2)):
+        with pytest.raises(ValueError, match="T2I-Adapter"):
+            unet(x, t, ehs, down_intrablock_additional_residuals=[torch.zeros(1, 16, 8, 8)])
+
+
+def test_bench_flags_a_budget_below_a_smaller_one():
+    """bench/bench_recat.py's monotonicity flag: any budget below *some* smaller budget, on each metric."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_recat", pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_recat.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ok = {5: {"psnr": 30.0, "psnr_pooled": 25.0}, 6: {"psnr": 31.0, "psnr_pooled": 25.0},
+          7: {"psnr": 35.0, "psnr_pooled": 28.0}}
+    assert bench.monotone_violations(ok) == []
+    bad = {5: {"psnr": 30.0, "psnr_pooled": 25.0}, 7: {"psnr": 38.0, "psnr_pooled": 29.0},
+           8: {"psnr": 34.3, "psnr_pooled": 30.0}, 9: {"psnr": 36.0, "psnr_pooled": 24.0}}
+    flags = bench.monotone_violations(bad)
+    assert flags == ["psnr: B=8 34.30 dB < B=7 38.00 dB", "psnr: B=9 36.00 dB < B=7 38.00 dB",
+                     "psnr_pooled: B=9 24.00 dB < B=8 30.00 dB"]
+
+
+def test_trend_reaches_no_further_than_its_baseline():
+    """Derived trend corrections forecast step t after full steps p < s only while t - s <= s - p; further
+    steps get exactly the affine fit (and no trend)."""
+    from recat_runtime.cache.profile import correction_from_moments, trend_correction_from_moments
+
+    m = _synthetic_model().moments
+    full = (0, 5, 7)
+    affine, _ = correction_from_moments(m, full)
+    limited, _ = trend_correction_from_moments(m, full, max_reach=1.0)
+    free, _ = trend_correction_from_moments(m, full)
+    assert np.all(limited.trend[8:10] != 0) and np.all(limited.trend[10:] == 0)
+    np.testing.assert_array_equal(limited.scale[10:], affine.scale[10:])
+    np.testing.assert_array_equal(limited.shift[10:], affine.shift[10:])
+    assert np.all(free.trend[10:] != 0)           # without the limit the trend reaches to the end
