@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 PY=${PYTHON:-python3}
+# the smoke test changes directory, so a relative interpreter path (.ci/run passes .venv/bin/python)
+# is made absolute first; a bare command name is left to PATH
+case $PY in /*) ;; */*) PY=$repo/$PY ;; esac
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
