@@ -2,7 +2,7 @@
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
 __all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError", "CompactWeightError",
-           "UnsupportedDiffusersError", "DeviceError", "ImageInputError"]
+           "UnsupportedDiffusersError", "DeviceError", "ImageInputError", "SamplingSettingsError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
@@ -58,3 +58,11 @@ class ImageInputError(AcqeError, ValueError):
     def __init__(self, message: str, *, needs_image: bool = False):
         super().__init__(message)
         self.needs_image = needs_image
+
+
+class SamplingSettingsError(AcqeError, ValueError):
+    """A run this model cannot make: more denoising steps than its scheduler has training timesteps, or a
+    default image size (``unet.sample_size`` x the VAE's scale) that the pipeline refuses. The file may be
+    intact and its metadata valid: the request and the model do not fit together."""
+
+    cli_prefix = "sampling settings"

@@ -14,7 +14,7 @@ import torch
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 
-__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps"]
+__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps", "check_run"]
 
 
 @dataclass
@@ -69,6 +69,37 @@ def _call_parameters(pipe) -> set[str]:
     return set(inspect.signature(type(pipe).__call__).parameters)
 
 
+def check_run(pipe, steps: int, height=None, width=None, with_image: bool = False) -> None:
+    """Refuses, as a `SamplingSettingsError`, a run that diffusers would stop with a ValueError part-way in:
+    more steps than the scheduler's training timesteps, or (no initial image to take the size from) an image
+    side that is not a multiple of 8, given or the model's default. Both can come from an intact file with
+    valid configs (found by the re-sealing fuzzer: ``num_train_timesteps`` 2, ``sample_size`` 1)."""
+    from recat_runtime.errors import SamplingSettingsError
+
+    trained = getattr(pipe.scheduler.config, "num_train_timesteps", None)
+    if trained is not None:
+        # the scheduler's own timesteps for this run, on a copy: with SD's `steps_offset` 1 and "leading"
+        # spacing, even steps == num_train_timesteps indexes one past the trained betas
+        probe = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        try:
+            probe.set_timesteps(steps)
+            last = float(torch.as_tensor(probe.timesteps).max())
+        except ValueError:
+            last = float("inf")
+        if not last < trained:
+            raise SamplingSettingsError(f"{steps} steps do not fit the {trained} training timesteps of this "
+                                        "model's scheduler: use fewer steps")
+    if with_image:
+        return
+    sample, scale = pipe.unet.config.sample_size, pipe.vae_scale_factor
+    sides = (sample, sample) if isinstance(sample, int) else tuple(sample)
+    h, w = height or sides[0] * scale, width or sides[-1] * scale
+    if h % 8 or w % 8:
+        raise SamplingSettingsError(
+            f"a {w}x{h} px image is not a multiple of 8 (this model's default is unet.sample_size {sample} x "
+            f"the VAE's scale {scale}): give a height and width that are")
+
+
 def effective_steps(steps: int, strength: float | None, with_image: bool) -> int:
     """UNet calls of one run: image-to-image starts at ``strength`` of the schedule (diffusers' rule)."""
     if not with_image or strength is None:
@@ -87,6 +118,7 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     extra = image_inputs(pipe, init_image, strength, len(prompts), height, width)
+    check_run(pipe, steps, height, width, with_image="image" in extra)
     if on_step is not None:
         total = effective_steps(steps, extra.get("strength"), "image" in extra)
 

@@ -139,3 +139,41 @@ def test_generate_with_too_few_trained_betas_is_one_line(tiny, tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "one beta per training timestep" in lines[0], p.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("component, key, value, needle", [
+    # re-seal fuzzer seeds 205720 and 209000: diffusers' "cannot be larger than train_timesteps" ValueError
+    ("scheduler", "num_train_timesteps", 2, "4 steps do not fit the 2 training timesteps"),
+    # seed 207300: the default size 1 latent x VAE scale 2 = 2 px; diffusers' "divisible by 8" ValueError
+    ("unet", "sample_size", 1, "a 2x2 px image is not a multiple of 8"),
+])
+def test_generate_that_the_model_cannot_run_is_one_line(tiny, tmp_path, component, key, value, needle):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from acqe_format import AcqeReader
+    from acqe_format.edit import replace_metadata
+
+    _pipe, path, _ = tiny
+    bad = tmp_path / "odd.acqe"
+    shutil.copy(path, bad)
+    with AcqeReader(bad) as r:
+        meta = dict(r.metadata)
+    meta["configs"] = dict(meta["configs"], **{component: dict(meta["configs"][component], **{key: value})})
+    replace_metadata(bad, meta, verify=False)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    cmd = [sys.executable, "-m", "acqe_cli.main", "generate", str(bad), "--prompt", "a", "--steps", "4",
+           "--threads", "1", "--out", str(tmp_path / "x.png")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 1, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], p.stderr
+    assert not (tmp_path / "x.png").exists()
+    # what the model can run still runs: 2 steps, or an explicit size
+    ok = ["--steps", "1"] if key == "num_train_timesteps" else ["--steps", "2", "--height", "16", "--width", "16"]
+    p = subprocess.run(cmd[:7] + ok + ["--threads", "1", "--out", str(tmp_path / "y.png")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
