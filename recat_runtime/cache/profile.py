@@ -288,7 +288,8 @@ def trend_correction_from_moments(moments: PairMoments, full_steps,
     ``max_reach``: a cached step t more than ``max_reach * (a - a')`` steps after a gets the affine fit
     too: forecasting further ahead than the two full steps are apart amplifies the error of the cached
     trajectory's features (on the demo model, adding full step 14 just before 16 cost 6.4 and 4.1 dB of
-    pooled PSNR on two of three 12-image held-out sets at 11 of 50 full steps; bench/RESULTS-recat.md).
+    pooled PSNR on two of three 12-image held-out sets at 11 of 50 full steps; bench/RESULTS.md, section
+    "ReCaT that users can rely on").
     None: no limit (the per-budget schedules' fit)."""
     t_count = moments.num_steps
     full = sorted(set(int(x) for x in full_steps))
