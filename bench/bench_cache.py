@@ -32,33 +32,16 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OUT = os.path.join(HERE, "_out")
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
-
-def _save(name: str, obj) -> str:
-    os.makedirs(OUT, exist_ok=True)
-    path = os.path.join(OUT, name)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-    return path
+from bench_common import OUT, psnr_stats, save_json  # noqa: E402
 
 
 def _load(name: str):
     with open(os.path.join(OUT, name)) as f:
         return json.load(f)
-
-
-def _psnr_row(a: np.ndarray, b: np.ndarray) -> dict:
-    """PSNR of uint8 images against a reference: mean per image, of the pooled MSE, the median, and how
-    many images fall below 20 dB (turned to other content)."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = d.reshape(len(a), -1).mean(1)
-    per = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
-    pooled = 10 * np.log10(255.0**2 / max(float(mse.mean()), 1e-10))
-    return {"psnr": float(per.mean()), "psnr_pooled": float(pooled), "psnr_median": float(np.median(per)),
-            "below_20db": int((per < 20).sum())}
 
 
 def _to_uint8(images) -> np.ndarray:
@@ -230,7 +213,7 @@ def cmd_quality(a):
             b_req = int(label.rsplit("=", 1)[1])
             row["requested_budget"] = b_req
             row["weighting"] = chosen[b_req].get("weighting")
-        row.update(_psnr_row(imgs, ref))
+        row.update(psnr_stats(imgs, ref))
         if classifier is not None:
             ev = evaluate_images(classifier, scenes, imgs)
             row.update({"prompt_acc": ev["prompt"], "attr_acc": ev["attribute"], "fd": ev["fd"]})
@@ -252,9 +235,9 @@ def cmd_quality(a):
                 helper.disable()
             row = {"kind": "deepcache-pip", "label": f"deepcache pip N={n_int}",
                    "budget": len(S.interval_schedule(steps, n_int)), "loop_s": loop_s, "decode_s": dec_s}
-            row.update(_psnr_row(imgs, ref))
+            row.update(psnr_stats(imgs, ref))
             if n_int == a.peer_interval:
-                row["psnr_vs_ours_uniform"] = _psnr_row(imgs, uniform_peer)["psnr"]
+                row["psnr_vs_ours_uniform"] = psnr_stats(imgs, uniform_peer)["psnr"]
             if classifier is not None:
                 ev = evaluate_images(classifier, scenes, imgs)
                 row.update({"prompt_acc": ev["prompt"], "attr_acc": ev["attribute"], "fd": ev["fd"]})
@@ -272,7 +255,7 @@ def cmd_quality(a):
            "profile": {k: v for k, v in prof.items() if k not in ("metadata", "similarity", "moments")},
            "profile_wall_s": profile_s, "similarity": np.round(prof["similarity"], 5).tolist(),
            "threads": a.threads, "load_avg": os.getloadavg(), "rows": rows, "reference": ref_figs}
-    print("wrote", _save(a.out_name or ("cache_quality.json" if not a.smoke else "cache_quality_smoke.json"), out))
+    print("wrote", save_json(a.out_name or ("cache_quality.json" if not a.smoke else "cache_quality_smoke.json"), out))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -378,7 +361,7 @@ def cmd_speed(a):
         pass
     res["runs"] = runs
     res["load_avg"] = os.getloadavg()
-    print("wrote", _save(f"cache_speed_{a.res}_{a.dtype}.json", res))
+    print("wrote", save_json(f"cache_speed_{a.res}_{a.dtype}.json", res))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,7 +401,7 @@ def cmd_demo_speed(a):
            "rows": rows, "load_avg": os.getloadavg()}
     for r in rows:
         print(r, flush=True)
-    print("wrote", _save("cache_demo_speed.json", out))
+    print("wrote", save_json("cache_demo_speed.json", out))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -469,7 +452,7 @@ def cmd_peer_ab(a):
            **{f"{k}_min_s": min(v) for k, v in times.items()},
            **{f"{k}_median_s": float(np.median(v)) for k, v in times.items()}, "load_avg": os.getloadavg()}
     print(out)
-    print("wrote", _save("cache_peer_ab.json", out))
+    print("wrote", save_json("cache_peer_ab.json", out))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -500,7 +483,7 @@ def cmd_load(a):
         o = out[dt]
         o["peak_increase_over_weights"] = (o["rss_peak_kib"] - o["rss_before_kib"]) * 1024 / o["weights_bytes"]
         print(dt, o, flush=True)
-    print("wrote", _save("cache_load.json", {"model": a.model, **out}))
+    print("wrote", save_json("cache_load.json", {"model": a.model, **out}))
 
 
 # --------------------------------------------------------------------------------------------------

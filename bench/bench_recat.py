@@ -29,25 +29,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-OUT = os.path.join(HERE, "_out")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
 
-
-def _save(name: str, obj) -> str:
-    os.makedirs(OUT, exist_ok=True)
-    path = os.path.join(OUT, name)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=1)
-    return path
-
-
-def psnr_stats(imgs: np.ndarray, ref: np.ndarray) -> dict:
-    """Mean per-image PSNR, PSNR of the pooled MSE (the worst images dominate it), images under 20 dB."""
-    d = (imgs.astype(np.float64) - ref.astype(np.float64)) ** 2
-    mse = d.reshape(len(imgs), -1).mean(1)
-    per = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))
-    return {"psnr": float(per.mean()), "psnr_pooled": float(10 * np.log10(255.0**2 / max(float(mse.mean()), 1e-10))),
-            "below_20db": int((per < 20).sum()), "n": int(len(per)), "mse": mse.tolist()}
+from bench_common import OUT, psnr_stats, save_json  # noqa: E402
 
 
 def monotone_violations(by_budget: dict[int, dict], keys=("psnr", "psnr_pooled"), tol: float = 0.0) -> list[str]:
@@ -119,7 +104,7 @@ def cmd_quality(a):
                 kinds.append(("uniform", RecatCacheConfig.uniform(a.steps, b)))
             for kind, cfg in kinds:
                 imgs, full = run(captions, seeds, cfg)
-                st = psnr_stats(imgs, ref)
+                st = psnr_stats(imgs, ref, per_image_mse=True)
                 rows.append({"set": k, "kind": kind, "budget": b, "full_steps": full, **st})
                 print(f"set {k} {kind:8s} B={b:2d}: {st['psnr']:6.2f} / pooled {st['psnr_pooled']:6.2f} dB, "
                       f"<20 dB {st['below_20db']}  {full}", flush=True)
@@ -153,7 +138,7 @@ def cmd_quality(a):
         print(f"monotonicity {kind}: " + ("no budget below a smaller one" if not bad else json.dumps(bad)))
     for r in rows:
         r.pop("mse")
-    print("wrote", _save(a.out_name or f"recat_quality_{a.sampler}_{a.steps}.json",
+    print("wrote", save_json(a.out_name or f"recat_quality_{a.sampler}_{a.steps}.json",
                          {"model": a.model, "steps": a.steps, "sampler": a.sampler, "guidance": g, "sets": a.sets,
                           "n": a.n, "rows": rows, "summary": summary, "flags": flags,
                           "load_avg": os.getloadavg()}))
@@ -198,7 +183,6 @@ def cmd_exact(a):
                 cfg = cache_config("recat", steps=steps, budget=b, metadata=m, sampler=a.sampler, guidance=g)
                 imgs, full = run(captions, seeds, cfg)
                 st = psnr_stats(imgs, ref)
-                st.pop("mse")
                 rows.append({"steps": steps, "budget": b, "kind": kind, "full_steps": full, **st,
                              "profile_s": prof_s if kind == "exact" else None})
                 print(f"{a.sampler} S={steps} B={b} {kind:8s}: {st['psnr']:.2f} / pooled {st['psnr_pooled']:.2f} dB "
@@ -211,7 +195,7 @@ def cmd_exact(a):
             e = next(r for r in rows if r["steps"] == steps and r["budget"] == b and r["kind"] == "exact")
             print(f"| {a.sampler} | {steps} | {b} | {d['psnr']:.2f} / {d['psnr_pooled']:.2f} | "
                   f"{e['psnr']:.2f} / {e['psnr_pooled']:.2f} |")
-    print("wrote", _save(a.out_name or f"recat_exact_{a.sampler}.json", {"model": a.model, "rows": rows}))
+    print("wrote", save_json(a.out_name or f"recat_exact_{a.sampler}.json", {"model": a.model, "rows": rows}))
 
 
 def cmd_overhead(a):
@@ -260,7 +244,7 @@ def cmd_overhead(a):
            "cached_step_bare_ms": tb * 1e3, "overhead": (th - tb) / th, "samples": len(times_hook),
            "threads": a.threads, "load_avg": os.getloadavg()}
     print(json.dumps(res, indent=1))
-    print("wrote", _save("recat_overhead.json", res))
+    print("wrote", save_json("recat_overhead.json", res))
 
 
 def main(argv=None):
