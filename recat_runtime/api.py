@@ -106,7 +106,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
              branch: int | None = None, correction: bool = True, compact: bool = False,
              forecast: bool = False, progress: Callable[[str, int, int | None], None] | None = None,
-             init_image=None, strength: float = 0.8) -> GenerateResult:
+             init_image=None, strength: float = 0.8, mask_image=None) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
 
     ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
@@ -122,10 +122,12 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     ``init_image`` (a path or a PIL image) makes it image-to-image with the architecture's image pipeline,
     starting ``strength`` (0..1] of the way into the noise schedule; the run then makes
     ``int(steps * strength)`` UNet calls, and a cache budget counts those. The SDXL refiner only refines
-    images: it needs one.
+    images: it needs one. ``mask_image`` (a path or a PIL image; white is repainted, black kept) is for
+    inpainting models, with an initial image; without it an inpainting model repaints everything.
 
     Raises:
-        ImageInputError: no initial image for a model that needs one, or an unreadable one.
+        ImageInputError: no initial image for a model that needs one, an unreadable image, or a mask without
+            an initial image or for a model that does not inpaint.
     """
     from acqe_format import AcqeReader
     from acqe_format.model import architectures
@@ -136,6 +138,12 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     spec = architectures.for_file(ModelInfo.from_metadata(metadata))
     if init_image is None and spec.pipeline == spec.img2img_pipeline and "Inpaint" not in spec.pipeline:
         raise ImageInputError(f"{spec.name} refines images: it needs an initial image", needs_image=True)
+    if mask_image is not None:
+        if "Inpaint" not in spec.pipeline:
+            raise ImageInputError(f"{spec.name} does not inpaint: a mask needs an inpainting model")
+        if init_image is None:
+            raise ImageInputError("a mask needs an initial image to inpaint")
+        mask_image = _open_image(mask_image, "mask")
     if init_image is not None:
         init_image = _open_image(init_image)
         if not 0.0 < strength <= 1.0:
@@ -161,7 +169,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     seeds = [seed + k for k in range(len(all_prompts))]
     latents, images, loop_s, dec_s, full = denoise_and_decode(
         pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config,
-        on_step=on_step, init_image=init_image, strength=strength if init_image is not None else None)
+        on_step=on_step, init_image=init_image, strength=strength if init_image is not None else None,
+        mask=mask_image)
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
             "guidance": guidance,
             "branch": None if config is None else config.branch,
@@ -178,7 +187,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     return GenerateResult(images, latents, full, loop_s, dec_s, load_s, info)
 
 
-def _open_image(image):
+def _open_image(image, what: str = "initial image"):
     """A PIL image from a path (or the image itself); ImageInputError for a file PIL cannot read."""
     from PIL import Image, UnidentifiedImageError
 
@@ -189,7 +198,7 @@ def _open_image(image):
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageInputError(f"cannot read the initial image {str(image)!r}: {type(e).__name__}: {e}") from None
+        raise ImageInputError(f"cannot read the {what} {str(image)!r}: {type(e).__name__}: {e}") from None
 
 
 def full_correction_kind(config: RecatCacheConfig) -> str:

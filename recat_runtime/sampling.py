@@ -34,9 +34,10 @@ def synchronize(device) -> None:
         torch.cuda.synchronize()
 
 
-def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, width=None) -> dict:
+def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, width=None, mask=None) -> dict:
     """The image arguments of ``pipe``'s call: ``image``/``strength`` for image-to-image pipelines; for an
-    inpainting pipeline, a mask that repaints everything (its text-to-image use) over the initial image
+    inpainting pipeline, the ``mask`` (a PIL image: white is repainted, black kept; resized like the
+    image) or, without one, a mask that repaints everything (its text-to-image use) over the initial image
     (mid-grey without one). Empty for a text-to-image pipeline without an initial image. An image pipeline
     called without one (profiling the SDXL refiner) starts from mid-grey at strength 1: the whole noise
     schedule, as text to image runs it."""
@@ -59,7 +60,9 @@ def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, 
     if strength is not None:
         out["strength"] = float(strength)
     if inpaint:
-        out["mask_image"] = [Image.new("L", out["image"][0].size, 255)] * n
+        size = out["image"][0].size
+        mask = Image.new("L", size, 255) if mask is None else mask.convert("L").resize(size)
+        out["mask_image"] = [mask] * n
     return out
 
 
@@ -110,14 +113,15 @@ def effective_steps(steps: int, strength: float | None, with_image: bool) -> int
 def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: float, seeds: Sequence[int],
                        height=None, width=None, config: RecatCacheConfig | None = None,
                        negative_prompt=None, on_step: Callable[[int, int], None] | None = None,
-                       init_image=None, strength: float | None = None,
+                       init_image=None, strength: float | None = None, mask=None,
                        ) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
     """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps).
     ``on_step(done, steps)`` is called after each denoising step. ``init_image`` (a PIL image) and
-    ``strength`` make it image-to-image (the pipeline must take an image: see `load_pipeline`'s ``img2img``)."""
+    ``strength`` make it image-to-image (the pipeline must take an image: see `load_pipeline`'s ``img2img``);
+    ``mask`` (a PIL image) is an inpainting pipeline's mask."""
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-    extra = image_inputs(pipe, init_image, strength, len(prompts), height, width)
+    extra = image_inputs(pipe, init_image, strength, len(prompts), height, width, mask=mask)
     check_run(pipe, steps, height, width, with_image="image" in extra)
     if on_step is not None:
         total = effective_steps(steps, extra.get("strength"), "image" in extra)

@@ -203,6 +203,37 @@ def test_generate_and_img2img_from_the_command_line(converted, arch, tmp_path):
     assert img.std() > 0
 
 
+def test_inpainting_mask_from_the_command_line(converted, tmp_path):
+    """--mask reaches the inpainting pipeline (white repainted, black kept): a mask that keeps the left half
+    changes the image from the repaint-everything run; a mask without an image, or for a model that does
+    not inpaint, is refused in one line."""
+    from PIL import Image
+
+    _, out, _ = converted("stable-diffusion-v1-inpainting", "ldm")
+    init = tmp_path / "init.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(init)
+    mask = tmp_path / "mask.png"
+    m = np.zeros((32, 32), np.uint8)
+    m[:, 16:] = 255
+    Image.fromarray(m).save(mask)
+    common = ["--prompt", "a red circle", "--steps", "2", "--height", "32", "--width", "32", "-q", "--device", "cpu",
+              "--threads", "1", "--init-image", init, "--strength", "1.0"]
+    rc, err = run("generate", out, *common, "--out", tmp_path / "all.png")
+    assert rc == 0, err
+    rc, err = run("generate", out, *common, "--mask", mask, "--out", tmp_path / "half.png")
+    assert rc == 0, err
+    everything, half = (np.asarray(Image.open(tmp_path / n), np.float64) for n in ("all.png", "half.png"))
+    assert np.abs(everything - half).mean() > 1.0
+
+    rc, err = run("generate", out, "--prompt", "a", "--mask", mask, "--out", tmp_path / "x.png", "-q")
+    assert rc == 2 and "--mask needs --init-image" in err and not (tmp_path / "x.png").exists()
+    plain = converted("stable-diffusion-v1-family", "ldm")[1]
+    rc, err = run("generate", plain, *common, "--mask", mask, "--out", tmp_path / "y.png")
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "does not inpaint" in err, err
+    assert not (tmp_path / "y.png").exists()
+
+
 # --------------------------------------------------------------------------------------------------
 # refusals: one line, non-zero exit, no file
 def test_unknown_group_is_refused_in_one_line_and_kept_when_asked(tmp_path):

@@ -20,6 +20,7 @@ Examples:
   acqe generate model.acqe --prompt "a red circle" --steps 50 --cache recat --full-steps 7 --out img.png
   acqe generate model.acqe --prompt "a red circle" --prompt "a blue square" --batch 4 --out grid.png
   acqe generate sdxl-refiner.acqe --prompt "a red circle" --init-image base.png --strength 0.3 --out refined.png
+  acqe generate sd-inpainting.acqe --prompt "a red circle" --init-image photo.png --mask mask.png --out fixed.png
 """
 
 
@@ -79,10 +80,13 @@ def _grid(images, cols: int):
 @click.option("--strength", type=checks.FiniteFloat(0.0, 1.0), default=None,
               help="with --init-image: how far into the noise schedule to start, (0, 1] (default 0.8); the run "
                    "makes int(steps x strength) UNet calls, which --full-steps counts")
+@click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="inpainting models, with --init-image: white is repainted, black kept (resized like the "
+                   "image; default: repaint everything)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(model, prompts, steps, cache, budget, seed, out, height, width, force, guidance, device, dtype, sampler,
-            batch, branch, no_correction, forecast, compact, threads, init_image, strength, as_json, max_decoded_size,
+            batch, branch, no_correction, forecast, compact, threads, init_image, strength, mask, as_json, max_decoded_size,
             quiet):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from acqe_format.decode_budget import decoded_limit
@@ -112,6 +116,8 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
 
     if strength is not None and init_image is None:
         raise click.UsageError("--strength needs --init-image")
+    if mask is not None and init_image is None:
+        raise click.UsageError("--mask needs --init-image (the image to inpaint)")
     if strength is not None and strength <= 0:
         raise click.UsageError("--strength must be above 0")
     strength = 0.8 if strength is None else strength
@@ -128,7 +134,7 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
         res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
                        height=height, width=width, guidance=guidance, device=dev, dtype=dtype, scheduler=sampler,
                        branch=branch, correction=not no_correction, compact=compact, forecast=forecast,
-                       progress=show, init_image=init_image, strength=strength)
+                       progress=show, init_image=init_image, strength=strength, mask_image=mask)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))
     from acqe_format.atomic import atomic_write
 
