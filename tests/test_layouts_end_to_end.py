@@ -203,6 +203,25 @@ def test_generate_and_img2img_from_the_command_line(converted, arch, tmp_path):
     assert img.std() > 0
 
 
+def test_convert_profile_cache_stores_an_unvalidated_profile(tmp_path):
+    """`convert --profile-cache` profiles without validation by default (the fitted-trend model: seconds,
+    where validating costs minutes on a CPU; the validated path is tested in test_runtime_continuous)."""
+    src = str(tmp_path / "v1.safetensors")
+    write_ldm(src, "stable-diffusion-v1-family")
+    out = tmp_path / "v1.acqe"
+    rc, err = run("convert", src, out, "--lossless", "-q", "--profile-cache", "--profile-steps", "10",
+                  "--profile-samples", "4", "--device", "cpu")
+    assert rc == 0, err
+    with AcqeReader(str(out)) as r:
+        (prof,) = r.metadata["recat"]["profiles"]
+    assert prof["samples"] == 4 and prof["steps"] == 10
+    assert prof["continuous"]["selection"] is None and prof["continuous"]["correction"] in ("trend", "affine")
+    png = tmp_path / "g.png"
+    rc, err = run("generate", out, "--prompt", "a", "--steps", "5", "--cache", "recat", "--full-steps", "2",
+                  "--height", "32", "--width", "32", "--out", png, "-q", "--device", "cpu", "--threads", "1")
+    assert rc == 0 and png.exists(), err
+
+
 def test_inpainting_mask_from_the_command_line(converted, tmp_path):
     """--mask reaches the inpainting pipeline (white repainted, black kept): a mask that keeps the left half
     changes the image from the repaint-everything run; a mask without an image, or for a model that does

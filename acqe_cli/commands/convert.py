@@ -52,13 +52,18 @@ Examples:
                    "S`: the DDIM profile from which any sampler, step count and budget is derived)")
 @click.option("--profile-steps", type=click.IntRange(2, 1000), default=50, show_default=True,
               help="--profile-cache: denoising steps of the profiling runs")
-@click.option("--profile-samples", type=click.IntRange(4, None), default=64, show_default=True,
+@click.option("--profile-samples", type=click.IntRange(4, None), default=32, show_default=True,
               help="--profile-cache: prompt x seed samples (prompts in the model's domain)")
+@click.option("--profile-validation-samples", type=click.IntRange(0, None), default=0, show_default=True,
+              help="--profile-cache: choose the schedule model's weighting and correction by running candidates "
+                   "on this many more samples (0: the fitted-trend model, no validation; validating costs "
+                   "minutes on a CPU and measured no better on the demo model)")
 @click.option("--device", default=None, help="--profile-cache: device to profile on (default: cuda when available)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_numel, tokenizer, format_10, keep_unknown,
-            prediction_type, profile, profile_steps, profile_samples, device, as_json, quiet):
+            prediction_type, profile, profile_steps, profile_samples, profile_validation_samples, device, as_json,
+            quiet):
     """Convert SRC (a .ckpt, .safetensors, or diffusers folder) into the .acqe file OUT.
 
     Floating tensors with 2+ dimensions and at least --min-numel values are ACQ-E coded (histogram-guided
@@ -83,7 +88,7 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
             from recat_runtime.api import profile_cache   # one line naming [runtime] when torch is missing
 
             prof = profile_cache(out, steps=profile_steps, budgets=[], samples=profile_samples, device=device,
-                                 progress=show)
+                                 validation_samples=profile_validation_samples, progress=show)
     if prof is not None:
         cont = prof.get("continuous") or {}
         click.echo(f"profiled {out} for ReCaT ({prof['sampler']}, {profile_steps} steps, {prof['samples']} samples; "
