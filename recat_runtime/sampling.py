@@ -94,8 +94,17 @@ def check_run(pipe, steps: int, height=None, width=None, with_image: bool = Fals
                                         "model's scheduler: use fewer steps")
     if with_image:
         return
-    sample, scale = pipe.unet.config.sample_size, pipe.vae_scale_factor
-    sides = (sample, sample) if isinstance(sample, int) else tuple(sample)
+    sample, scale = getattr(pipe.unet.config, "sample_size", None), pipe.vae_scale_factor
+    if isinstance(sample, int):
+        sides = (sample, sample)
+    elif isinstance(sample, (list, tuple)) and len(sample) == 2 and all(isinstance(v, int) for v in sample):
+        sides = tuple(sample)
+    elif height and width:
+        sides = (height // scale, width // scale)       # unused: the given size is checked below
+    else:
+        # re-seal fuzzer seed 307680: a config without unet.sample_size (diffusers would multiply None)
+        raise SamplingSettingsError(f"this model's UNet config has no usable sample_size ({sample!r}): give a "
+                                    "height and width")
     h, w = height or sides[0] * scale, width or sides[-1] * scale
     if h % 8 or w % 8:
         raise SamplingSettingsError(

@@ -177,3 +177,20 @@ def test_generate_that_the_model_cannot_run_is_one_line(tiny, tmp_path, componen
     p = subprocess.run(cmd[:7] + ok + ["--threads", "1", "--out", str(tmp_path / "y.png")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr
+
+
+def test_check_run_without_a_sample_size_needs_a_size():
+    """Re-seal fuzzer seed 307680: a UNet config without sample_size made `acqe generate` raise TypeError in
+    the size check; without a given size it is now a one-line refusal, with one the run goes on."""
+    from types import SimpleNamespace
+
+    from recat_runtime.errors import SamplingSettingsError
+    from recat_runtime.sampling import check_run
+
+    pipe = SimpleNamespace(scheduler=SimpleNamespace(config=SimpleNamespace()),
+                           unet=SimpleNamespace(config=SimpleNamespace(sample_size=None)), vae_scale_factor=8)
+    with pytest.raises(SamplingSettingsError, match="no usable sample_size"):
+        check_run(pipe, 4)
+    check_run(pipe, 4, 64, 64)
+    with pytest.raises(SamplingSettingsError, match="not a multiple of 8"):
+        check_run(pipe, 4, 64, 60)
