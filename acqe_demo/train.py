@@ -188,12 +188,27 @@ def vae_figures(vae, classifier, s: Settings, n: int = 128) -> dict:
     return out
 
 
-def train_unet(s: Settings, unet, text, vae, tokenizer, scaling: float, report, curve: list):
+def v1_conditioning(text, tokenizer):
+    """SD v1's conditioning for `train_unet`: the CLIP encoder's last hidden states; a dropped caption is ""."""
+    def condition(scenes, imgs, drop, rng):
+        captions = ["" if d else sc.caption for sc, d in zip(scenes, drop)]
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        return imgs, text(ids).last_hidden_state, None
+
+    return condition
+
+
+def train_unet(s: Settings, unet, texts: list, vae, condition, scaling: float, report, curve: list,
+               scheduler_config: dict | None = None):
+    """Train the UNet and the text encoders ``texts`` jointly. ``condition(scenes, images, drop, rng)`` returns
+    ``(images, encoder_hidden_states, added_cond_kwargs or None)`` for a batch (``drop``: captions dropped for
+    classifier-free guidance; it may change the images, e.g. SDXL's size/crop conditioning)."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
 
     torch.manual_seed(s.seed + 3)
-    cfg = default_configs()["scheduler"]
+    cfg = scheduler_config or default_configs()["scheduler"]
     noise_sched = DDPMScheduler(num_train_timesteps=cfg["num_train_timesteps"], beta_start=cfg["beta_start"],
                                 beta_end=cfg["beta_end"], beta_schedule=cfg["beta_schedule"],
                                 prediction_type=cfg["prediction_type"], clip_sample=False)
@@ -201,38 +216,38 @@ def train_unet(s: Settings, unet, text, vae, tokenizer, scaling: float, report, 
     snr = ac / (1 - ac)
     weights = torch.clamp(snr, max=s.min_snr_gamma) / snr
 
-    emb = text.get_input_embeddings().weight
-    text_rest = [p for p in text.parameters() if p is not emb]
-    opt = torch.optim.AdamW([
-        {"params": list(unet.parameters()), "lr": s.unet_lr, "weight_decay": s.weight_decay, "base": s.unet_lr},
-        {"params": text_rest, "lr": s.text_lr, "weight_decay": s.weight_decay, "base": s.text_lr},
-        # Rows of tokens never seen in captions get no gradient: weight decay shrinks them towards zero.
-        {"params": [emb], "lr": s.text_lr, "weight_decay": s.embedding_weight_decay, "base": s.text_lr},
-    ], betas=(0.9, 0.99), fused=True)
-    params = list(unet.parameters()) + list(text.parameters())
+    groups = [{"params": list(unet.parameters()), "lr": s.unet_lr, "weight_decay": s.weight_decay, "base": s.unet_lr}]
+    for text in texts:
+        emb = text.get_input_embeddings().weight
+        groups += [
+            {"params": [p for p in text.parameters() if p is not emb], "lr": s.text_lr, "weight_decay": s.weight_decay,
+             "base": s.text_lr},
+            # Rows of tokens never seen in captions get no gradient: weight decay shrinks them towards zero.
+            {"params": [emb], "lr": s.text_lr, "weight_decay": s.embedding_weight_decay, "base": s.text_lr}]
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), fused=True)
+    params = list(unet.parameters()) + [p for text in texts for p in text.parameters()]
     ema = EMAModel(params, decay=s.ema_decay, use_ema_warmup=False, foreach=True)
     data = ShapesDataset(seed=s.seed * 100 + 5)
     rng = np.random.default_rng(s.seed + 5)
     g = torch.Generator().manual_seed(s.seed + 5)
     unet.train()
-    text.train()
+    for text in texts:
+        text.train()
     update = report.stage("unet+text", s.unet_steps)
     for step in range(s.unet_steps):
         f = _cosine_lr(step, s.unet_steps, s.unet_warmup)
         for pg in opt.param_groups:
             pg["lr"] = pg["base"] * f
         scenes, imgs = data.batch(step * s.unet_batch, s.unet_batch)
-        captions = ["" if rng.random() < s.cfg_drop else sc.caption for sc in scenes]
-        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                        return_tensors="pt").input_ids
+        drop = [rng.random() < s.cfg_drop for _ in scenes]
+        imgs, cond, added = condition(scenes, imgs, drop, rng)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             post = vae.encode(torch.from_numpy(to_tensor_range(imgs))).latent_dist
         z0 = (post.mean.float() + post.std.float() * torch.randn(post.mean.shape, generator=g)) * scaling
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, cfg["num_train_timesteps"], (s.unet_batch,), generator=g)
         zt = noise_sched.add_noise(z0, noise, t)
-        cond = text(ids).last_hidden_state
-        pred = unet(zt, t, cond).sample
+        pred = unet(zt, t, cond, added_cond_kwargs=added).sample
         per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
         loss = (per * weights[t]).mean()
         opt.zero_grad(set_to_none=True)
@@ -244,7 +259,8 @@ def train_unet(s: Settings, unet, text, vae, tokenizer, scaling: float, report, 
         update(step, float(per.detach().mean()), gnorm=f"{float(gn):.2f}")
     ema.copy_to(params)
     unet.eval()
-    text.eval()
+    for text in texts:
+        text.eval()
     return ema
 
 
@@ -291,19 +307,20 @@ def _curve_summary(curve: list, buckets: int = 40) -> list:
             for a, b in zip(edges[:-1], edges[1:])]
 
 
-def write_record(path_md: str, path_json: str, record: dict) -> None:
+def write_record(path_md: str, path_json: str, record: dict, title: str = "shapes-sd") -> None:
     with open(path_json, "w") as f:
         json.dump(record, f, indent=1)
     ev = record.get("evaluation", {})
     m, real, chance = ev.get("model", {}), ev.get("real", {}), ev.get("chance", {})
     lines = [
-        "# shapes-sd: training record",
+        f"# {title}: training record",
         "",
-        f"Produced by `python -m acqe_demo.train --ship` at commit `{record['commit']}` "
+        f"Produced by `{record.get('command', 'python -m acqe_demo.train --ship')}` at commit `{record['commit']}` "
         f"({record['finished_utc']}), {record['machine']}, torch {record['torch']}, {record['settings']['threads']} threads.",
         "",
         (f"- stages reused from an earlier run of this script with the same settings (their time is not in the "
          f"total below): {record['reused_stages']}" if record.get("reused_stages") else "- all stages run here"),
+        *[f"- {note}" for note in record.get("notes", [])],
         f"- total time: {record['seconds']['total'] / 60:.1f} min "
         f"(classifier {record['seconds']['classifier']:.0f} s, VAE {record['seconds']['vae']:.0f} s, "
         f"UNet+text {record['seconds']['unet']:.0f} s, evaluation {record['seconds']['eval']:.0f} s)",
@@ -338,9 +355,25 @@ def write_record(path_md: str, path_json: str, record: dict) -> None:
         f.write("\n".join(lines))
 
 
+MODELS = ("sd-v1", "sdxl")
+
+
+def settings_from(args, **defaults) -> Settings:
+    """The run's settings: `Settings` (or its quick variant) with ``defaults`` and then ``--set`` applied."""
+    s = Settings.quick() if args.quick else dataclasses.replace(Settings(), **defaults)
+    for kv in args.set:
+        k, sep, v = kv.partition("=")
+        if not sep or not hasattr(s, k):
+            raise SystemExit(f"--set takes KEY=VALUE with KEY a field of Settings, not {kv!r}")
+        setattr(s, k, type(getattr(s, k))(v))
+    return s
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m acqe_demo.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join("bench", "_out", "shapes-train"), help="scratch directory")
+    ap.add_argument("--model", default="sd-v1", help="sd-v1 (default) or sdxl (the SDXL-layout demo model, "
+                    "`acqe_demo.train_sdxl`)")
+    ap.add_argument("--out", default=None, help="scratch directory (default: bench/_out/shapes-train[-sdxl])")
     ap.add_argument("--ship", action="store_true", help="write the .ckpt, classifier and record into acqe_demo/weights")
     ap.add_argument("--quick", action="store_true", help="tiny run to check the pipeline end to end")
     ap.add_argument("--classifier", default=None, metavar="PATH",
@@ -349,12 +382,15 @@ def main(argv=None) -> int:
                     help="reuse a VAE (diffusers folder) that this script's VAE stage wrote with the same settings")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a Settings field")
     args = ap.parse_args(argv)
+    if args.model not in MODELS:
+        ap.error(f"--model must be one of {', '.join(MODELS)}, not {args.model!r}")
+    if args.model == "sdxl":
+        from .train_sdxl import main as main_sdxl
 
-    s = Settings.quick() if args.quick else Settings()
-    for kv in args.set:
-        k, v = kv.split("=", 1)
-        t = type(getattr(s, k))
-        setattr(s, k, t(v))
+        return main_sdxl(args)
+    args.out = args.out or os.path.join("bench", "_out", "shapes-train")
+
+    s = settings_from(args)
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     os.makedirs(args.out, exist_ok=True)
@@ -405,7 +441,7 @@ def main(argv=None) -> int:
     print(f"vae: {vae_figs}, scaling {scaling:.5f}", flush=True)
 
     t0 = time.time()
-    ema = train_unet(s, unet, text, vae, tokenizer, scaling, report, curves["unet"])
+    ema = train_unet(s, unet, [text], vae, v1_conditioning(text, tokenizer), scaling, report, curves["unet"])
     times["unet"] = time.time() - t0
 
     for name, m in (("unet", unet), ("vae", vae), ("text_encoder", text)):
