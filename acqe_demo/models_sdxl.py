@@ -125,8 +125,8 @@ def micro_condition(imgs: np.ndarray, rng: np.random.Generator, size: int = 32, 
     """SDXL's size and crop conditioning on the shapes data: uint8 ``[N, H, W, 3]`` -> (images, time ids [N, 6]).
 
     A fraction ``p_low`` of the images becomes "low-resolution originals" (downsampled to 16 or 24 px and
-    upsampled back: blurry) with that original size; a fraction ``p_crop`` becomes crops of a 36 px original
-    (edge-padded by 4 px) at a random top-left offset. The rest, and what the pipeline asks for by default at
+    upsampled back: blurry) with that original size; a fraction ``p_crop`` becomes crops of a 40 px original
+    (edge-padded by 4 px on each side) at a random top-left offset. The rest, and what the pipeline asks for by default at
     32x32, is (32, 32, 0, 0, 32, 32): the model learns that this condition means sharp, uncropped scenes.
     """
     import torch.nn.functional as F

@@ -67,7 +67,9 @@ def save_checkpoint(path: str, models: dict, configs: dict) -> None:
 
     states = {c: {k: v.detach().float().numpy() for k, v in m.state_dict().items()} for c, m in models.items()}
     sd = diffusers_to_ldm(SHAPES_SDXL, states)
-    save_file({k: np.ascontiguousarray(v.astype(np.float16)) for k, v in sd.items()}, path,
+    # floats in fp16 (what SDXL's own single files hold); integer buffers (position_ids) keep their type
+    save_file({k: np.ascontiguousarray(v.astype(np.float16) if v.dtype.kind == "f" else v) for k, v in sd.items()},
+              path,
               metadata={"acqe_configs": json.dumps(configs, sort_keys=True)})
 
 
