@@ -164,3 +164,16 @@ def test_cli_demo_model_option(monkeypatch, tmp_path):
     assert [line for line in res.output.splitlines() if line.startswith("Error")] != []
     with pytest.raises(ValueError, match="unknown demo model"):
         real_run_demo(story.DemoSettings(model="nonsense", out_dir=str(tmp_path)))
+
+
+def test_every_demo_architecture_declares_its_profiling_prompts():
+    """`acqe profile-cache` finds a model's prompts through the acqe.prompts entry point of its architecture."""
+    import tomllib
+
+    from acqe_demo import models
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as f:
+        declared = tomllib.load(f)["project"]["entry-points"]["acqe.prompts"]
+    for arch in (models.ARCHITECTURE, models_sdxl.ARCHITECTURE):
+        assert declared.get(arch) == "acqe_demo.dataset:profiling_prompts", arch
