@@ -24,10 +24,11 @@ import torch
 
 from . import metrics, models_sdxl
 from .checkpoint import clip_text_from_ldm, ldm_to_models, load_ldm_checkpoint
-from .train import (WEIGHTS_DIR, Reporter, _curve_summary, evaluate, git_commit, settings_from, train_unet,
+from .training import (WEIGHTS_DIR, Reporter, _curve_summary, evaluate, git_commit, settings_from, train_unet,
                     vae_figures, write_record)
 
 CKPT_NAME = "shapes-sdxl.safetensors"
+STAGE_FILE = "unet_stage.json"
 V1_CKPT = os.path.join(WEIGHTS_DIR, "shapes-sd.ckpt")
 # what a run of about half an hour on 2 shared CPU cores allows (the v1 demo: 6000 steps)
 STEPS = 2500
@@ -132,13 +133,24 @@ def main(args) -> int:
     vae_figs = vae_figures(vae, classifier, s)
     tok1, tok2 = models_sdxl.tokenizers()
 
-    t0 = time.time()
-    texts = [models["text_encoder"], models["text_encoder_2"]]
-    ema = train_unet(s, models["unet"], texts, vae, conditioning(*texts, tok1, tok2), scaling, report,
-                     curves["unet"], scheduler_config=configs["scheduler"])
-    times["unet"] = time.time() - t0
-    for name, m in models.items():       # the trained weights in fp32, to re-export without retraining
-        m.save_pretrained(os.path.join(out, name))
+    if args.trained:      # the UNet stage of an earlier run with the same settings (see `--trained`)
+        with open(os.path.join(args.trained, STAGE_FILE)) as f:
+            stage = json.load(f)
+        for name in ("unet", "text_encoder", "text_encoder_2"):
+            models[name] = type(models[name]).from_pretrained(os.path.join(args.trained, name)).eval()
+        times["unet"], ema_updates, unet_curve = stage["seconds"], stage["ema_updates"], stage["curve"]
+    else:
+        t0 = time.time()
+        texts = [models["text_encoder"], models["text_encoder_2"]]
+        ema = train_unet(s, models["unet"], texts, vae, conditioning(*texts, tok1, tok2), scaling, report,
+                         curves["unet"], scheduler_config=configs["scheduler"])
+        times["unet"], ema_updates = time.time() - t0, ema.optimization_step
+        unet_curve = _curve_summary(curves["unet"])
+        for name in ("unet", "text_encoder", "text_encoder_2"):   # fp32, to evaluate / export again without training
+            models[name].save_pretrained(os.path.join(out, name))
+        with open(os.path.join(out, STAGE_FILE), "w") as f:
+            json.dump({"seconds": times["unet"], "ema_updates": ema_updates, "curve": unet_curve,
+                       "settings": dataclasses.asdict(s), "finished_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, f)
 
     t0 = time.time()
     pipe = build_pipeline(models, configs)
@@ -159,7 +171,7 @@ def main(args) -> int:
         "torch": torch.__version__, "finished_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "seconds": {k: round(v, 1) for k, v in times.items()}, "scaling_factor": scaling, "vae": vae_figs,
         "parameters": {c: sum(p.numel() for p in m.parameters()) for c, m in (*models.items(), ("classifier", classifier))},
-        "ckpt_bytes": os.path.getsize(ckpt_path), "evaluation": evaluation, "ema_updates": ema.optimization_step,
+        "ckpt_bytes": os.path.getsize(ckpt_path), "evaluation": evaluation, "ema_updates": ema_updates,
         "reused_stages": {"classifier": os.path.relpath(classifier_path), "vae": os.path.relpath(args.vae or V1_CKPT)},
         "notes": ["SDXL base layout scaled down (`acqe_demo/models_sdxl.py`); UNet and both text encoders trained "
                   "here from scratch, jointly, with size/crop conditioning",
@@ -170,8 +182,12 @@ def main(args) -> int:
                   f"{v1_eval['model']['prompt']:.3f}, attribute accuracy {v1_eval['model']['attribute']:.3f}, "
                   f"Fréchet distance {v1_eval['model']['fd']:.2f}",
                   "checkpoint stored in fp16 (safetensors, SDXL single-file names, configs in the header)"],
-        "curves": {k: _curve_summary(v) for k, v in curves.items()},
+        "curves": {"classifier": [], "vae": [], "unet": unet_curve},
     }
+    if args.trained:
+        record["notes"].append(f"UNet stage reused from `{args.trained}` (an earlier run of this script with the "
+                               f"same settings, finished {stage.get('finished_utc', '?')}); evaluation and export "
+                               "ran here")
     if args.ship:
         import shutil
 
