@@ -157,14 +157,16 @@ def main(args) -> int:
     evaluation = evaluate(pipe, classifier, s, report, samples_png=os.path.join(out, "samples-sdxl.png"))
     times["eval"] = time.time() - t0
     report.close()
-    times["total"] = time.time() - t_all
+    # the run's wall time; with --trained, plus the reused UNet stage's (what training the model took)
+    times["total"] = time.time() - t_all + (times["unet"] if args.trained else 0.0)
     print(f"evaluation: {json.dumps({k: v for k, v in evaluation.items() if k != 'captions_head'})}", flush=True)
 
     out_dir = WEIGHTS_DIR if args.ship else out
     ckpt_path = os.path.join(out_dir, CKPT_NAME)
     save_checkpoint(ckpt_path, models, configs)
     with open(os.path.join(WEIGHTS_DIR, "training.json")) as f:
-        v1_eval = json.load(f)["evaluation"]
+        v1 = json.load(f)
+    v1_eval = v1["evaluation"]
     record = {
         "command": "python -m acqe_demo.train " + " ".join(sys.argv[1:]), "architecture": models_sdxl.ARCHITECTURE,
         "settings": dataclasses.asdict(s), "commit": git_commit(), "machine": f"{platform.machine()} {os.cpu_count()} cpus",
@@ -177,7 +179,7 @@ def main(args) -> int:
                   "here from scratch, jointly, with size/crop conditioning",
                   "the classifier and the VAE are the v1 demo's (trained by `python -m acqe_demo.train`), not "
                   "retrained: their stage times are 0 here",
-                  f"{s.unet_steps} UNet steps (the v1 demo: {v1_eval and 6000}) to fit about half an hour on 2 "
+                  f"{s.unet_steps} UNet steps (the v1 demo: {v1['settings']['unet_steps']}) to fit about half an hour on 2 "
                   "shared CPU cores; the v1 demo's figures for comparison: prompt accuracy "
                   f"{v1_eval['model']['prompt']:.3f}, attribute accuracy {v1_eval['model']['attribute']:.3f}, "
                   f"Fréchet distance {v1_eval['model']['fd']:.2f}",
