@@ -20,41 +20,28 @@ import torch
 from acqe_format.model.architectures import SHAPES_SDXL
 from acqe_format.model.layouts import scheduler_config
 
-from .models import LATENT_CHANNELS, TEXT_CONFIG, VAE_CONFIG
+from .models import TEXT_CONFIG, VAE_CONFIG
+from .models import UNET_CONFIG as V1_UNET_CONFIG
 
 ARCHITECTURE = SHAPES_SDXL.name
 TEXT_HIDDEN = 32          # first encoder (SDXL: CLIP ViT-L, 768)
 TEXT_HIDDEN_2 = 64        # second encoder (SDXL: OpenCLIP bigG, 1280); also its projection (pooled) width
 TIME_EMBED = 16           # per size/crop number (SDXL: 256)
 
-UNET_CONFIG = {
-    "sample_size": 8,
-    "in_channels": LATENT_CHANNELS,
-    "out_channels": LATENT_CHANNELS,
-    "center_input_sample": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "only_cross_attention": False,
-    "block_out_channels": [32, 48, 64],
-    "layers_per_block": 2,
-    # SDXL: [1, 2, 10]: most transformer depth at the lowest resolution
-    "transformer_layers_per_block": [1, 1, 2],
-    "downsample_padding": 1,
-    "mid_block_scale_factor": 1,
-    "act_fn": "silu",
-    "norm_num_groups": 16,
-    "norm_eps": 1e-5,
-    "cross_attention_dim": TEXT_HIDDEN + TEXT_HIDDEN_2,
-    "attention_head_dim": [1, 2, 2],          # diffusers' legacy name: heads per level
-    "use_linear_projection": True,
-    "upcast_attention": False,
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": TIME_EMBED,
-    "projection_class_embeddings_input_dim": TEXT_HIDDEN_2 + 6 * TIME_EMBED,
-}
+# v1's UNet config with SDXL's arrangement and conditioning
+UNET_CONFIG = dict(
+    V1_UNET_CONFIG,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    block_out_channels=[32, 48, 64],
+    transformer_layers_per_block=[1, 1, 2],     # SDXL: [1, 2, 10]: most transformer depth at the lowest resolution
+    cross_attention_dim=TEXT_HIDDEN + TEXT_HIDDEN_2,
+    attention_head_dim=[1, 2, 2],               # diffusers' legacy name: heads per level
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=TIME_EMBED,
+    projection_class_embeddings_input_dim=TEXT_HIDDEN_2 + 6 * TIME_EMBED,
+)
 
 TEXT_CONFIG_1 = dict(TEXT_CONFIG, hidden_size=TEXT_HIDDEN, intermediate_size=4 * TEXT_HIDDEN, projection_dim=TEXT_HIDDEN,
                      num_attention_heads=2)
