@@ -151,10 +151,10 @@ def test_cli_demo_model_option(monkeypatch, tmp_path):
     monkeypatch.setattr(story, "run_demo", fake_run_demo)
     choices = next(p for p in demo.command.params if p.name == "model").type.choices
     assert list(choices) == list(MODELS)
-    for argv, want in ((["--model", "sdxl"], "sdxl"), ([], "sd-v1")):
+    for argv, want, threads in ((["--model", "sdxl", "--threads", "1"], "sdxl", 1), ([], "sd-v1", 2)):
         res = CliRunner().invoke(demo.command, argv + ["--out", str(tmp_path)])
         assert isinstance(res.exception, Stop), res.output
-        assert seen[-1].model == want and seen[-1].ckpt is None
+        assert seen[-1].model == want and seen[-1].ckpt is None and seen[-1].threads == threads
     res = CliRunner().invoke(demo.command, ["--model", "nonsense"])
     assert res.exit_code == 2 and "nonsense" in res.output and len(seen) == 2
     assert [line for line in res.output.splitlines() if line.startswith("Error")] != []

@@ -23,7 +23,9 @@ def _fmt_bytes(n: int) -> str:
 @click.option("--full-steps", "budget", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Cache budget: full UNet evaluations out of --steps.")
 @click.option("--profile-samples", type=click.IntRange(8, 4096), default=32, show_default=True)
-def command(model, out_dir, bits, prompts, steps, budget, profile_samples):
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="CPU threads for torch (1 on a machine other jobs share: 2 threads competing stall each other).")
+def command(model, out_dir, bits, prompts, steps, budget, profile_samples, threads):
     """Convert a built-in model, verify it, and generate with the original, the .acqe file, and caching."""
     import json
     import os
@@ -36,7 +38,7 @@ def command(model, out_dir, bits, prompts, steps, budget, profile_samples):
     import sys
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 150)
     s = DemoSettings(model=model, out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, budget=min(budget, steps),
-                     grid_prompts=min(8, prompts), profile_samples=profile_samples)
+                     grid_prompts=min(8, prompts), profile_samples=profile_samples, threads=threads)
     res = run_demo(s, say=lambda m: console.print(f"[bold cyan]{m}[/]"))
 
     sz = res.sizes
