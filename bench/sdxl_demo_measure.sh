@@ -23,3 +23,6 @@ fi
 #    profile step 2 stored in it (validated schedule for 10; 7 derived from the profile's continuous model),
 #    as `acqe generate --cache recat|uniform --full-steps B` runs them; the demo's 64 prompts and seeds
 "$PY" bench/sdxl_demo_cache.py "$OUT/demo/shapes-sdxl.acqe" --budgets 10 7 --prompts 64 --threads 1 | tee "$OUT/cache.txt"
+#    the same on 256 prompts (the training record's evaluation captions), with the original weights first
+"$PY" bench/sdxl_demo_cache.py "$OUT/demo/shapes-sdxl.acqe" --budgets 10 7 --prompts 256 --threads 1 \
+    --original "$MODEL" | tee "$OUT/cache256.txt"
