@@ -71,16 +71,27 @@ def load_ldm_checkpoint(path: str) -> tuple[dict, dict]:
 def ldm_to_models(state_dict: dict, configs: dict, dtype: torch.dtype = torch.float32):
     """Rebuild ``(unet, vae, text_encoder)`` from LDM keys with diffusers' own single-file converters."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (convert_ldm_clip_checkpoint, convert_ldm_unet_checkpoint,
-                                                     convert_ldm_vae_checkpoint)
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
     unet = UNet2DConditionModel(**configs["unet"])
     unet.load_state_dict(convert_ldm_unet_checkpoint(state_dict, configs["unet"]), strict=True)
     vae = AutoencoderKL(**configs["vae"])
     vae.load_state_dict(convert_ldm_vae_checkpoint(state_dict, configs["vae"]), strict=True)
-    text = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
-    text_sd = convert_ldm_clip_checkpoint(state_dict)
+    text = clip_text_from_ldm(state_dict, configs["text_encoder"])
+    models = (unet, vae, text)
+    if dtype != torch.float32:
+        models = tuple(m.to(dtype) for m in models)
+    return tuple(m.eval() for m in models)
+
+
+def clip_text_from_ldm(state_dict: dict, config: dict, prefix: str | None = None):
+    """The ``CLIPTextModel`` whose transformers-named tensors sit under ``prefix`` (default: SD v1's
+    ``cond_stage_model.transformer.``; SDXL's first encoder: ``conditioner.embedders.0.transformer.``)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+    text_sd = convert_ldm_clip_checkpoint(state_dict, remove_prefix=prefix)
     text_sd = {k: v for k, v in text_sd.items() if not k.endswith("position_ids")}
     target = text.state_dict()
     if not any(k.startswith("text_model.") for k in target):  # transformers >= 5 flattens the names
@@ -89,7 +100,4 @@ def ldm_to_models(state_dict: dict, configs: dict, dtype: torch.dtype = torch.fl
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise ValueError(f"text encoder keys do not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    models = (unet, vae, text)
-    if dtype != torch.float32:
-        models = tuple(m.to(dtype) for m in models)
-    return tuple(m.eval() for m in models)
+    return text

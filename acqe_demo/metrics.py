@@ -257,6 +257,20 @@ def generate(pipe, captions: list[str], steps: int = 50, guidance: float = 4.0, 
     return np.concatenate(out)
 
 
+def prompt_following(pipe, classifier: ShapesClassifier, n: int = 16, seed: int = 2024, steps: int = 8,
+                     guidance: float = 4.0, shift: int = 5) -> tuple[dict, dict]:
+    """A quick check that a pipeline follows its prompts: ``(accuracy, chance)`` of ``n`` images generated for
+    held-out captions, chance being the same images scored against other scenes' captions (rolled by ``shift``),
+    i.e. what a model ignoring its prompt would get."""
+    scenes = eval_scenes(n, seed=seed)
+    images = generate(pipe, [s.caption for s in scenes], steps=steps, guidance=guidance, seed=0, batch=n)
+    if images.shape != (n, 32, 32, 3):
+        raise ValueError(f"expected {n} images of 32x32x3, got {images.shape}")
+    read = read_images(classifier, images)
+    perm = np.roll(np.arange(n), shift)
+    return prompt_accuracy(scenes, read), prompt_accuracy([scenes[j] for j in perm], read)
+
+
 def evaluate_images(classifier: ShapesClassifier, scenes: list[Scene], images: np.ndarray) -> dict:
     """Prompt accuracy and Fréchet distance of images generated for ``scenes``' captions."""
     gen = read_images(classifier, images)

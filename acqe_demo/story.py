@@ -1,6 +1,8 @@
-"""The whole ACQE story on the built-in model, as one library function (`acqe demo` renders it).
+"""The whole ACQE story on a built-in model, as one library function (`acqe demo` renders it).
 
-convert the shipped `sd-v1-4.ckpt`-layout checkpoint -> verify -> profile ReCaT -> generate the same
+Two built-in models (``DemoSettings.model``): ``sd-v1``, the `sd-v1-4.ckpt`-layout checkpoint, and ``sdxl``,
+the SDXL-base-layout single file (two text encoders, size/crop conditioning; `acqe_demo.models_sdxl`).
+convert the shipped checkpoint -> verify -> profile ReCaT -> generate the same
 prompts and seeds with the original weights, the decoded `.acqe` weights, and the `.acqe` weights with
 uniform (DeepCache) and ReCaT caching -> sizes, timings, prompt accuracy, Fréchet distance, PSNR, and
 a PNG grid (one row per variant). Every figure is measured on what a user would run: the generated
@@ -15,12 +17,29 @@ from typing import Callable
 
 import numpy as np
 
-DEFAULT_CKPT = os.path.join(os.path.dirname(__file__), "weights", "shapes-sd.ckpt")
+WEIGHTS = os.path.join(os.path.dirname(__file__), "weights")
+DEFAULT_CKPT = os.path.join(WEIGHTS, "shapes-sd.ckpt")
+# model name -> (shipped checkpoint, the .acqe file's name, how the checkpoint is described)
+MODELS = {"sd-v1": (DEFAULT_CKPT, "shapes.acqe", "shipped .ckpt (fp32 + pickle)"),
+          "sdxl": (os.path.join(WEIGHTS, "shapes-sdxl.safetensors"), "shapes-sdxl.acqe",
+                   "shipped .safetensors (fp16, SDXL layout)")}
+
+
+def load_original(model: str, ckpt: str):
+    """The diffusers pipeline of a shipped checkpoint's own (uncoded) weights, DDIM from its stored config."""
+    if model == "sdxl":
+        from acqe_demo.train_sdxl import load_pipeline
+
+        return load_pipeline(ckpt)
+    from acqe_demo.pipeline import load_shapes_pipeline
+
+    return load_shapes_pipeline(ckpt)
 
 
 @dataclass
 class DemoSettings:
-    ckpt: str = DEFAULT_CKPT
+    model: str = "sd-v1"               # a key of MODELS
+    ckpt: str | None = None            # None: the model's shipped checkpoint
     out_dir: str = "out/demo"
     bits: float | None = None          # None: the encoder's default target
     prompts: int = 64                  # evaluation prompts (one image each, fixed seeds)
@@ -69,13 +88,15 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
 
     from acqe_demo.dataset import ShapesDataset, image_grid, make_caption, save_png
     from acqe_demo.metrics import eval_scenes, evaluate_images, load_classifier, reference_figures
-    from acqe_demo.pipeline import load_shapes_pipeline
     from acqe_encoder.encode import Settings, convert
     from acqe_format import AcqeReader
     from recat_runtime.api import cache_config, profile_cache
     from recat_runtime.sampling import denoise_and_decode
     from recat_runtime.loading import load_pipeline
 
+    if s.model not in MODELS:
+        raise ValueError(f"unknown demo model {s.model!r}; choose from {', '.join(MODELS)}")
+    ckpt = s.ckpt or MODELS[s.model][0]
     torch.set_num_threads(s.threads)
     try:  # diffusers' pipeline classes import transformers' image processors, which warn about torchvision
         import transformers
@@ -83,14 +104,14 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
     except ImportError:
         pass
     os.makedirs(s.out_dir, exist_ok=True)
-    path = os.path.join(s.out_dir, "shapes.acqe")
+    path = os.path.join(s.out_dir, MODELS[s.model][1])
     timings: dict[str, float] = {}
 
-    say(f"1/5 convert {os.path.relpath(s.ckpt)} -> {path}")
+    say(f"1/5 convert {os.path.relpath(ckpt)} -> {path}")
     t = time.perf_counter()
     # the demo file embeds its tokenizer (182 kB) so it is a complete model on its own; its bytes are counted
     settings = Settings(embed_tokenizer=True) if s.bits is None else Settings(bits=s.bits, embed_tokenizer=True)
-    report = convert(s.ckpt, path, settings, progress=progress)
+    report = convert(ckpt, path, settings, progress=progress)
     timings["convert"] = time.perf_counter() - t
 
     say("2/5 verify (every checksum, full decode, footer SHA-256)")
@@ -99,7 +120,7 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
         r.verify()
         params = sum(x.numel for x in r.tensors)
     timings["verify"] = time.perf_counter() - t
-    sizes = {"ckpt_bytes": os.path.getsize(s.ckpt), "acqe_bytes": os.path.getsize(path), "params": params,
+    sizes = {"ckpt_bytes": os.path.getsize(ckpt), "acqe_bytes": os.path.getsize(path), "params": params,
              "fp16_bytes": 2 * params, "bits_per_param": os.path.getsize(path) * 8 / params,
              "components": report.components}
 
@@ -128,9 +149,9 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
         variants.append(Variant(name, _to_uint8(images), loop_s, len(full)))
 
     t = time.perf_counter()
-    original = load_shapes_pipeline(s.ckpt)
+    original = load_original(s.model, ckpt)
     timings["load_original"] = time.perf_counter() - t
-    run("original .ckpt", original, None)
+    run("original " + os.path.splitext(ckpt)[1], original, None)
     del original
     t = time.perf_counter()
     pipe = load_pipeline(path)
@@ -144,7 +165,7 @@ def run_demo(s: DemoSettings, say: Callable[[str], None] = print,
         cache_config("recat", steps=s.steps, budget=s.budget, metadata=meta, guidance=s.guidance))
 
     say("5/5 quality: classifier prompt accuracy, Fréchet distance, PSNR against the original")
-    clf = load_classifier(os.path.join(os.path.dirname(s.ckpt), "classifier.pt"))
+    clf = load_classifier(os.path.join(os.path.dirname(ckpt), "classifier.pt"))
     ref = reference_figures(clf, scenes)
     base, acqe_base = variants[0].images, variants[1].images
     for i, v in enumerate(variants):

@@ -37,6 +37,11 @@ def test_demo_bits(capsys):
     assert "--bits" in _one_line_error(capsys, main(["demo", "--bits", "nan"]), 2)
 
 
+def test_demo_unknown_model(capsys):
+    err = _one_line_error(capsys, main(["demo", "--model", "nonsense"]), 2)
+    assert "--model" in err and "sdxl" in err
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--height", "9"], "--height"),
     (["--width", "12"], "--width"),

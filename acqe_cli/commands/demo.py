@@ -11,6 +11,9 @@ def _fmt_bytes(n: int) -> str:
 
 
 @click.command("demo")
+@click.option("--model", type=click.Choice(["sd-v1", "sdxl"]), default="sd-v1", show_default=True,
+              help="Built-in model: sd-v1 (SD v1 layout) or sdxl (SDXL base layout: two text encoders, "
+                   "size/crop conditioning).")
 @click.option("--out", "out_dir", default="out/demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the .acqe file, the image grid and figures.json.")
 @click.option("--bits", type=checks.FiniteFloat(0.05, 64.0), default=None, help="Whole-file target in bits per parameter (default: encoder's).")
@@ -20,27 +23,29 @@ def _fmt_bytes(n: int) -> str:
 @click.option("--full-steps", "budget", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Cache budget: full UNet evaluations out of --steps.")
 @click.option("--profile-samples", type=click.IntRange(8, 4096), default=32, show_default=True)
-def command(out_dir, bits, prompts, steps, budget, profile_samples):
-    """Convert the built-in model, verify it, and generate with the original, the .acqe file, and caching."""
+@click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="CPU threads for torch (1 on a machine other jobs share: 2 threads competing stall each other).")
+def command(model, out_dir, bits, prompts, steps, budget, profile_samples, threads):
+    """Convert a built-in model, verify it, and generate with the original, the .acqe file, and caching."""
     import json
     import os
 
     from rich.console import Console
     from rich.table import Table
 
-    from acqe_demo.story import DemoSettings, run_demo
+    from acqe_demo.story import MODELS, DemoSettings, run_demo
 
     import sys
     console = Console(stderr=False, width=None if sys.stdout.isatty() else 150)
-    s = DemoSettings(out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, budget=min(budget, steps),
-                     grid_prompts=min(8, prompts), profile_samples=profile_samples)
+    s = DemoSettings(model=model, out_dir=out_dir, bits=bits, prompts=prompts, steps=steps, budget=min(budget, steps),
+                     grid_prompts=min(8, prompts), profile_samples=profile_samples, threads=threads)
     res = run_demo(s, say=lambda m: console.print(f"[bold cyan]{m}[/]"))
 
     sz = res.sizes
     t = Table(title="Sizes (every byte of the file counted)")
     for c in ("file", "bytes", "bits / parameter"):
         t.add_column(c, justify="right" if c != "file" else "left")
-    t.add_row("shipped .ckpt (fp32 + pickle)", _fmt_bytes(sz["ckpt_bytes"]), f"{sz['ckpt_bytes'] * 8 / sz['params']:.2f}")
+    t.add_row(MODELS[model][2], _fmt_bytes(sz["ckpt_bytes"]), f"{sz['ckpt_bytes'] * 8 / sz['params']:.2f}")
     t.add_row("fp16 weights (reference)", _fmt_bytes(sz["fp16_bytes"]), "16.00")
     t.add_row(".acqe (weights, configs, tokenizer, schedule)", _fmt_bytes(sz["acqe_bytes"]), f"{sz['bits_per_param']:.2f}")
     console.print(t)
@@ -67,7 +72,7 @@ def command(out_dir, bits, prompts, steps, budget, profile_samples):
     console.print(f"Grid (rows: {', '.join(v.name for v in res.variants)}): [bold]{res.grid_path}[/]")
     for i, c in enumerate(res.captions[: s.grid_prompts]):
         console.print(f"  column {i + 1}: {c}")
-    figures = {"sizes": sz, "timings": res.timings, "reference": ref, "captions": res.captions,
+    figures = {"model": model, "sizes": sz, "timings": res.timings, "reference": ref, "captions": res.captions,
                "variants": [{"name": v.name, "full_unet_steps": v.full_unet_steps, "loop_seconds": v.loop_seconds,
                              **v.figures} for v in res.variants]}
     with open(os.path.join(out_dir, "figures.json"), "w") as fh:

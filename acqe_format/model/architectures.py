@@ -104,8 +104,19 @@ SDXL_REFINER = Architecture("stable-diffusion-xl-refiner", "sdxl", 5.0,
                             pad_tokens={Component.TOKENIZER_2: OPENCLIP_PAD},
                             image_size=1024, vae_scaling_factor=0.13025, vae_force_upcast=True)
 
+# The second built-in demo model (acqe_demo, --model sdxl): SDXL base's parts and conditioning scaled down to
+# 32x32 images (it reuses the v1 demo's VAE, hence that VAE's latent scale); trained for guidance 4 too.
+SHAPES_SDXL = Architecture("acqe-shapes-sdxl", "sdxl", 4.0,
+                           "the built-in shapes demo model (SDXL base layout: two text encoders, size/crop "
+                           "conditioning)",
+                           prefixes=SDXL_BASE_PREFIXES, pipeline="StableDiffusionXLPipeline",
+                           img2img_pipeline="StableDiffusionXLImg2ImgPipeline",
+                           openclip=frozenset({Component.TEXT_ENCODER_2}),
+                           pad_tokens={Component.TOKENIZER: CLIP_PAD, Component.TOKENIZER_2: OPENCLIP_PAD},
+                           image_size=32, vae_scaling_factor=0.6386)
+
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
-    SD_V1, SD_V1_FAMILY, SD_V1_INPAINT, SHAPES_SD_V1, SD_V2_BASE, SD_V2_V, SDXL_BASE, SDXL_REFINER)}
+    SD_V1, SD_V1_FAMILY, SD_V1_INPAINT, SHAPES_SD_V1, SD_V2_BASE, SD_V2_V, SDXL_BASE, SDXL_REFINER, SHAPES_SDXL)}
 DEFAULT = SD_V1
 
 def get(name) -> Architecture | None:
@@ -152,5 +163,5 @@ def component_of(name: str, components: dict[str, str]) -> str | None:
     return best
 
 
-__all__ = ["Architecture", "ARCHITECTURES", "SD_V1", "SD_V1_FAMILY", "SD_V1_INPAINT", "SHAPES_SD_V1", "SD_V2_BASE",
+__all__ = ["Architecture", "ARCHITECTURES", "SD_V1", "SD_V1_FAMILY", "SD_V1_INPAINT", "SHAPES_SD_V1", "SHAPES_SDXL", "SD_V2_BASE",
            "SD_V2_V", "SDXL_BASE", "SDXL_REFINER", "SD_V1_PREFIXES", "get", "resolve", "for_components", "for_file", "prefixes", "component_of"]

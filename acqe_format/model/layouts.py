@@ -229,7 +229,8 @@ def infer_unet_config(shapes: dict[str, tuple], arch: A.Architecture) -> dict:
         in_dim = int(keys["label_emb.0.0.weight"][1])
         pooled = next((int(s[-1]) for k, s in shapes.items() if k.endswith("text_projection")), 1280)
         cfg.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=in_dim,
-                   addition_time_embed_dim=(in_dim - pooled) // (6 if arch is A.SDXL_BASE else 5))
+                   # base-style models (both text encoders) get 6 size/crop numbers, the refiner 5 (with its score)
+                   addition_time_embed_dim=(in_dim - pooled) // (6 if Component.TEXT_ENCODER in arch.components else 5))
     return cfg
 
 
