@@ -148,6 +148,7 @@ def cmd_exact(a):
     import torch
 
     from recat_runtime.api import cache_config, default_guidance, profile_cache
+    from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.loading import load_pipeline
 
     torch.set_num_threads(a.threads)
@@ -179,22 +180,23 @@ def cmd_exact(a):
         ref, _ = run(captions, seeds, None)
         for frac in a.fractions:
             b = max(2, round(frac * steps))
-            for kind, m in (("derived", meta), ("exact", exact_meta)):
-                cfg = cache_config("recat", steps=steps, budget=b, metadata=m, sampler=a.sampler, guidance=g)
+            for kind, m in (("derived", meta), ("exact", exact_meta), ("uniform", None)):
+                cfg = (RecatCacheConfig.uniform(steps, b) if m is None else
+                       cache_config("recat", steps=steps, budget=b, metadata=m, sampler=a.sampler, guidance=g))
                 imgs, full = run(captions, seeds, cfg)
                 st = psnr_stats(imgs, ref)
                 rows.append({"steps": steps, "budget": b, "kind": kind, "full_steps": full, **st,
                              "profile_s": prof_s if kind == "exact" else None})
                 print(f"{a.sampler} S={steps} B={b} {kind:8s}: {st['psnr']:.2f} / pooled {st['psnr_pooled']:.2f} dB "
                       f"<20 dB {st['below_20db']}  {full}", flush=True)
-    print("\n| sampler | S | B | derived mean / pooled | exactly profiled mean / pooled |")
-    print("|---|---|---|---|---|")
+    print("\n| sampler | S | B | derived mean / pooled | exactly profiled mean / pooled | uniform mean / pooled |")
+    print("|---|---|---|---|---|---|")
     for steps in a.steps:
         for b in sorted({r["budget"] for r in rows if r["steps"] == steps}):
-            d = next(r for r in rows if r["steps"] == steps and r["budget"] == b and r["kind"] == "derived")
-            e = next(r for r in rows if r["steps"] == steps and r["budget"] == b and r["kind"] == "exact")
-            print(f"| {a.sampler} | {steps} | {b} | {d['psnr']:.2f} / {d['psnr_pooled']:.2f} | "
-                  f"{e['psnr']:.2f} / {e['psnr_pooled']:.2f} |")
+            d, e, u = (next(r for r in rows if r["steps"] == steps and r["budget"] == b and r["kind"] == k)
+                       for k in ("derived", "exact", "uniform"))
+            print(f"| {a.sampler} | {steps} | {b} | " + " | ".join(
+                f"{r['psnr']:.2f} / {r['psnr_pooled']:.2f}" for r in (d, e, u)) + " |")
     print("wrote", save_json(a.out_name or f"recat_exact_{a.sampler}.json", {"model": a.model, "rows": rows}))
 
 
