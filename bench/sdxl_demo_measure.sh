@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measurements of the SDXL-layout demo model for bench/RESULTS-sdxl-demo.md (issue 14 item 6).
+# Measurements of the SDXL-layout demo model for bench/RESULTS.md (section "The SDXL-layout demo model") (issue 14 item 6).
 # Usage, from the repository root with the venv active:  nice -n 5 bash bench/sdxl_demo_measure.sh
 #   (SKIP_FIDELITY=1 skips step 1; ACQE / PY name the acqe command and the Python to use)
 # Writes everything under bench/_out/sdxl-demo/ (ignored); the report is written by hand from its logs.
