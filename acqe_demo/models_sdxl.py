@@ -51,10 +51,10 @@ TEXT_CONFIG_2 = dict(TEXT_CONFIG, hidden_size=TEXT_HIDDEN_2, intermediate_size=4
                      architectures=["CLIPTextModelWithProjection"])
 
 # SDXL's noise schedule is SD v1's (scaled_linear 0.00085 .. 0.012, epsilon); the config SDXL ships
-# (Euler, "leading" spacing, steps_offset 1), which any diffusers scheduler's from_config takes. SDXL's own
-# scheduler_config.json also says clip_sample false and set_alpha_to_one false: without them DDIM's defaults
-# clip the predicted clean latents to [-1, 1], which washes these unit-variance latents out to grey.
-SCHEDULER_CONFIG = dict(scheduler_config(SHAPES_SDXL), clip_sample=False, set_alpha_to_one=False)
+# (Euler, "leading" spacing, steps_offset 1, clip_sample and set_alpha_to_one false), which any diffusers
+# scheduler's from_config takes. Without skip_prk_steps, as the shipped file stores it (exported before the
+# shared config kept that key; only PNDM reads it).
+SCHEDULER_CONFIG = {k: v for k, v in scheduler_config(SHAPES_SDXL).items() if k != "skip_prk_steps"}
 
 
 def default_configs(scaling_factor: float | None = None) -> dict:

@@ -90,3 +90,19 @@ def test_infer_unet_config_from_small_ldm():
 def test_unknown_key_is_refused():
     with pytest.raises(sd_v1.LayoutMappingError):
         sd_v1.diffusers_to_ldm({"down_blocks.0.resnets.0.norm1.weight": torch.zeros(1), "weird.weight": torch.zeros(1)})
+
+
+def test_sdxl_scheduler_config_keeps_ddim_from_clipping():
+    """Stability's SDXL scheduler config says clip_sample / set_alpha_to_one false; dropping them let DDIM
+    (--sampler ddim) clip the predicted clean latents to [-1, 1] (the SDXL demo model's images went grey)."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    from acqe_format.model import architectures as A
+    from acqe_format.model.layouts import scheduler_config
+
+    for arch in (A.SDXL_BASE, A.SDXL_REFINER):
+        cfg = scheduler_config(arch)
+        assert cfg["_class_name"] == "EulerDiscreteScheduler"
+        ddim = DDIMScheduler.from_config(cfg)
+        assert ddim.config.clip_sample is False and ddim.config.set_alpha_to_one is False
+        assert EulerDiscreteScheduler.from_config(cfg).config.timestep_spacing == "leading"

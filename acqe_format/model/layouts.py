@@ -285,9 +285,10 @@ def scheduler_config(arch: A.Architecture) -> dict:
     cfg = copy.deepcopy(sd_v1.SCHEDULER_CONFIG)
     cfg["prediction_type"] = arch.prediction_type
     if arch.family == "sdxl":
+        # Stability's SDXL scheduler config keeps clip_sample / set_alpha_to_one false next to Euler's keys:
+        # they matter when another sampler is built from it (DDIM's defaults would clip x0 to [-1, 1], which
+        # turned the SDXL demo model's images grey)
         cfg.update(_class_name="EulerDiscreteScheduler", timestep_spacing="leading", interpolation_type="linear")
-        for k in ("skip_prk_steps", "set_alpha_to_one", "clip_sample"):
-            cfg.pop(k, None)
     return cfg
 
 
