@@ -26,7 +26,7 @@ from recat_runtime.cache.store import CONTINUOUS_KEY, find_model, find_profile, 
 from recat_runtime.errors import ForecastConflictError, ImageInputError, NoScheduleError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
-from recat_runtime.sampling import GenerateResult, check_run, denoise_and_decode, effective_steps, image_inputs
+from recat_runtime.sampling import GenerateResult, check_run, denoise_and_decode, effective_steps
 
 __all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
@@ -325,7 +325,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     if prompts is None:     # one stream: profiling takes the first `samples`, validation continues it
         prompts = default_prompts(model.architecture, samples + (validation_samples if weighting == "auto" else 0))
     pipe = load_pipeline(path, device=device, torch_dtype=torch_dtype(dtype), scheduler=scheduler)
-    check_run(pipe, steps, height, width, with_image=bool(image_inputs(pipe, None, None, 1, height, width)))
+    check_run(pipe, steps, height, width)        # profiling runs start from noise (or a default-size image)
     if progress:      # progress comes through the callback: no diffusers bar per profiling batch
         pipe.set_progress_bar_config(disable=True)
     sampler = _sampler_name(pipe)

@@ -130,8 +130,9 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
     ``mask`` (a PIL image) is an inpainting pipeline's mask."""
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    # first: without an initial image, image_inputs makes one at the default size this checks
+    check_run(pipe, steps, height, width, with_image=init_image is not None)
     extra = image_inputs(pipe, init_image, strength, len(prompts), height, width, mask=mask)
-    check_run(pipe, steps, height, width, with_image="image" in extra)
     if on_step is not None:
         total = effective_steps(steps, extra.get("strength"), "image" in extra)
 
