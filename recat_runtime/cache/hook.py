@@ -319,33 +319,31 @@ class RecatCacheHook(ModelHook):
         ts = self._scheduler_timesteps()
         calls = None if ts is None else len(ts)
         n = self.config.num_inference_steps
+        corr = self.config.correction
         if self.config.planner is not None and ts is not None:
             full, corr = self.config.planner(ts.detach().to("cpu", torch.float64).numpy(), start)
-            self._full, self._run_correction, self._correction_from = frozenset(full), corr, start
-            self._correction = None
-            self.run_full_steps = tuple(sorted(full))
-            return
-        if calls is not None and calls != n and calls - start == n:
+            self._set_run(full, corr, start)
+        elif calls is not None and calls != n and calls - start == n:
             # a config made for the run's own UNet calls (image to image: `effective_steps`), as the CLI and
-            # `generate` build it: its steps are counted from the run's first call
-            self._full = frozenset(start + s for s in [0, *self.config.full_steps])
-            corr = self.config.correction
-            self._run_correction = None if corr is None else corr.delayed(start)
-            self._correction, self._correction_from = None, start
-            self.run_full_steps = tuple(sorted(self._full))
-            return
-        if calls is not None and calls != n:
+            # `generate` build it: its steps (0 among them) are counted from the run's first call
+            self._set_run([start + s for s in self.config.full_steps], None if corr is None else corr.delayed(start),
+                          start)
+        elif calls is not None and calls != n:
             raise ValueError(
                 f"the ReCaT cache schedule is for {n} steps but the scheduler makes {calls}; "
                 "build the config for the same num_inference_steps"
             )
-        full = self.config.full_steps
-        later = [s for s in full if s > start]
-        self._full = frozenset([start, *later])
-        self._run_correction = self.config.correction
-        # rows before the first scheduled refresh at or after `start` belong to an anchor this run never had
-        self._correction_from = start if start in full else (later[0] if later else n)
+        else:
+            full = self.config.full_steps
+            later = [s for s in full if s > start]
+            # rows before the first scheduled refresh at or after `start` belong to an anchor this run never had
+            self._set_run([start, *later], corr, start if start in full else (later[0] if later else n))
+
+    def _set_run(self, full, correction, correction_from: int) -> None:
+        self._full = frozenset(full)
         self.run_full_steps = tuple(sorted(self._full))
+        self._run_correction, self._correction_from = correction, correction_from
+        self._correction = None        # the device copy of the previous run's coefficients
 
     @property
     def _needs_older(self) -> bool:
