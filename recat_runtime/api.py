@@ -26,7 +26,7 @@ from recat_runtime.cache.store import CONTINUOUS_KEY, find_model, find_profile, 
 from recat_runtime.errors import ForecastConflictError, ImageInputError, NoScheduleError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
-from recat_runtime.sampling import GenerateResult, check_run, denoise_and_decode, effective_steps
+from recat_runtime.sampling import GenerateResult, check_run, default_size, denoise_and_decode, effective_steps
 
 __all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
@@ -210,7 +210,8 @@ def full_correction_kind(config: RecatCacheConfig) -> str:
 def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correction: bool, trend: bool, budgets,
                       max_values: int, progress=None) -> dict:
     """The stored form of the profile's continuous schedule model, its weighting and correction chosen by
-    validation over several budgets (``scorer`` None: plain, with the affine correction when possible)."""
+    validation over several budgets (``scorer`` None: plain weighting, with the fitted-trend correction when
+    the moments allow it, else the affine one, else none)."""
     from recat_runtime.cache.continuous import ScheduleModel
     from recat_runtime.cache.select import pooled_psnr
 
@@ -341,8 +342,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     else:
         if progress:
             settings.progress = lambda i, n: progress("profile", i, n)
-        h = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        w = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        default_h, default_w = default_size(pipe) or (height, width)   # check_run: one of them is known
+        h, w = height or default_h, width or default_w
         # keep one minibatch's features of all steps when that is small: corrections then need no 2nd pass
         plan = branch_plan(pipe.unet, branch)
         down = 2 ** sum(1 for b in pipe.unet.down_blocks[: max(plan.down_block, 0)] if b.downsamplers is not None)

@@ -14,7 +14,7 @@ import torch
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 
-__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps", "check_run"]
+__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps", "check_run", "default_size"]
 
 
 @dataclass
@@ -50,8 +50,8 @@ def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, 
         return {}
     if init_image is None and needs_image:
         strength = 1.0
-    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
-    size = (width or side, height or side)
+    default_h, default_w = default_size(pipe) or (height, width)      # check_run ran: one of them is known
+    size = (width or default_w, height or default_h)
     if init_image is None:
         init_image = Image.new("RGB", size, (127, 127, 127))
     elif height and width:
@@ -70,6 +70,17 @@ def _call_parameters(pipe) -> set[str]:
     import inspect
 
     return set(inspect.signature(type(pipe).__call__).parameters)
+
+
+def default_size(pipe) -> tuple[int, int] | None:
+    """(height, width) in pixels the pipeline makes when none is given (the UNet's ``sample_size`` times the
+    VAE's scale, as diffusers computes it); None when the config has no usable ``sample_size``."""
+    sample, scale = getattr(pipe.unet.config, "sample_size", None), pipe.vae_scale_factor
+    if isinstance(sample, int) and not isinstance(sample, bool):
+        return sample * scale, sample * scale
+    if isinstance(sample, (list, tuple)) and len(sample) == 2 and all(isinstance(v, int) for v in sample):
+        return sample[0] * scale, sample[1] * scale
+    return None
 
 
 def check_run(pipe, steps: int, height=None, width=None, with_image: bool = False) -> None:
@@ -95,17 +106,12 @@ def check_run(pipe, steps: int, height=None, width=None, with_image: bool = Fals
     if with_image:
         return
     sample, scale = getattr(pipe.unet.config, "sample_size", None), pipe.vae_scale_factor
-    if isinstance(sample, int):
-        sides = (sample, sample)
-    elif isinstance(sample, (list, tuple)) and len(sample) == 2 and all(isinstance(v, int) for v in sample):
-        sides = tuple(sample)
-    elif height and width:
-        sides = (height // scale, width // scale)       # unused: the given size is checked below
-    else:
+    default = default_size(pipe)
+    if default is None and not (height and width):
         # re-seal fuzzer seed 307680: a config without unet.sample_size (diffusers would multiply None)
         raise SamplingSettingsError(f"this model's UNet config has no usable sample_size ({sample!r}): give a "
                                     "height and width")
-    h, w = height or sides[0] * scale, width or sides[-1] * scale
+    h, w = height or default[0], width or default[1]
     if h % 8 or w % 8:
         raise SamplingSettingsError(
             f"a {w}x{h} px image is not a multiple of 8 (this model's default is unet.sample_size {sample} x "
