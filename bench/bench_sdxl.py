@@ -210,6 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="the tests' tiny SDXL (checks the script in seconds)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
+    load_before = os.getloadavg()     # the wall times are only as good as the machine was quiet
     os.makedirs(a.data, exist_ok=True)
     tag = "tiny" if a.tiny else "full"
     src = os.path.join(a.data, f"sdxl-base-standin-{tag}.safetensors")
@@ -249,6 +250,7 @@ def main(argv=None) -> int:
         "q4_0_bits_per_value": round(q4["bits_per_value"], 4), "q4_0_bytes": q4["bytes"],
         "q4_0_mean_sqnr_db": round(weighted(q4["sqnr"], sizes), 2), "q4_0_measure_s": round(q4_s, 1),
         "convert_timings": rep["timings"], "threads": a.threads, "cpus": os.cpu_count(),
+        "load_avg_before": load_before, "load_avg_after": os.getloadavg(),
     }
     print(json.dumps(res, indent=1))
     if not a.tiny:
@@ -261,7 +263,9 @@ def _write_md(path: str, r: dict) -> None:
     lines = [
         "# SDXL base at full size (random-weight stand-in)", "",
         f"{r['model']}; architecture detected: `{r['architecture']}`, components {', '.join(r['components'])}.",
-        f"Machine: {r['cpus']} CPUs (shared with other work while measured), decode with {r['threads']} threads.", "",
+        f"Machine: {r['cpus']} CPUs, load average {r['load_avg_before'][0]:.2f} before the run and "
+        f"{r['load_avg_after'][0]:.2f} after it (other jobs stretch every wall time); decode with "
+        f"{r['threads']} threads.", "",
         "Command: `PYTHONPATH=$PWD python bench/bench_sdxl.py` (writes the stand-in to bench/_data/, ~7 GB).", "",
         "| step | wall time | peak RSS | peak anonymous | peak file-backed |", "|---|---:|---:|---:|---:|",
         *[f"| {name} | {r[k + '_s']} s | {r[k + '_peak_gb']['rss']} GB | {r[k + '_peak_gb']['anon']} GB | "
