@@ -393,11 +393,6 @@ def _convert(src, src_path, out_path, st, prog, say, t0, AcqeWriter):
 
     timings = {"open": time.time() - t0}
     t1 = time.time()
-    if st.calibrate and ((configs or {}).get(Component.UNET) or {}).get("addition_embed_type"):
-        # the calibration runs the UNet on noise and a random text context only; SDXL's UNet also needs
-        # its pooled-text and size/crop embedding, which it does not make (yet)
-        raise EncoderSettingsError("calibration runs UNets conditioned on text alone; this UNet also takes "
-                                   f"{configs[Component.UNET]['addition_embed_type']!r} added conditioning (SDXL)")
     if st.calibrate:
         # before any numba-parallel kernel runs: torch's and numba's thread pools fight otherwise
         from acqe_encoder import calibrate as cal

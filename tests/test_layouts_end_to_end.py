@@ -412,11 +412,3 @@ def test_full_size_sdxl_base_configs_are_inferred_from_stabilitys_names():
     assert (t["hidden_size"], t["num_hidden_layers"], t["num_attention_heads"]) == (768, 12, 12)
     assert cfg["vae"]["scaling_factor"] == 0.13025 and cfg["vae"]["force_upcast"]
     assert cfg["vae"]["block_out_channels"] == [128, 256, 512, 512]
-
-
-def test_calibration_of_an_sdxl_unet_is_refused_in_one_line(tmp_path):
-    src = str(tmp_path / "x.safetensors")
-    write_ldm(src, "stable-diffusion-xl-base")
-    rc, err = run("convert", src, tmp_path / "x.acqe", "--calibrate", "-q")
-    assert rc == 1 and len(err.strip().splitlines()) == 1 and "text_time" in err
-    assert not (tmp_path / "x.acqe").exists()
