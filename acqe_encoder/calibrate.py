@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from acqe_format.errors import SourceError
 from acqe_format.model.architectures import LDM_UNET
 from acqe_format.model.keys import Component, Naming
 
@@ -130,6 +131,25 @@ def sensitivities(src, plans, configs, naming, say, n_latents: int = 2, timestep
     except ValueError as e:
         say(f"warning: {e}; using data-free distortion")
         return {}
+    try:
+        return _measured(src, configs, naming, cfg, say, n_latents, timesteps, size, seed)
+    except RUN_ERRORS as e:
+        # a config that does not describe the weights (a diffusers folder's config.json is the user's):
+        # the file would not load either, so this is the checkpoint's error, in one line
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [""]
+        detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]   # load_state_dict's list
+        raise SourceError(f"calibration cannot run the checkpoint's UNet with its config: {type(e).__name__}: "
+                          f"{detail[:300]}") from None
+
+
+# what diffusers' converter, the UNet's constructor, load_state_dict and a forward raise on a config that
+# does not fit the weights
+RUN_ERRORS = (KeyError, IndexError, ValueError, TypeError, RuntimeError, AttributeError, AssertionError)
+
+
+def _measured(src, configs, naming, cfg, say, n_latents, timesteps, size, seed) -> dict[str, float]:
+    import torch
+    from diffusers import UNet2DConditionModel
     sd, to_src = _unet_state_dict(src, naming, configs[Component.UNET])
     if not sd:
         return {}

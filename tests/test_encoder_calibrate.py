@@ -83,3 +83,25 @@ def test_an_unknown_added_conditioning_falls_back_to_data_free_distortion(tmp_pa
     said = []
     assert cal.sensitivities(src, None, configs, plan.naming, said.append) == {}
     assert len(said) == 1 and said[0].startswith("warning:") and "'image'" in said[0]
+
+
+def test_a_folder_config_that_does_not_fit_its_weights_is_one_line(tmp_path, capsys):
+    import json
+    import os
+
+    from acqe_cli.main import main
+    from layout_fixtures import write_folder
+
+    folder = str(tmp_path / "xl")
+    write_folder(folder, "stable-diffusion-xl-base")
+    cfg_path = os.path.join(folder, "unet", "config.json")
+    with open(cfg_path) as f:
+        cfg = json.load(f)
+    cfg["cross_attention_dim"] = 48          # the weights' cross-attention takes wider contexts
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    out = tmp_path / "xl.acqe"
+    rc = main(["convert", folder, str(out), "--calibrate", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "calibration cannot run" in err[0] and "size mismatch" in err[0]
+    assert not out.exists()
