@@ -176,3 +176,35 @@ def test_model_defaults_for_prompts_and_guidance():
     ps = default_prompts("acqe-shapes-sd-v1", 10)
     assert ps == profiling_prompts(10) and all("background" in p for p in ps)
     assert default_prompts("stable-diffusion-v1", 10) == default_prompts(None, 10) == list(GENERIC_PROMPTS)
+
+
+def test_auto_profile_batch_grows_for_small_features_only():
+    from recat_runtime.api import PROFILE_BATCH_BYTES, PROFILE_BATCH_MAX, auto_profile_batch
+
+    demo = 819_200                                          # the shipped demo model's, measured
+    assert auto_profile_batch(32, demo) == 32               # every sample in one minibatch
+    assert auto_profile_batch(1000, 1) == PROFILE_BATCH_MAX
+    sd_512 = 50 * 2 * 320 * 64 * 64 * 4                     # SD v1 at 512 px: 0.5 GB a sample
+    assert auto_profile_batch(64, sd_512) == 8              # the fixed default, never less
+    assert auto_profile_batch(3, sd_512) == 3               # never more than there are samples
+    assert auto_profile_batch(64, PROFILE_BATCH_BYTES // 12) == 12
+
+
+def test_profile_with_an_automatic_batch_stores_the_same_model(acqe_path, tmp_path):
+    import shutil
+
+    from acqe_format import AcqeReader
+    from recat_runtime.api import profile_cache
+    from recat_runtime.cache.store import find_model
+
+    models = []
+    for bs in (4, None):
+        path = str(tmp_path / f"b{bs}.acqe")
+        shutil.copyfile(acqe_path, path)
+        profile_cache(path, steps=6, budgets=[], samples=8, device="cpu", validation_samples=0, batch_size=bs,
+                      prompts=["a red circle", "a blue square"], guidance=5.0)
+        with AcqeReader(path) as r:
+            models.append(find_model(r.metadata, guidance=5.0, sampler="ddim", steps=6))
+    (a, _), (b, _) = models
+    np.testing.assert_allclose(a.moments.s2, b.moments.s2, rtol=1e-6, atol=0)
+    assert [a.schedule(a.timesteps, k)[0] for k in range(1, 6)] == [b.schedule(b.timesteps, k)[0] for k in range(1, 6)]

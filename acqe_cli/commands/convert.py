@@ -88,7 +88,7 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
             from recat_runtime.api import profile_cache   # one line naming [runtime] when torch is missing
 
             prof = profile_cache(out, steps=profile_steps, budgets=[], samples=profile_samples, device=device,
-                                 validation_samples=profile_validation_samples, progress=show)
+                                 validation_samples=profile_validation_samples, progress=show, batch_size=None)
     if prof is not None:
         cont = prof.get("continuous") or {}
         click.echo(f"profiled {out} for ReCaT ({prof['sampler']}, {profile_steps} steps, {prof['samples']} samples; "
