@@ -28,7 +28,7 @@ from acqe_format import constants as C
 from acqe_format import dtypes
 from acqe_format import rans
 from acqe_format.codecs.codebook import RansCodec
-from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, layouts, schema
+from acqe_format.model import Component, Keys, Naming, Tokenizer, architectures, config_fit, layouts, schema
 from acqe_format.model.clip_bpe import clip_tokenizer_files
 from acqe_format.atomic import check_writable
 from acqe_format.writer import overhead_estimate, padding_estimate
@@ -155,6 +155,10 @@ def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
         missing = [c for c in lay.components if c not in configs]
         if missing:
             raise SourceError(f"the folder's {', '.join(missing)} ha{'s' if len(missing) == 1 else 've'} no config.json")
+        wrong = config_fit.mismatches(configs, shapes)
+        if wrong:       # no runtime could load the file: refused before any analysis
+            more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+            raise SourceError(f"the folder's configs do not describe its weights: {wrong[0]}{more}")
         configs.setdefault(Component.SCHEDULER, layouts.scheduler_config(lay.architecture))
         _set_prediction_type(configs, st)
         return _Plan(Naming.DIFFUSERS, lay.components, src.architecture or lay.architecture.name, configs,

@@ -77,3 +77,15 @@ def write_folder(path: str, architecture: str, seed: int = 0) -> None:
         index[tok] = ["transformers", "CLIPTokenizer"]
     with open(os.path.join(path, "model_index.json"), "w") as f:
         json.dump(index, f)
+
+
+def edit_folder_config(folder: str, component: str, **changes) -> None:
+    """Sets fields of ``component/config.json`` in a folder that :func:`write_folder` wrote."""
+    import json
+
+    path = os.path.join(folder, component, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg.update(changes)
+    with open(path, "w") as f:
+        json.dump(cfg, f)

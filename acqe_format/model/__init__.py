@@ -4,7 +4,10 @@
 - `architectures`: the architectures a file can name, their tensor-name prefixes and defaults;
 - `sd_v1`: Stable Diffusion v1's configs, LDM <-> diffusers names, shapes, detection;
 - `clip_bpe`: CLIP's BPE tokenizer files (standard library only);
-- `info`: :class:`ModelInfo`, a file's model metadata parsed once.
+- `info`: :class:`ModelInfo`, a file's model metadata parsed once;
+- `layouts`: which architecture a checkpoint's names and shapes are, and the configs they imply;
+- `config_fit`: whether a diffusers folder's configs describe its weights;
+- `schema`: the metadata schema readers validate.
 """
 from acqe_format.model.info import ModelInfo
 from acqe_format.model.keys import Component, Inference, Keys, Naming, Tokenizer
