@@ -175,22 +175,26 @@ def _plan_layout(src: Source, shapes: dict, st: Settings) -> _Plan:
                                      keepable=True)
         return _Plan(Naming.FLAT, {}, None, None, kept_unknown=sorted({layouts.group_of(n) for n in shapes}))
     lay = layouts.detect_ldm(shapes, keep_unknown=st.keep_unknown, prediction_type=st.prediction_type, hint=hint)
-    if src.configs:
+    if src.configs:         # what the checkpoint carries, the missing components' configs inferred
         configs = dict(src.configs)
         inferred = None
         for c in list(lay.components) + [Component.SCHEDULER]:
             if c not in configs:
-                inferred = inferred or layouts.infer_configs(shapes, lay)
+                inferred = inferred or _inferred_configs(shapes, lay)
                 configs[c] = inferred[c]
     else:
-        try:
-            configs = layouts.infer_configs(shapes, lay)
-        except (KeyError, IndexError, ValueError) as e:
-            raise SourceError(f"the checkpoint has {lay.architecture.name}'s key names in an unknown layout: no "
-                              f"config can be inferred from its shapes ({type(e).__name__}: {e})") from None
+        configs = _inferred_configs(shapes, lay)
     _set_prediction_type(configs, st)
     return _Plan(Naming.LDM, lay.components, src.architecture or lay.architecture.name, configs, lay.dropped,
                  lay.kept_unknown, lay)
+
+
+def _inferred_configs(shapes: dict, lay: layouts.Layout) -> dict:
+    try:
+        return layouts.infer_configs(shapes, lay)
+    except (KeyError, IndexError, ValueError) as e:
+        raise SourceError(f"the checkpoint has {lay.architecture.name}'s key names in an unknown layout: no "
+                          f"config can be inferred from its shapes ({type(e).__name__}: {e})") from None
 
 
 def _set_prediction_type(configs: dict, st: Settings) -> None:

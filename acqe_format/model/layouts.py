@@ -119,7 +119,7 @@ def detect_ldm(shapes: dict[str, tuple], *, keep_unknown: bool = False, predicti
             arch = max(scored, key=lambda s: s[:2])[2]
         else:      # a UNet (and maybe a VAE) alone: its cross-attention width says which generation
             ctx = next((int(s[-1]) for n, s in shapes.items()
-                        if n.startswith(A.LDM_UNET) and n.endswith("attn2.to_k.weight")), None)
+                        if n.startswith(A.LDM_UNET) and n.endswith("attn2.to_k.weight") and len(s)), None)
             arch = _CONTEXT_WIDTH.get(ctx, A.SD_V1_FAMILY)
     if arch.family == "sd-v1":
         conv_in = shapes.get(A.LDM_UNET + "input_blocks.0.0.weight")
