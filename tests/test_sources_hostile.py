@@ -225,3 +225,35 @@ def test_folder_config_files_are_bounded_strict_objects(tmp_path, config, words)
     (root / "unet" / "config.json").write_bytes(config)
     rc, err = run("convert", str(root), str(tmp_path / "p.acqe"), "--lossless", "--tokenizer", "omit", "--keep-unknown", "-q")
     assert_one_line_error(rc, err, "config.json", *words)
+
+
+def _st_with_configs(tensors: dict, configs: dict | None) -> bytes:
+    header, chunks, pos = {}, [], 0
+    for k, a in tensors.items():
+        b = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(np.shape(a)), "data_offsets": [pos, pos + len(b)]}
+        chunks.append(b)
+        pos += len(b)
+    if configs is not None:
+        header["__metadata__"] = {"acqe_configs": json.dumps(configs)}
+    return H.safetensors_bytes(header=header, data=b"".join(chunks))
+
+
+def test_a_rank_0_cross_attention_key_is_one_line(tmp_path):
+    # the generation guess reads the key's last dimension (fuzz seed 900000 found the IndexError)
+    u = "model.diffusion_model."
+    data = _st_with_configs({u + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": np.float32(1.0),
+                             u + "out.2.weight": np.zeros((4, 4))}, None)
+    convert_error(tmp_path, "r0.safetensors", data)
+
+
+def test_configs_the_shapes_cannot_complete_are_one_line(tmp_path):
+    # the checkpoint carries a scheduler config only; the UNet's cannot be inferred from these shapes
+    # (fuzz seed 777000 found the KeyError escaping when some configs were carried)
+    u = "model.diffusion_model."
+    data = _st_with_configs({u + "input_blocks.0.0.weight": np.zeros((8, 4, 3, 3)),
+                             u + "out.2.weight": np.zeros((4, 8, 3, 3)),
+                             "first_stage_model.decoder.conv_in.weight": np.zeros((8, 4, 3, 3)),
+                             "cond_stage_model.transformer.text_model.final_layer_norm.weight": np.zeros(8)},
+                            {"scheduler": {"num_train_timesteps": 1000}})
+    convert_error(tmp_path, "cfg.safetensors", data, "unknown layout")
