@@ -25,6 +25,8 @@ import numpy as np
 from acqe_format.errors import SourceError
 
 STORED, DEFLATED = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED
+# general-purpose flag bits of entries that hold no plain data (APPNOTE 4.4.4)
+_UNREADABLE_FLAGS = 0x1 | 0x20 | 0x40 | 0x2000
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
 _LOCAL_SIG = 0x04034B50
 
@@ -161,8 +163,11 @@ class TorchZip:
             # torch's reader (miniz) treats such an entry as a directory and reads no bytes from it: a
             # storage record marked so loads as zeros there. Neither reading is safe: refuse.
             raise SourceError(f"{self.base}: zip entry {name[:80]!r} is marked as a directory (corrupt or crafted)")
-        if info.flag_bits & 0x1:
-            raise SourceError(f"{self.base}: record {name[:80]!r} is encrypted")
+        if info.flag_bits & _UNREADABLE_FLAGS:
+            # encrypted (bit 0), compressed patch data (5), strong encryption (6), masked local headers
+            # (13): torch's reader (miniz) refuses each as "unsupported encryption"; none is plain data
+            raise SourceError(f"{self.base}: record {name[:80]!r} is encrypted or patch data "
+                              f"(zip flags {info.flag_bits:#06x})")
         if info.compress_type not in (STORED, DEFLATED):
             raise SourceError(f"{self.base}: record {name[:80]!r} uses zip compression method {info.compress_type} "
                               f"(only stored and deflated are read)")
