@@ -55,7 +55,9 @@ def _worker(conn, workdir: str, timeout: float) -> None:
             shutil.rmtree(work, ignore_errors=True)
             os.makedirs(work)
             warm = False
-        o = H.judge(case, work, timeout=case_timeout(timeout, case.size))
+        # the parent hears when the conversion is done and torch's reader (the reference) starts
+        o = H.judge(case, work, timeout=case_timeout(timeout, case.size),
+                    before_reference=lambda: conn.send({"stage": "reference"}))
         conn.send(o.__dict__)
 
 
@@ -72,7 +74,7 @@ class Pool:
         parent, child = self.ctx.Pipe()
         p = self.ctx.Process(target=_worker, args=(child, d, self.timeout), daemon=True)
         p.start()
-        return {"p": p, "conn": parent, "dir": d, "case": None, "t0": 0.0}
+        return {"p": p, "conn": parent, "dir": d, "case": None, "t0": 0.0, "stage": None}
 
     def _stop(self, s, kill=False):
         if kill:
@@ -97,7 +99,7 @@ class Pool:
                     except StopIteration:
                         done = True
                         continue
-                    s["case"], s["t0"] = c, time.time()
+                    s["case"], s["t0"], s["stage"] = c, time.time(), None
                     s["conn"].send(c)
                     busy += 1
             if busy == 0 and done:
@@ -113,6 +115,9 @@ class Pool:
                         r = {"name": c.name, "verdict": "crash", "detail": "worker died", "size": c.size}
                         self._stop(s, kill=True)
                         self.slots[i] = s = self._start()
+                    if "stage" in r:            # the conversion is judged; torch's reader runs now
+                        s["stage"] = r["stage"]
+                        continue
                     on_result(c, r)
                     s["case"] = None
                     busy -= 1
@@ -123,7 +128,9 @@ class Pool:
                     self.slots[i] = self._start()
                     busy -= 1
                 elif time.time() - s["t0"] > case_timeout(self.hard, c.size):
-                    on_result(c, {"name": c.name, "verdict": "hang",
+                    # stuck in torch's reader after acqe gave its answer: the oracle's hang, not ours
+                    verdict = "reference-hang" if s["stage"] == "reference" else "hang"
+                    on_result(c, {"name": c.name, "verdict": verdict,
                                   "detail": f"killed after {case_timeout(self.hard, c.size):.0f} s", "size": c.size})
                     self._stop(s, kill=True)
                     self.slots[i] = self._start()
@@ -192,6 +199,7 @@ def main(argv=None) -> int:
         "command": " ".join(["python", "bench/fuzz_convert.py"] + (argv if argv is not None else sys.argv[1:])),
         "cases": n, "wall_seconds": round(wall, 1), "convert_seconds": round(seconds, 1),
         "tracebacks": counts["traceback"], "hangs": counts["hang"], "crashes": counts["crash"],
+        "reference_hangs": counts["reference-hang"],
         "silently_wrong_values": counts["wrong"], "accepted_what_reference_refuses": counts["accepted-refused"],
         "expectation_mismatches": counts["expect-mismatch"], "malformed_error_output": counts["bad-error"],
         "over_memory_bound": over_bound,
