@@ -121,7 +121,7 @@ def sensitivities(src, plans, configs, naming, say, n_latents: int = 2, timestep
         return {}
     try:
         import torch
-        from diffusers import UNet2DConditionModel
+        from diffusers import UNet2DConditionModel  # noqa: F401 - is the runtime installed?
     except ImportError as e:
         say(f"warning: calibration needs torch and diffusers ({e}); using data-free distortion")
         return {}
