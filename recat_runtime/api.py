@@ -26,7 +26,7 @@ from recat_runtime.cache.store import CONTINUOUS_KEY, find_model, find_profile, 
 from recat_runtime.errors import ForecastConflictError, ImageInputError, NoScheduleError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
-from recat_runtime.sampling import GenerateResult, check_run, default_size, denoise_and_decode, effective_steps
+from recat_runtime.sampling import GenerateResult, check_run, denoise_and_decode, effective_steps, run_size
 
 __all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
@@ -356,8 +356,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     if progress:      # progress comes through the callback: no diffusers bar per profiling batch
         pipe.set_progress_bar_config(disable=True)
     sampler = _sampler_name(pipe)
-    default_h, default_w = default_size(pipe) or (height, width)   # check_run: one of them is known
-    h, w = height or default_h, width or default_w
+    h, w = run_size(pipe, height, width)        # check_run ran: both are known
     sample_bytes = _profile_feature_bytes(pipe, steps, guidance, branch, h, w)
     if batch_size is None:
         batch_size = auto_profile_batch(samples, sample_bytes)

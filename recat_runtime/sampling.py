@@ -14,7 +14,8 @@ import torch
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 
-__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps", "check_run", "default_size"]
+__all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps", "check_run",
+           "default_size", "run_size"]
 
 
 @dataclass
@@ -50,17 +51,16 @@ def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, 
         return {}
     if init_image is None and needs_image:
         strength = 1.0
-    default_h, default_w = default_size(pipe) or (height, width)      # check_run ran: one of them is known
-    size = (width or default_w, height or default_h)
     if init_image is None:
-        init_image = Image.new("RGB", size, (127, 127, 127))
+        h, w = run_size(pipe, height, width)        # check_run ran: both are known
+        init_image = Image.new("RGB", (w, h), (127, 127, 127))
     elif height and width:
         init_image = init_image.convert("RGB").resize((width, height))
     out = {"image": [init_image.convert("RGB")] * n}
     if strength is not None:
         out["strength"] = float(strength)
     if inpaint:
-        size = out["image"][0].size
+        size = out["image"][0].size                 # the mask follows the image, given or made
         mask = Image.new("L", size, 255) if mask is None else mask.convert("L").resize(size)
         out["mask_image"] = [mask] * n
     return out
@@ -81,6 +81,13 @@ def default_size(pipe) -> tuple[int, int] | None:
     if isinstance(sample, (list, tuple)) and len(sample) == 2 and all(isinstance(v, int) for v in sample):
         return sample[0] * scale, sample[1] * scale
     return None
+
+
+def run_size(pipe, height=None, width=None) -> tuple[int | None, int | None]:
+    """(height, width) of a run: the sides given, the pipeline's default (:func:`default_size`) for the
+    others; None for a side neither gives (`check_run` refuses that run)."""
+    default_h, default_w = default_size(pipe) or (None, None)
+    return height or default_h, width or default_w
 
 
 def check_run(pipe, steps: int, height=None, width=None, with_image: bool = False) -> None:
@@ -106,12 +113,11 @@ def check_run(pipe, steps: int, height=None, width=None, with_image: bool = Fals
     if with_image:
         return
     sample, scale = getattr(pipe.unet.config, "sample_size", None), pipe.vae_scale_factor
-    default = default_size(pipe)
-    if default is None and not (height and width):
+    h, w = run_size(pipe, height, width)
+    if h is None or w is None:
         # re-seal fuzzer seed 307680: a config without unet.sample_size (diffusers would multiply None)
         raise SamplingSettingsError(f"this model's UNet config has no usable sample_size ({sample!r}): give a "
                                     "height and width")
-    h, w = height or default[0], width or default[1]
     if h % 8 or w % 8:
         raise SamplingSettingsError(
             f"a {w}x{h} px image is not a multiple of 8 (this model's default is unet.sample_size {sample} x "
