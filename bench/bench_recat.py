@@ -32,7 +32,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bench_common import OUT, psnr_stats, save_json  # noqa: E402
+from bench_common import OUT, paired_difference, psnr_db, psnr_stats, save_json  # noqa: E402
 
 
 def monotone_violations(by_budget: dict[int, dict], keys=("psnr", "psnr_pooled"), tol: float = 0.0) -> list[str]:
@@ -47,6 +47,26 @@ def monotone_violations(by_budget: dict[int, dict], keys=("psnr", "psnr_pooled")
                 out.append(f"{key}: B={b} {v:.2f} dB < B={best_b} {best:.2f} dB")
             if v > best:
                 best_b, best = b, v
+    return out
+
+
+def _versus_uniform(rows) -> dict:
+    """Per budget run with both kinds: ReCaT minus uniform on the same images (all sets pooled), with
+    bootstrap intervals and a verdict: "at least uniform" (both point estimates >= 0), "below" (an interval
+    entirely under 0), else "below, within noise" (a point estimate under 0 whose interval contains 0)."""
+    out = {}
+    both = sorted({r["budget"] for r in rows if r["kind"] == "recat"} & {r["budget"] for r in rows if r["kind"] == "uniform"})
+    for b in both:
+        mse = {kind: np.concatenate([r["mse"] for r in sorted(rows, key=lambda r: r["set"])
+                                     if r["kind"] == kind and r["budget"] == b]) for kind in ("recat", "uniform")}
+        v = paired_difference(mse["recat"], mse["uniform"])
+        if v["mean"] >= 0 and v["pooled"] >= 0:
+            v["verdict"] = "at least uniform"
+        elif v["mean_ci"][1] < 0 or v["pooled_ci"][1] < 0:
+            v["verdict"] = "below"
+        else:
+            v["verdict"] = "below, within noise"
+        out[b] = v
     return out
 
 
@@ -93,14 +113,16 @@ def cmd_quality(a):
     pipe = load_pipeline(a.model, device="cpu", scheduler=a.sampler)
     pipe.set_progress_bar_config(disable=True)
     run = _runner(pipe, a.steps, g, a.batch)
+    uniform_budgets = sorted(set(a.budgets) | {10}) if a.uniform_budgets is None else a.uniform_budgets
+    budgets = sorted(set(a.budgets) | set(uniform_budgets))
     rows = []
     t0 = time.perf_counter()
     for k, (captions, seeds) in enumerate(_eval_sets(a.n, a.sets, a.eval_seed)):
         ref, _ = run(captions, seeds, None)
-        for b in a.budgets:
+        for b in budgets:
             kinds = [("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta, sampler=a.sampler,
-                                            guidance=g))]
-            if b in a.uniform_budgets:
+                                            guidance=g))] if b in a.budgets else []
+            if b in uniform_budgets:
                 kinds.append(("uniform", RecatCacheConfig.uniform(a.steps, b)))
             for kind, cfg in kinds:
                 imgs, full = run(captions, seeds, cfg)
@@ -115,7 +137,7 @@ def cmd_quality(a):
             rs = [r for r in rows if r["kind"] == kind and r["budget"] == b]
             mse = np.concatenate([r["mse"] for r in rs])
             agg[b] = {"psnr": float(np.mean([r["psnr"] for r in rs])),
-                      "psnr_pooled": float(10 * np.log10(255.0**2 / mse.mean())),
+                      "psnr_pooled": float(psnr_db(mse.mean())),
                       "below_20db": int(sum(r["below_20db"] for r in rs)), "n": int(len(mse)),
                       "per_set": [(round(r["psnr"], 2), round(r["psnr_pooled"], 2)) for r in rs]}
         summary[kind] = agg
@@ -136,11 +158,20 @@ def cmd_quality(a):
     for kind, f in flags.items():
         bad = {k: v for k, v in f.items() if v}
         print(f"monotonicity {kind}: " + ("no budget below a smaller one" if not bad else json.dumps(bad)))
+    versus = _versus_uniform(rows)
+    if versus:
+        print("\nReCaT minus uniform at equal budget, all sets (95% paired bootstrap intervals over images):")
+        print("| B | mean PSNR difference | pooled PSNR difference | images < 20 dB, ReCaT vs uniform | verdict |")
+        print("|---|---|---|---|---|")
+        for b, v in versus.items():
+            print(f"| {b} | {v['mean']:+.2f} [{v['mean_ci'][0]:+.2f}, {v['mean_ci'][1]:+.2f}] | {v['pooled']:+.2f} "
+                  f"[{v['pooled_ci'][0]:+.2f}, {v['pooled_ci'][1]:+.2f}] | {summary['recat'][b]['below_20db']} vs "
+                  f"{summary['uniform'][b]['below_20db']} | {v['verdict']} |")
     for r in rows:
         r.pop("mse")
     print("wrote", save_json(a.out_name or f"recat_quality_{a.sampler}_{a.steps}.json",
                          {"model": a.model, "steps": a.steps, "sampler": a.sampler, "guidance": g, "sets": a.sets,
-                          "n": a.n, "rows": rows, "summary": summary, "flags": flags,
+                          "n": a.n, "rows": rows, "summary": summary, "flags": flags, "versus_uniform": versus,
                           "load_avg": os.getloadavg()}))
 
 
@@ -205,7 +236,7 @@ def cmd_overhead(a):
     import torch
 
     from recat_runtime.api import cache_config, default_guidance
-    from recat_runtime.cache import apply_recat_cache, disable_recat_cache, get_recat_hook
+    from recat_runtime.cache import apply_recat_cache, disable_recat_cache
     from recat_runtime.cache.branch import shallow_forward
     from recat_runtime.loading import load_pipeline
 
@@ -258,7 +289,8 @@ def main(argv=None):
     q.add_argument("--sampler", default="ddim")
     q.add_argument("--guidance", type=float, default=None)
     q.add_argument("--budgets", type=int, nargs="+", default=list(range(5, 13)))
-    q.add_argument("--uniform-budgets", type=int, nargs="*", default=[7, 10])
+    q.add_argument("--uniform-budgets", type=int, nargs="*", default=None,
+                   help="uniform caching at these budgets (default: every --budgets value, and 10)")
     q.add_argument("--sets", type=int, default=3)
     q.add_argument("--n", type=int, default=12)
     q.add_argument("--batch", type=int, default=12)
