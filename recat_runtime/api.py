@@ -210,9 +210,9 @@ def full_correction_kind(config: RecatCacheConfig) -> str:
 def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correction: bool, trend: bool, budgets,
                       max_values: int, progress=None) -> dict:
     """The stored form of the profile's continuous schedule model, its weighting and correction chosen by
-    validation over several budgets (``scorer`` None: plain weighting, with the fitted-trend correction when
+    validation over several budgets (``scorer`` None: the default weighting, with the fitted-trend correction when
     the moments allow it, else the affine one, else none)."""
-    from recat_runtime.cache.continuous import ScheduleModel
+    from recat_runtime.cache.continuous import DEFAULT_WEIGHTING, ScheduleModel
     from recat_runtime.cache.select import pooled_psnr
 
     sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
@@ -224,7 +224,7 @@ def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correcti
             moments = None       # too large to store: derived schedules will run uncorrected
     kinds = (["trend"] if (trend and moments is not None and correction) else []) + \
             (["affine"] if (moments is not None and correction) else ["none"])
-    weightings = ("none", "late2", "late4") if scorer is not None else ("none",)
+    weightings = ("none", DEFAULT_WEIGHTING, "late2", "late4") if scorer is not None else (DEFAULT_WEIGHTING,)
     budgets = sorted({b for b in (budgets or [round(steps * f) for f in (0.1, 0.14, 0.2)]) if 1 < b < steps})
     records, best = [], None
     if scorer is not None and budgets:
@@ -238,8 +238,8 @@ def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correcti
                 rows.append({"budget": b, "full_steps": list(full), "psnr": round(float(per.mean()), 4),
                              "psnr_pooled": round(pooled_psnr(per), 4)})
             score = sum((r["psnr"] + r["psnr_pooled"]) / 2 for r in rows)
-            # budgets whose validation quality is below a smaller budget's (nested schedules make it rare;
-            # a candidate showing it ranks after every candidate that does not)
+            # budgets whose validation quality is below a smaller budget's (the model's optimum never costs more
+            # with more full steps, the images can; a candidate showing it ranks after every one that does not)
             drops = sum(1 for j in range(1, len(rows)) for key in ("psnr", "psnr_pooled")
                         if rows[j][key] < max(r[key] for r in rows[:j]))
             records.append({"weighting": w, "correction": kind, "score": round(score, 4),
@@ -248,7 +248,7 @@ def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correcti
                 best = (score, w, kind, drops)
             if progress:
                 progress("continuous model", i + 1, total)
-    _, w, kind, _ = best if best is not None else (None, "none", kinds[0], 0)
+    _, w, kind, _ = best if best is not None else (None, DEFAULT_WEIGHTING, kinds[0], 0)
     model = ScheduleModel(timesteps, np.asarray(similarity), moments, w, kind)
     out = model.to_json()
     out["selection"] = None if not records else {
@@ -324,9 +324,9 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
       ``"late1"``/``"late2"``/``"late4"``: ``((t + 1) / S)^q``.
 
     ``continuous`` (default) also stores the profile as a schedule model in continuous time
-    (:mod:`recat_runtime.cache.continuous`), from which `generate` derives nested schedules for any sampler,
+    (:mod:`recat_runtime.cache.continuous`), from which `generate` derives schedules for any sampler,
     step count and budget (``budgets`` may then be empty: the per-budget schedules are exact overrides). Its
-    weighting (``none``, ``late2``, ``late4``) and correction (affine or trend) are chosen on the
+    weighting (``none``, ``early05``, ``late2``, ``late4``; unvalidated: ``early05``) and correction (affine or trend) are chosen on the
     validation samples over ``model_budgets`` (default: 10%, 14% and 20% of the steps): first the fewest
     budgets whose mean or pooled PSNR is below a smaller budget's, then the highest sum over those budgets
     of (mean + pooled PSNR) / 2, pooled PSNR being the one the worst images dominate.

@@ -1,4 +1,4 @@
-"""One ReCaT profile for any setting (issue 15): the continuous schedule model, nested budgets, its stored
+"""One ReCaT profile for any setting (issue 15): the continuous schedule model, per-budget optima, its stored
 form, partial runs (img2img, inpainting) and ControlNet on cached steps, on tiny models, offline."""
 import json
 
@@ -8,11 +8,10 @@ import torch
 
 from acqe_format.errors import MetadataError
 from acqe_format.model.schema import check_metadata
-from recat_runtime.cache import RecatCacheConfig, apply_recat_cache, disable_recat_cache, recat_cache
+from recat_runtime.cache import RecatCacheConfig, recat_cache
 from recat_runtime.cache.branch import branch_plan, shallow_forward
 from recat_runtime.cache.continuous import ScheduleModel
 from recat_runtime.cache.profile import PairMoments
-from recat_runtime.cache.schedules import schedule_cost
 from recat_runtime.cache.store import find_model, with_profile
 from recat_runtime.errors import NoScheduleError
 from recat_runtime.testing import SCHEDULER_CONFIG, tiny_pipeline
@@ -50,43 +49,127 @@ def _grid(n):
     return out
 
 
+def _remapped(model, ts):
+    """The model's moments as seen on the run grid ``ts`` (each run step copies its profiled step's rows):
+    the reference the index-mapped fast path must equal."""
+    idx = model.grid(ts)
+    m = PairMoments(len(idx))
+    m.count, m.s1 = model.moments.count, model.moments.s1[idx]
+    m.s2, m.q = model.moments.s2[np.ix_(idx, idx)], model.moments.q[np.ix_(idx, idx)]
+    return m
+
+
 @pytest.mark.parametrize("kind", ["none", "affine", "trend"])
-@pytest.mark.parametrize("weighting", ["none", "late2"])
-def test_every_budget_nested_and_cost_never_rises(kind, weighting):
+@pytest.mark.parametrize("weighting", ["none", "late2", "early05"])
+def test_every_budget_is_the_models_optimum_and_cost_never_rises(kind, weighting):
+    """Budget B gets exactly B refreshes, step 0 first; they are the exact optimum of the model's cost on
+    the run's grid (remapped from the profiled steps), so that cost never rises when B grows. (The optimum
+    over *at most* B steps may take fewer where an extra refresh costs nothing or, with a noisy CKA,
+    seems to cost; the user paid for B, so the rest are added: the optimum's steps are then a subset.)"""
+    from recat_runtime.cache.continuous import MIN_MODELLED_BUDGET
+    from recat_runtime.cache.profile import residual_distance, trend_residual_distance
+    from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
+
     model = _synthetic_model(weighting=weighting, kind=kind)
     for steps in (7, 20, 33):
         for sampler, ts in _grid(steps).items():
-            prev, prev_cost = None, np.inf
-            idx = model.grid(ts)
-            d = 1 - model.similarity[np.ix_(idx, idx)]
+            w = model.weights(ts)
+            if kind == "none":
+                idx = model.grid(ts)
+                d = 1 - model.similarity[np.ix_(idx, idx)]
+                optimum = lambda b: optimal_schedule(d, b, w)  # noqa: E731
+            else:
+                # the model indexes costs computed once on the profiled grid: equal to computing them on
+                # moments copied out to the run's grid (up to rounding where two run steps share a profiled one)
+                m, idx = _remapped(model, ts), model.grid(ts)
+                first = model._affine_cost[np.ix_(idx, idx)]
+                np.testing.assert_allclose(first, np.triu(residual_distance(m), 1) + np.tril(first), atol=1e-12)
+                if kind == "trend":
+                    pair = model._trend_cost[np.ix_(idx, idx, idx)]
+                    ref = trend_residual_distance(m, ties=True)
+                    # where t maps to its anchor's profiled step the remapped fit's ridge leaves ~1e-6, the
+                    # profiled grid the exact 0 (a feature predicts itself)
+                    upper = (ref != 0) & (idx[None, :, None] != idx[None, None, :])
+                    np.testing.assert_allclose(pair[upper], ref[upper], rtol=1e-9, atol=1e-12)
+                    optimum = lambda b: optimal_schedule_trend(first, pair, b, w)  # noqa: E731
+                else:
+                    optimum = lambda b: optimal_schedule(first, b, w)  # noqa: E731
+            prev_cost = np.inf
             for b in range(1, steps + 1):
                 full, corr = model.schedule(ts, b)
-                assert len(full) == b and full[0] == 0, (sampler, steps, b, full)
-                if prev is not None:
-                    assert set(prev) <= set(full), f"{sampler} {steps} steps: budget {b} drops {set(prev) - set(full)}"
+                assert len(full) == b and full[0] == 0 and list(full) == sorted(set(full)), (sampler, steps, b, full)
+                if b < MIN_MODELLED_BUDGET:          # too few refreshes for the model to beat an even spread
+                    assert full == uniform_schedule(steps, b) and corr is None
+                    continue
                 if b < steps and kind != "none":
                     assert corr.scale.shape[0] == steps
                     assert (corr.trend is not None) == (kind == "trend")
-                if kind == "none" and weighting == "none":   # the plain order minimises the plain CKA cost
-                    cost = schedule_cost(d, full)
-                    assert cost <= prev_cost + 1e-12
-                    prev_cost = cost
-                prev = full
+                if b == steps:
+                    continue
+                best_full, best_cost = optimum(b)
+                assert set(best_full) <= set(full), (sampler, steps, b, full, best_full)
+                if len(best_full) == b:
+                    assert tuple(full) == tuple(best_full)
+                assert best_cost <= prev_cost * (1 + 1e-9) + 1e-12, f"{sampler} {steps} steps: budget {b} costs more"
+                prev_cost = best_cost
 
 
-def test_greedy_order_matches_the_exact_optimum_often():
-    """Nesting costs optimality only a little: the greedy cost is within 40% of the exact DP's (on the CKA
-    distance, as without moments)."""
-    from recat_runtime.cache.schedules import optimal_schedule
+def test_weightings_tilt_towards_their_end_of_the_run():
+    """"late" weighs the less noisy steps (small t) more, "early" the noisy ones where the content forms;
+    both mean 1, and a tilt towards the front moves the optimum's refreshes earlier."""
+    from recat_runtime.cache.continuous import DEFAULT_WEIGHTING, WEIGHTINGS
 
-    m = _synthetic_model(p=30, kind="none")
-    model = ScheduleModel(m.timesteps, m.similarity, None, "none", "none")
-    ts = model.timesteps
-    d = 1 - model.similarity
-    for b in (3, 5, 8):
-        full, _ = model.schedule(ts, b)
-        _, best = optimal_schedule(d, b)
-        assert schedule_cost(d, full) <= 1.4 * best + 1e-9, (b, full, schedule_cost(d, full), best)
+    assert DEFAULT_WEIGHTING in WEIGHTINGS
+    ts = _grid(30)["ddim"]                         # decreasing t: noisy first
+    for name, (end, q) in WEIGHTINGS.items():
+        w = _synthetic_model(weighting=name).weights(ts)
+        if q == 0:
+            assert w is None
+            continue
+        assert abs(w.mean() - 1) < 1e-12 and np.all(w > 0)
+        assert np.all(np.diff(w) > 0) if end == "late" else np.all(np.diff(w) < 0), name
+    flat = _synthetic_model(kind="trend").schedule(ts, 6)[0]
+    early = _synthetic_model(kind="trend", weighting="early05").schedule(ts, 6)[0]
+    assert sum(early) <= sum(flat), (early, flat)
+
+
+@pytest.mark.parametrize("kind", ["affine", "trend"])
+def test_correction_on_another_grid_equals_the_remapped_fit(kind):
+    """The corrections index the profiled moments by each run step's profiled step: the same numbers as
+    fitting on moments copied out to the run's grid (which costs T^2 x channels of memory)."""
+    from recat_runtime.cache.profile import correction_from_moments, trend_correction_from_moments
+
+    model = _synthetic_model(kind=kind)
+    for steps in (9, 33, 57):
+        ts = _grid(steps)["dpm++"]
+        full, corr = model.schedule(ts, max(5, steps // 6))
+        m = _remapped(model, ts)
+        ref = (trend_correction_from_moments(m, full) if kind == "trend" else correction_from_moments(m, full))[0]
+        np.testing.assert_array_equal(corr.scale, ref.scale)
+        np.testing.assert_array_equal(corr.shift, ref.shift)
+        if kind == "trend":
+            np.testing.assert_array_equal(corr.trend, ref.trend)
+
+
+def test_long_runs_plan_quickly_with_every_budget_used():
+    """1000 steps on a 20-step profile: every run step maps to one of 20 profiled steps, so many refreshes
+    cost nothing in the model; the plan still has exactly B refreshes, spread over the run, the trend
+    correction, and takes O(T^2) memory (the trend DP is skipped past TREND_PLAN_MAX_STEPS)."""
+    import time
+
+    from recat_runtime.cache.continuous import TREND_PLAN_MAX_STEPS
+
+    model = _synthetic_model(kind="trend")
+    ts = _grid(1000)["ddim"]
+    assert len(ts) > TREND_PLAN_MAX_STEPS
+    t0 = time.perf_counter()
+    for b in (5, 30, 400, 999):
+        full, corr = model.schedule(ts, b)
+        assert len(full) == b and full[0] == 0
+        assert corr.trend is not None and corr.scale.shape == (1000, 6)
+    assert time.perf_counter() - t0 < 60
+    full, _ = model.schedule(ts, 30)
+    assert max(np.diff(list(full) + [1000])) <= 3 * 1000 / 30       # spread out, not piled at the start
 
 
 def test_partial_run_plan_starts_with_a_refresh():
@@ -112,7 +195,7 @@ def test_stored_form_round_trips_and_is_checked():
     check_metadata(meta)
     back, _ = find_model(meta, guidance=4.0, branch=0)
     ts = _grid(25)["dpm++"]
-    for b in (2, 6, 11):
+    for b in (5, 6, 11):
         a, ca = model.schedule(ts, b)
         c, cb = back.schedule(ts, b)
         assert a == c
@@ -154,7 +237,23 @@ def profiled(pipe, tmp_path_factory):
     rep = profile_cache(path, steps=10, budgets=[], samples=8, batch_size=4, validation_samples=4, device="cpu",
                         prompts=["a red circle", "a blue square", "a green cross"])
     assert rep["continuous"]["selection"]["candidates"], "the model was chosen by validation"
+    names = {c["weighting"] for c in rep["continuous"]["selection"]["candidates"]}
+    assert names == {"none", "early05", "late2", "late4"}
     return path
+
+
+def test_unvalidated_profile_uses_the_default_weighting(pipe, tmp_path):
+    """What `acqe convert --profile-cache` stores by default (no validation): the measured default."""
+    from recat_runtime.api import profile_cache
+    from recat_runtime.cache.continuous import DEFAULT_WEIGHTING
+
+    path = tmp_path / "tiny.acqe"
+    write_tiny_acqe(path, pipe, codebook=False)
+    rep = profile_cache(path, steps=6, budgets=[], samples=4, batch_size=4, validation_samples=0, device="cpu",
+                        prompts=["a red circle", "a blue square"])
+    assert rep["continuous"]["weighting"] == DEFAULT_WEIGHTING and rep["continuous"]["selection"] is None
+    model, _ = find_model(rep["metadata"], guidance=rep["guidance"], branch=0)
+    assert model.weighting == DEFAULT_WEIGHTING
 
 
 def _cli(args):
@@ -365,6 +464,39 @@ def test_bench_flags_a_budget_below_a_smaller_one():
     flags = bench.monotone_violations(bad)
     assert flags == ["psnr: B=8 34.30 dB < B=7 38.00 dB", "psnr: B=9 36.00 dB < B=7 38.00 dB",
                      "psnr_pooled: B=9 24.00 dB < B=8 30.00 dB"]
+
+
+def test_bench_compares_with_uniform_on_the_same_images():
+    """bench/bench_recat.py's ReCaT-vs-uniform verdict: paired over images, an interval entirely below 0 is
+    "below", a negative point estimate whose interval holds 0 is "within noise", both >= 0 "at least"."""
+    import importlib.util
+    import pathlib
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_recat", pathlib.Path(__file__).resolve().parents[1] / "bench" / "bench_recat.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(0)
+    base = rng.uniform(5, 50, 200)
+
+    def rows(recat, budget):
+        return [{"set": 0, "kind": "uniform", "budget": budget, "mse": base[:100]},
+                {"set": 1, "kind": "uniform", "budget": budget, "mse": base[100:]},
+                {"set": 0, "kind": "recat", "budget": budget, "mse": recat[:100]},
+                {"set": 1, "kind": "recat", "budget": budget, "mse": recat[100:]}]
+
+    better = bench._versus_uniform(rows(base * 0.5, 5))[5]
+    assert better["verdict"] == "at least uniform"
+    assert abs(better["mean"] - 10 * np.log10(2)) < 1e-9 and abs(better["pooled"] - 10 * np.log10(2)) < 1e-9
+    worse = bench._versus_uniform(rows(base * 1.5, 6))[6]
+    assert worse["verdict"] == "below" and worse["mean_ci"][1] < 0
+    one_lost = base.copy()
+    one_lost[17] = 5000.0                       # one image turned to other content, the rest a bit better
+    noisy = bench._versus_uniform(rows(one_lost * np.where(np.arange(200) == 17, 1.0, 0.98), 7))[7]
+    assert noisy["mean"] < 0 < noisy["mean_ci"][1] or noisy["pooled"] < 0 < noisy["pooled_ci"][1]
+    assert noisy["verdict"] == "below, within noise"
+    with pytest.raises(ValueError, match="equal-length"):
+        bench.paired_difference(base, base[:5])
 
 
 def test_trend_reaches_no_further_than_its_baseline():

@@ -76,7 +76,7 @@ def command(model, steps, budgets, prompts_file, samples, branch, guidance, samp
             threads, as_json, quiet):
     """Profile MODEL's UNet feature similarity across steps (minibatch debiased CKA) and store it in MODEL's
     metadata as a ReCaT schedule model in continuous time, from which `acqe generate --cache recat` derives
-    nested refresh schedules (and their correction) for any sampler, step count and budget; with
+    refresh schedules (and their correction) for any sampler, step count and budget; with
     --full-steps, also the validated schedule for exactly that budget (exact DP; step 0 always full)."""
     from recat_runtime.api import profile_cache
 

@@ -415,7 +415,8 @@ PROFILE = Obj({"sampler": NAME, "steps": Int(1, MAX_STEPS), "guidance": Num(0, 1
 MOMENTS = Obj({"count": Num(0, 1e30), "mean": MATRIX, "cross": ListOf(ListOf(Num(), 1, 65536), 1, MAX_STEPS * (MAX_STEPS + 1) // 2),
                "centred": ListOf(ListOf(Num(), 1, 65536), 1, MAX_STEPS * (MAX_STEPS + 1) // 2)},
               required=("count", "mean", "cross", "centred"))
-CONTINUOUS = Obj({"timesteps": ListOf(Num(0, 1e6), 1, MAX_STEPS), "weighting": Str(16, ("none", "late1", "late2", "late4")),
+CONTINUOUS = Obj({"timesteps": ListOf(Num(0, 1e6), 1, MAX_STEPS),
+                  "weighting": Str(16, ("none", "late1", "late2", "late4", "early05")),
                   "correction": Str(16, ("none", "affine", "trend")), "num_train_timesteps": Int(1, 1 << 20),
                   "moments": nullable(MOMENTS, "a moments object"), "selection": AnyJson()},
                  required=("timesteps", "weighting", "correction"))

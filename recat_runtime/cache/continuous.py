@@ -5,19 +5,26 @@ A profile is measured once on one sampling grid (e.g. DDIM, 50 steps): the deep 
 value* t of the profiled steps. Those are properties of the model at (latent, t), not of the grid, so
 for any other grid (another step count, another sampler's timesteps, the tail an img2img run executes)
 each step is mapped to the profiled step nearest in t, and the distances and the least-squares correction
-are computed on that mapped grid.
+are those of the mapped steps (computed once on the profiled grid and indexed, so planning a long run
+costs no more memory than its T x T costs).
 
-The refresh set is built **nested**: a greedy order of refresh steps (step 0 first, then the step whose
-addition lowers the schedule's cost most, ...), and budget B takes the first B of that order. So budget
-B+1 refreshes every step budget B refreshes and one more: its modelled cost can only go down, and it never
-moves a refresh away from where a smaller budget had it (per-budget optimal schedules do, which made 8
-full steps 3.7 dB worse than 7 on the demo model). The cost is a weighted within-segment distance; which
+For each budget the refresh set is the exact optimum of the model's cost on that grid
+(:func:`recat_runtime.cache.schedules.optimal_schedule_trend` with the fitted trend,
+:func:`~recat_runtime.cache.schedules.optimal_schedule` otherwise): a weighted within-segment distance
+that the correction cannot remove. An optimum's cost never rises when a full step is added (budget B+1
+can always take B's schedule plus one step), so quality is monotone in the budget as far as the model
+sees; the measured images are checked across budgets on held-out sets (``bench/bench_recat.py quality``,
+bench/RESULTS.md). A greedy *nested* order (budget B+1 = budget B plus one step) was the rule before: on
+the demo model its modelled cost was 10-30% above the optimum's at 5-12 of 50 full steps (above even the
+uniform schedule's at 5-7); on 512 tuning images the optimum measured better at most budgets and worse at
+some (bench/RESULTS.md, "Exact per-budget schedules"), and neither was monotone on every set. Which
 weighting and which correction (affine, or with the fitted trend) are chosen at profile time by
 validation over several budgets (:func:`recat_runtime.api.profile_cache`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -25,13 +32,22 @@ import numpy as np
 from recat_runtime.cache.hook import CacheCorrection
 from recat_runtime.cache.profile import (PairMoments, correction_from_moments, residual_distance,
                                          trend_correction_from_moments, trend_residual_distance)
-from recat_runtime.cache.schedules import schedule_cost, schedule_cost_trend
+from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
 
-__all__ = ["ScheduleModel", "WEIGHTINGS", "KINDS", "nested_order", "nested_order_trend"]
+__all__ = ["ScheduleModel", "WEIGHTINGS", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET"]
 
-# per-step weights in continuous time, w(t) = ((T - t) / T)^q: later (less noisy) steps weigh more, since
-# errors made there have fewer remaining steps to be corrected (select.py's "late" family, in t not index)
-WEIGHTINGS = {"none": 0.0, "late1": 1.0, "late2": 2.0, "late4": 4.0}
+# Per-step weights of the cost in continuous time, name -> (end, q):
+# - "late": w(t) = ((T - t + 1) / T)^q, the less noisy steps weigh more: errors made there have fewer
+#   remaining steps to be corrected (select.py's "late" family, in t not index); they cost mean PSNR;
+# - "early": w(t) = ((t + 1) / T)^q, the noisy steps weigh more: there the content forms, and an error
+#   turns an image into another one, which is what pooled PSNR and the images under 20 dB count.
+# "early05" is what an unvalidated profile uses: on 512 tuning images of the demo model (captions and seeds
+# disjoint from the benchmark's held-out sets) it was the only rule tried that beat uniform caching on mean
+# AND pooled PSNR at every budget from 5 to 10 of 50 (plain "none" lost pooled PSNR at 6 and 7-vs-uniform-10),
+# for up to 1.8 dB of mean PSNR against "none" at 10 of 50 (bench/RESULTS.md, "Exact per-budget schedules").
+WEIGHTINGS = {"none": ("late", 0.0), "late1": ("late", 1.0), "late2": ("late", 2.0), "late4": ("late", 4.0),
+              "early05": ("early", 0.5)}
+DEFAULT_WEIGHTING = "early05"
 KINDS = ("none", "affine", "trend")
 # How far ahead a derived trend correction may forecast, in multiples of the distance between its two full
 # steps (further steps get the affine correction; see trend_correction_from_moments); None: no limit.
@@ -40,39 +56,28 @@ KINDS = ("none", "affine", "trend")
 # three profiles (with the limit 1.0: one of three), and the worst drop when a full step is added was
 # 0 / 0.63 / 0.92 dB (with 1.0: 0.99 / 0.93 / 8.3 dB). The limit had been set from one profile's 6 dB drop.
 TREND_REACH: float | None = None
+# Below this many full steps a derived schedule is DeepCache's uniform one, uncorrected. With 3-4 full
+# steps every rule derived from the profile (optimum or nested order, any weighting, any correction) lost
+# to the even spread on the demo model: on mean and pooled PSNR on 512 tuning images at 4 of 50, and on
+# mean or pooled PSNR in 7 of the 8 derived cells with 3-4 full steps of DDIM/DPM++ 20, 25, 30 steps
+# (bench/RESULTS.md, "Exact per-budget schedules"). Too few refreshes to cover both the noisy steps where
+# content forms and the last ones, whose errors nothing corrects.
+MIN_MODELLED_BUDGET = 5
+# The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
+# a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.
+TREND_PLAN_MAX_STEPS = 200
 
 
-def nested_order(distance: np.ndarray, budget: int, weights=None) -> list[int]:
-    """The first ``budget`` refresh steps in greedy nested order (step 0 first): each next step is the one
-    that lowers :func:`schedule_cost` most (ties: the earlier step)."""
-    t_count = distance.shape[0]
-    order = [0]
-    while len(order) < min(budget, t_count):
-        rest = [s for s in range(1, t_count) if s not in order]
-        costs = [schedule_cost(distance, order + [s], weights) for s in rest]
-        order.append(rest[int(np.argmin(costs))])
-    return order
-
-
-def nested_order_trend(first: np.ndarray, pair: np.ndarray, budget: int, weights=None) -> list[int]:
-    """:func:`nested_order` under the trend cost (a cached step's cost depends on its last two full steps)."""
-    t_count = first.shape[0]
-    order = [0]
-    while len(order) < min(budget, t_count):
-        rest = [s for s in range(1, t_count) if s not in order]
-        costs = [schedule_cost_trend(first, pair, order + [s], weights) for s in rest]
-        order.append(rest[int(np.argmin(costs))])
-    return order
-
-
-def _remap(moments: PairMoments, idx: np.ndarray) -> PairMoments:
-    """The moments seen on a grid whose step i is the profiled step ``idx[i]``."""
-    out = PairMoments(len(idx))
-    out.count = moments.count
-    out.s1 = moments.s1[idx]
-    out.s2 = moments.s2[np.ix_(idx, idx)]
-    out.q = moments.q[np.ix_(idx, idx)]
-    return out
+def _fill(full, budget: int, t_count: int) -> tuple[int, ...]:
+    """``full`` with refreshes added until it has ``budget`` (at most ``t_count``): the optimum takes *at
+    most* B full steps and stops early when more cost nothing in the model (a fine grid whose steps map
+    to one profiled step), but the user paid for B, so each extra one splits the longest cached run."""
+    full = sorted(set(int(s) for s in full))
+    while len(full) < min(budget, t_count):
+        ends = full[1:] + [t_count]
+        k = max(range(len(full)), key=lambda i: (ends[i] - full[i], -i))
+        full.insert(k + 1, (full[k] + ends[k]) // 2)       # a run of >= 2 steps: strictly inside it
+    return tuple(full)
 
 
 @dataclass(frozen=True)
@@ -115,46 +120,63 @@ class ScheduleModel:
         return np.abs(t[:, None] - prof[None, :]).argmin(axis=1)
 
     def weights(self, timesteps) -> np.ndarray | None:
-        q = WEIGHTINGS[self.weighting]
+        end, q = WEIGHTINGS[self.weighting]
         if q == 0.0:
             return None
-        t = np.clip(np.asarray(timesteps, dtype=np.float64), 0, self.num_train_timesteps)
-        w = ((self.num_train_timesteps - t + 1.0) / self.num_train_timesteps) ** q
+        big_t = self.num_train_timesteps
+        t = np.clip(np.asarray(timesteps, dtype=np.float64), 0, big_t)
+        w = (((big_t - t + 1.0) if end == "late" else (t + 1.0)) / big_t) ** q
         return w / w.mean()
 
-    def order(self, timesteps, budget: int) -> list[int]:
-        """The first ``budget`` refresh steps (indices into ``timesteps``), in nested order."""
+    def refresh_steps(self, timesteps, budget: int) -> tuple[int, ...]:
+        """The ``budget`` refresh steps (indices into ``timesteps``) of least modelled cost."""
+        return _fill(self._optimum(timesteps, budget), budget, len(timesteps))
+
+    @cached_property
+    def _affine_cost(self) -> np.ndarray:
+        """:func:`residual_distance` on the profiled grid (a run's grid indexes it)."""
+        return residual_distance(self.moments)
+
+    @cached_property
+    def _trend_cost(self) -> np.ndarray:
+        """:func:`trend_residual_distance` on the profiled grid, ties included (a run's grid indexes it)."""
+        pair = trend_residual_distance(self.moments, ties=True)
+        if TREND_REACH is not None:
+            t = np.arange(pair.shape[0])
+            p_, s_, t_ = np.meshgrid(t, t, t, indexing="ij")
+            beyond = (t_ - s_) > TREND_REACH * (s_ - p_)         # affine there: its residual is the cost
+            pair = np.where(beyond, self._affine_cost[None, :, :], pair)
+        return pair
+
+    def _optimum(self, timesteps, budget: int) -> tuple[int, ...]:
         idx = self.grid(timesteps)
         w = self.weights(timesteps)
-        if self.moments is None:
+        if self.kind == "none":        # no correction: what the cached step misses is the plain dissimilarity
             d = 1.0 - np.asarray(self.similarity, dtype=np.float64)[np.ix_(idx, idx)]
-            return nested_order(d, budget, w)
-        m = _remap(self.moments, idx)
-        first = residual_distance(m)
-        if self.kind == "trend":
-            pair = trend_residual_distance(m)
-            if TREND_REACH is not None:
-                t = np.arange(len(idx))
-                p_, s_, t_ = np.meshgrid(t, t, t, indexing="ij")
-                beyond = (t_ - s_) > TREND_REACH * (s_ - p_)         # affine there: its residual is the cost
-                pair = np.where(beyond, first[None, :, :], pair)
-            return nested_order_trend(first, pair, budget, w)
-        return nested_order(first, budget, w)
+            return optimal_schedule(d, budget, w)[0]
+        first = self._affine_cost[np.ix_(idx, idx)]
+        if self.kind == "trend" and len(idx) <= TREND_PLAN_MAX_STEPS:
+            pair = self._trend_cost[np.ix_(idx, idx, idx)]
+            return optimal_schedule_trend(first, pair, budget, w)[0]
+        return optimal_schedule(first, budget, w)[0]
 
     def schedule(self, timesteps, budget: int) -> tuple[tuple[int, ...], CacheCorrection | None]:
-        """``(full steps, correction)`` for a run over ``timesteps`` with ``budget`` full steps."""
+        """``(full steps, correction)`` for a run over ``timesteps`` with ``budget`` full steps: the model's
+        optimum and its correction, or below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected."""
         n = len(timesteps)
         if budget < 1:
             raise ValueError(f"the budget of full steps must be >= 1, got {budget}")
         if budget >= n:
             return tuple(range(n)), None
-        full = tuple(sorted(self.order(timesteps, budget)))
+        if budget < MIN_MODELLED_BUDGET:
+            return uniform_schedule(n, budget), None
+        full = tuple(self.refresh_steps(timesteps, budget))
         if self.kind == "none":
             return full, None
-        m = _remap(self.moments, self.grid(timesteps))
+        idx = self.grid(timesteps)
         if self.kind == "trend":
-            return full, trend_correction_from_moments(m, full, max_reach=TREND_REACH)[0]
-        return full, correction_from_moments(m, full)[0]
+            return full, trend_correction_from_moments(self.moments, full, max_reach=TREND_REACH, index=idx)[0]
+        return full, correction_from_moments(self.moments, full, index=idx)[0]
 
     def planner(self, steps: int, budget: int) -> Callable:
         """``plan(timesteps, start) -> (full steps, correction)`` for :class:`RecatCacheConfig`: a run over

@@ -233,9 +233,15 @@ def _solve_correction(num_steps: int, full_steps, stats_for) -> tuple[CacheCorre
     return CacheCorrection(scale, shift), info
 
 
-def correction_from_moments(moments: PairMoments, full_steps) -> tuple[CacheCorrection, dict]:
-    """The least-squares correction for ``full_steps`` from moments collected while profiling."""
-    return _solve_correction(moments.num_steps, full_steps, moments.stats)
+def correction_from_moments(moments: PairMoments, full_steps, index=None) -> tuple[CacheCorrection, dict]:
+    """The least-squares correction for ``full_steps`` from moments collected while profiling.
+
+    ``index``: for a run on another grid, the profiled step each of its steps maps to (``full_steps`` and
+    the correction's rows are then the run's steps); None: the profiled grid itself."""
+    if index is None:
+        return _solve_correction(moments.num_steps, full_steps, moments.stats)
+    idx = [int(i) for i in index]
+    return _solve_correction(len(idx), full_steps, lambda a, t: moments.stats(idx[a], idx[t]))
 
 
 def _solve_trend(c_uu, c_vv, c_uv, c_uy, c_vy, v_yy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -278,8 +284,8 @@ def _trend_fit(norm: tuple[np.ndarray, np.ndarray, np.ndarray], p: int, s: int, 
     return alpha, beta, my - alpha * ms, resid, m2[t, t]
 
 
-def trend_correction_from_moments(moments: PairMoments, full_steps,
-                                  max_reach: float | None = None) -> tuple[CacheCorrection, dict]:
+def trend_correction_from_moments(moments: PairMoments, full_steps, max_reach: float | None = None,
+                                  index=None) -> tuple[CacheCorrection, dict]:
     """The least-squares *trend* correction for ``full_steps``: per cached step t with latest full step a
     and the one before it a', ``y_t ~ scale f(a) + trend c(f(a) - f(a')) + shift`` per channel, ``c`` the
     spatial centring (a fitted first-order forecast of the spatial detail, :class:`CacheCorrection`);
@@ -290,10 +296,13 @@ def trend_correction_from_moments(moments: PairMoments, full_steps,
     trajectory's features (on the demo model, adding full step 14 just before 16 cost 6.4 and 4.1 dB of
     pooled PSNR on two of three 12-image held-out sets at 11 of 50 full steps; bench/RESULTS.md, section
     "ReCaT that users can rely on").
-    None: no limit (the per-budget schedules' fit)."""
-    t_count = moments.num_steps
+    None: no limit (the per-budget schedules' fit).
+
+    ``index``: as in :func:`correction_from_moments` (a run on another grid)."""
+    idx = list(range(moments.num_steps)) if index is None else [int(i) for i in index]
+    t_count = len(idx)
     full = sorted(set(int(x) for x in full_steps))
-    affine, info = correction_from_moments(moments, full)
+    affine, info = correction_from_moments(moments, full, None if index is None else idx)
     if affine is None:
         return None, info
     scale, shift = affine.scale.copy(), affine.shift.copy()
@@ -301,7 +310,7 @@ def trend_correction_from_moments(moments: PairMoments, full_steps,
     norm = _normalised(moments)
     after = []  # relative MSE of every cached step after the fit (as "relative_mse_after" averages them)
     for t in range(1, full[1] if len(full) > 1 else t_count):  # first segment: the affine fit
-        _, sx, sy, sxx, sxy, syy = moments.stats(0, t)
+        _, sx, sy, sxx, sxy, syy = moments.stats(idx[0], idx[t])
         resid = _affine_fit(sx, sy, sxx, sxy, syy)[2]
         after.append(float(resid.mean()) / max(float(syy.mean()), 1e-30))
     for i in range(1, len(full)):
@@ -309,10 +318,10 @@ def trend_correction_from_moments(moments: PairMoments, full_steps,
         end = full[i + 1] if i + 1 < len(full) else t_count
         for t in range(s + 1, end):
             if max_reach is not None and t - s > max_reach * (s - p):
-                _, sx, sy, sxx, sxy, syy = moments.stats(s, t)          # keeps the affine row
+                _, sx, sy, sxx, sxy, syy = moments.stats(idx[s], idx[t])  # keeps the affine row
                 after.append(float(_affine_fit(sx, sy, sxx, sxy, syy)[2].mean()) / max(float(syy.mean()), 1e-30))
                 continue
-            alpha, beta, b, resid, energy = _trend_fit(norm, p, s, t)
+            alpha, beta, b, resid, energy = _trend_fit(norm, idx[p], idx[s], idx[t])
             scale[t], trend[t], shift[t] = alpha, beta, b
             after.append(float(resid.mean()) / max(float(energy.mean()), 1e-30))
     if not (np.all(np.isfinite(scale)) and np.all(np.isfinite(trend)) and np.all(np.isfinite(shift))):
@@ -395,18 +404,19 @@ def fit_correction_on_policy(pipe, prompts: Sequence[str], settings: ProfileSett
     return CacheCorrection(scale, shift, trend_coef if trend else None), info
 
 
-def trend_residual_distance(moments: PairMoments) -> np.ndarray:
+def trend_residual_distance(moments: PairMoments, ties: bool = False) -> np.ndarray:
     """``d3[p, s, t]`` for ``p < s < t``: the part of step t's feature that the trend correction from the
     full steps p (earlier) and s (latest) cannot explain (:func:`_trend_fit`), relative to
     ``sum_c E[y_c^2]``; the segment cost of :func:`recat_runtime.cache.schedules.optimal_schedule_trend`.
-    Other entries are 0."""
+    ``ties``: also ``p == s`` (no trend to fit: the affine residual), which a finer grid mapped onto the
+    profiled steps needs. Other entries are 0."""
     t_count = moments.num_steps
     norm = _normalised(moments)
     d = np.zeros((t_count, t_count, t_count))
     ts = np.arange(t_count)
-    for s in range(1, t_count - 1):
+    for s in range(0 if ties else 1, t_count - 1):
         tt = ts[s + 1 :]
-        for p in range(s):
+        for p in range(s + 1 if ties else s):
             _, _, _, resid, energy = _trend_fit(norm, p, s, tt)
             d[p, s, s + 1 :] = resid.sum(-1) / np.maximum(energy.sum(-1), 1e-30)
     return d
