@@ -149,6 +149,26 @@ def _compact_timing(pipe, unet, lat, ctx_dim, device, dtype, timed, sync, steps,
     return out
 
 
+def _profile_timing(pipe, steps: int, res: int, sync, smoke: bool) -> dict:
+    """The ReCaT profiling pass as `acqe convert --profile-cache` runs it (32 samples, DDIM, CKA and pair
+    moments of the branch-0 feature), on the SD v1.4-size pipeline: the "stated time for SD v1.4 on a GPU"."""
+    from recat_runtime.api import _profile_feature_bytes, auto_profile_batch
+    from recat_runtime.cache.profile import ProfileSettings, profile_similarity
+
+    samples = 4 if smoke else 32
+    prompts = [f"a photograph of object {k} on a table" for k in range(samples)]
+    batch = auto_profile_batch(samples, _profile_feature_bytes(pipe, steps, 7.5, 0, res, res))
+    settings = ProfileSettings(steps=steps, guidance=7.5, branch=0, height=res, width=res, samples=samples,
+                               batch_size=batch, seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    sync()
+    t0 = time.perf_counter()
+    _, info = profile_similarity(pipe, prompts, settings, collect_moments=True)
+    sync()
+    return {"samples": samples, "steps": steps, "batch": batch, "seconds": time.perf_counter() - t0,
+            "moments_collected": info.get("moments") is not None}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="gpu_check_out")
@@ -309,6 +329,10 @@ def main(argv=None):
     if cuda:
         report["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
+    if configs_to_run:
+        report["profile"] = _profile_timing(pipe, steps, res, sync, a.smoke)
+        print(report["profile"], flush=True)
+
     if a.model:  # `acqe generate` itself, from a single .acqe file (the demo model with its stored schedule)
         report["acqe_generate"] = _cli_generate(a.model, a.out, str(device), "fp16" if cuda else "fp32",
                                                 steps, uniform_interval, recat_budget)
@@ -322,6 +346,10 @@ def main(argv=None):
         md.append(f"| {u['batch']} | {u['unet_full_s'] * 1e3:.1f} ms | {u['unet_cached_b0_s'] * 1e3:.1f} ms "
                   f"({100 * u['unet_cached_b0_s'] / u['unet_full_s']:.1f}%) | {u['unet_cached_b2_s'] * 1e3:.1f} ms | "
                   f"{u['vae_decode_s'] * 1e3:.1f} ms | {u['vae_decode_channels_last_s'] * 1e3:.1f} ms |")
+    if report.get("profile"):
+        pr = report["profile"]
+        md += ["", f"ReCaT profile (as `acqe convert --profile-cache`): {pr['samples']} samples x {pr['steps']} steps, "
+                   f"minibatch {pr['batch']}: {pr['seconds']:.1f} s"]
     if report["runs"]:
         md += ["", f"ReCaT schedule: {recat_steps} ({recat_src})", "",
                "| batch | run | full steps | loop s | pipeline s | VAE share | loop speed-up |",
