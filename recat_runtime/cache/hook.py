@@ -366,10 +366,14 @@ class RecatCacheHook(ModelHook):
     def _coefficients(self, step: int, like: torch.Tensor) -> list[torch.Tensor | None]:
         """``[scale, shift, trend]`` rows of ``step`` as ``[1, C, 1, 1]`` tensors on ``like``'s device."""
         corr = self._run_correction
-        if self._correction is None or self._correction[0].device != like.device:
-            self._correction = [None if m is None else torch.as_tensor(m, device=like.device)
+        if (self._correction is None or self._correction[0].device != like.device
+                or self._correction[0].dtype != like.dtype):
+            # once per run: on the device, in the feature's dtype, shaped [S, 1, C, 1, 1], so that a cached
+            # step only indexes (a small model's step is ~2 ms on a CPU; each extra op shows)
+            self._correction = [None if m is None else
+                                torch.as_tensor(m, device=like.device).to(like.dtype)[:, None, :, None, None]
                                 for m in (corr.scale, corr.shift, corr.trend)]
-        return [None if m is None else m[step].to(like.dtype).view(1, -1, 1, 1) for m in self._correction]
+        return [None if m is None else m[step] for m in self._correction]
 
     def _arguments(self, module, args, kwargs) -> dict:
         """forward's arguments by name, defaults filled in: the common call (known names, no duplicates,
@@ -398,12 +402,12 @@ class RecatCacheHook(ModelHook):
         if corr is None or step < self._correction_from:
             return feature
         scale, shift, trend = self._coefficients(step, feature)
-        out = feature * scale + shift
+        out = torch.addcmul(shift, feature, scale)      # feature * scale + shift, one op
         if trend is not None and older is not None:
             if self._detail is None or self._detail[0] != self._feature_step:  # once per segment
                 delta = self.feature - older[1]
                 self._detail = (self._feature_step, delta - delta.mean(dim=(2, 3), keepdim=True))
-            out = out + self._detail[1] * trend
+            out.addcmul_(self._detail[1], trend)
         return out
 
     # Under torch.compile the step bookkeeping below runs as plain Python (this frame is skipped), while the
