@@ -8,12 +8,15 @@ Subcommands (JSON to bench/_out/, tables on stdout):
             budget whose quality is below a smaller budget's.
   exact     derived (from the model's one profile) vs exactly profiled (a profile made at that step count
             and sampler) at a few budgets per step count.
+  img2img   image-to-image (a partial run: the last strength x S steps) with uniform caching and ReCaT at the
+            budget fraction B/S, against the uncached image-to-image output.
   overhead  the per-step cost of the hook + correction on a cached step of the demo model (batch 1, CPU):
             a hooked cached UNet call vs the bare shallow forward on the same inputs.
 
 Examples:
   nice -n 10 python bench/bench_recat.py quality --model demo.acqe --budgets 5 6 7 8 9 10 11 12 --sets 3 --n 12
   nice -n 10 python bench/bench_recat.py exact --model demo.acqe --steps 20 25 30 --n 12
+  nice -n 10 python bench/bench_recat.py img2img --model demo.acqe --strengths 0.5 0.75 --budgets 7 10
   nice -n 10 python bench/bench_recat.py overhead --model demo.acqe
 """
 from __future__ import annotations
@@ -231,6 +234,87 @@ def cmd_exact(a):
     print("wrote", save_json(a.out_name or f"recat_exact_{a.sampler}.json", {"model": a.model, "rows": rows}))
 
 
+def cmd_img2img(a):
+    """Image-to-image with caching on the demo model: each held-out caption turns a rendered scene of
+    *another* held-out caption into its own (one scene per batch), at ``--strengths`` (the run executes the
+    last strength x S steps); uniform caching and ReCaT with the budget fraction B/S of the whole run,
+    against the uncached image-to-image output of the same file, seeds and initial images."""
+    import torch
+    from PIL import Image
+
+    from acqe_demo.dataset import render_scene
+    from acqe_demo.metrics import eval_scenes
+    from recat_runtime.api import cache_config, default_guidance
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.loading import load_pipeline
+    from recat_runtime.sampling import denoise_and_decode, effective_steps
+
+    torch.set_num_threads(a.threads)
+    meta = _meta(a.model)
+    g = default_guidance(meta)
+    pipe = load_pipeline(a.model, device="cpu", scheduler="ddim", img2img=True)
+    pipe.set_progress_bar_config(disable=True)
+    rows = []
+    t0 = time.perf_counter()
+    for k, (captions, seeds) in enumerate(_eval_sets(a.n, a.sets, a.eval_seed)):
+        scenes = eval_scenes(a.n, seed=a.eval_seed + 101 * k)
+        # batch i starts from the scene of the caption after its first: never an image of its own captions
+        inits = [Image.fromarray(render_scene(scenes[(i + a.batch) % a.n])) for i in range(0, a.n, a.batch)]
+
+        def run(strength, cfg):
+            imgs, fulls = [], []
+            for j, i in enumerate(range(0, a.n, a.batch)):
+                _, im, _, _, full = denoise_and_decode(pipe, captions[i:i + a.batch], steps=a.steps, guidance=g,
+                                                       seeds=seeds[i:i + a.batch], config=cfg, init_image=inits[j],
+                                                       strength=strength)
+                imgs.append(np.stack([np.asarray(x.convert("RGB")) for x in im]))
+                fulls.append(len(full))
+            return np.concatenate(imgs), fulls[0]
+
+        for strength in a.strengths:
+            ref, _ = run(strength, None)
+            executed = effective_steps(a.steps, strength, True)
+            for b in a.budgets:
+                for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
+                                  ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
+                                                         sampler="ddim", guidance=g))):
+                    imgs, n_full = run(strength, cfg)
+                    st = psnr_stats(imgs, ref, per_image_mse=True)
+                    rows.append({"set": k, "strength": strength, "budget": b, "kind": kind, "executed": executed,
+                                 "full_steps": n_full, **st})
+                    print(f"set {k} strength {strength} B={b} {kind:8s}: {st['psnr']:6.2f} / pooled "
+                          f"{st['psnr_pooled']:6.2f} dB, <20 dB {st['below_20db']}, {n_full} full of {executed} "
+                          f"executed", flush=True)
+    print(f"\nimage-to-image, DDIM {a.steps} steps, guidance {g:g}, {a.sets} sets x {a.n} images "
+          f"({time.perf_counter() - t0:.0f} s)")
+    print("| strength | steps run | B of S | kind | full steps run | mean / pooled PSNR | images < 20 dB | ReCaT - uniform: mean [95% CI] | pooled [95% CI] |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    summary = []
+    for strength in a.strengths:
+        for b in a.budgets:
+            mse = {}
+            for kind in ("uniform", "recat"):
+                rs = [r for r in rows if r["strength"] == strength and r["budget"] == b and r["kind"] == kind]
+                mse[kind] = np.concatenate([r["mse"] for r in rs])
+                per = psnr_db(mse[kind])
+                summary.append({"strength": strength, "budget": b, "kind": kind, "executed": rs[0]["executed"],
+                                "full_steps": rs[0]["full_steps"], "psnr": float(per.mean()),
+                                "psnr_pooled": float(psnr_db(mse[kind].mean())), "below_20db": int((per < 20).sum()),
+                                "n": int(len(per))})
+            v = paired_difference(mse["recat"], mse["uniform"])
+            summary[-1]["versus_uniform"] = v
+            for r in summary[-2:]:
+                diff = (f"{v['mean']:+.2f} [{v['mean_ci'][0]:+.2f}, {v['mean_ci'][1]:+.2f}] | {v['pooled']:+.2f} "
+                        f"[{v['pooled_ci'][0]:+.2f}, {v['pooled_ci'][1]:+.2f}]") if r["kind"] == "recat" else " | "
+                print(f"| {strength} | {r['executed']} | {b} of {a.steps} | {r['kind']} | {r['full_steps']} | "
+                      f"{r['psnr']:.2f} / {r['psnr_pooled']:.2f} | {r['below_20db']} of {r['n']} | {diff} |")
+    for r in rows:
+        r.pop("mse")
+    print("wrote", save_json(a.out_name or "recat_img2img.json",
+                             {"model": a.model, "steps": a.steps, "sets": a.sets, "n": a.n, "rows": rows,
+                              "summary": summary, "load_avg": os.getloadavg()}))
+
+
 def cmd_overhead(a):
     """Hooked cached step (bookkeeping + correction + shallow forward) vs the bare shallow forward."""
     import torch
@@ -310,13 +394,24 @@ def main(argv=None):
     e.add_argument("--eval-seed", type=int, default=4242)
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--out-name", default=None)
+    i = sub.add_parser("img2img")
+    i.add_argument("--model", required=True)
+    i.add_argument("--steps", type=int, default=50)
+    i.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.75])
+    i.add_argument("--budgets", type=int, nargs="+", default=[7, 10])
+    i.add_argument("--sets", type=int, default=3)
+    i.add_argument("--n", type=int, default=64)
+    i.add_argument("--batch", type=int, default=16)
+    i.add_argument("--eval-seed", type=int, default=4242)
+    i.add_argument("--threads", type=int, default=1)
+    i.add_argument("--out-name", default=None)
     o = sub.add_parser("overhead")
     o.add_argument("--model", required=True)
     o.add_argument("--budget", type=int, default=7)
     o.add_argument("--reps", type=int, default=3)
     o.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    {"quality": cmd_quality, "exact": cmd_exact, "overhead": cmd_overhead}[a.cmd](a)
+    {"quality": cmd_quality, "exact": cmd_exact, "img2img": cmd_img2img, "overhead": cmd_overhead}[a.cmd](a)
 
 
 if __name__ == "__main__":
