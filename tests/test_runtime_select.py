@@ -247,6 +247,15 @@ def test_inspect_shows_stored_schedules_old_and_new():
     assert lines == ["ddim 6 steps guidance 4.0 branch 0: B=2 [0, 3]",
                      "ddim 6 steps guidance 4.0 branch 0: B=3 [0, 2, 4] (late2; validation PSNR 31.23 dB, "
                      "uniform 30.50 dB, 16 samples)"]
+    # what `acqe convert --profile-cache` stores: a schedule model and no per-budget schedule (it showed
+    # "no profiles")
+    block["profiles"][0].update(schedules=[], continuous={"timesteps": [999, 500], "weighting": "early05",
+                                                          "correction": "trend", "moments": {"count": 1}})
+    assert [v for _, v in _recat_lines(block)] == [
+        "ddim 6 steps guidance 4.0 branch 0: schedule model for any sampler, step count and budget "
+        "(weighting early05, trend correction)"]
+    block["profiles"][0]["continuous"]["moments"] = None      # too large to store: derived uncorrected
+    assert "(weighting early05, no correction)" in _recat_lines(block)[0][1]
 
 
 def test_profile_cache_cli_prints_one_line_per_budget(acqe_path, tmp_path):

@@ -163,13 +163,19 @@ def _meta_lines(meta: dict) -> list[tuple[str, str]]:
 
 
 def _recat_lines(block: dict) -> list[tuple[str, str]]:
-    """One line per stored ReCaT schedule: its full steps and, when it was chosen by validation, the
-    winning weighting with its validation PSNR and uniform's."""
+    """One line per profile's schedule model (what `generate` derives any setting from: `convert
+    --profile-cache` stores only that), and one per stored ReCaT schedule: its full steps and, when it was
+    chosen by validation, the winning weighting with its validation PSNR and uniform's."""
     out = []
     for p in block["profiles"]:
         if not isinstance(p, dict):
             continue
         head = f"{p.get('sampler')} {p.get('steps')} steps guidance {p.get('guidance')} branch {p.get('branch')}"
+        cont = p.get("continuous")
+        if isinstance(cont, dict):
+            corr = cont.get("correction") if cont.get("moments") is not None else "no"
+            out.append(("recat", escape(f"{head}: schedule model for any sampler, step count and budget "
+                                        f"(weighting {cont.get('weighting')}, {corr} correction)")))
         for s in p.get("schedules") or []:
             if not isinstance(s, dict):
                 continue
