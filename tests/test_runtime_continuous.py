@@ -202,6 +202,17 @@ def test_stored_form_round_trips_and_is_checked():
         np.testing.assert_allclose(cb.scale, ca.scale, rtol=1e-4, atol=1e-5)
     assert find_model(meta, guidance=7.5, branch=0) is None       # another guidance: not this profile
 
+    # the early05 weighting is newer than format 3: written as format 4, and refused under format 3 (a
+    # format-3 runtime would derive other schedules from it)
+    early = with_profile({}, {**prof, "continuous": {**model.to_json(), "weighting": "early05"}}, [])
+    early = json.loads(json.dumps(early, allow_nan=False))
+    assert early["recat"]["format"] == 4
+    check_metadata(early)
+    assert find_model(early, guidance=4.0, branch=0)[0].weighting == "early05"
+    early["recat"]["format"] = 3
+    with pytest.raises(MetadataError, match="needs ReCaT format 4"):
+        check_metadata(early)
+
     bad = json.loads(json.dumps(meta))
     bad["recat"]["profiles"][0]["continuous"]["moments"]["cross"].pop()
     with pytest.raises(MetadataError, match="moments"):
@@ -252,6 +263,7 @@ def test_unvalidated_profile_uses_the_default_weighting(pipe, tmp_path):
     rep = profile_cache(path, steps=6, budgets=[], samples=4, batch_size=4, validation_samples=0, device="cpu",
                         prompts=["a red circle", "a blue square"])
     assert rep["continuous"]["weighting"] == DEFAULT_WEIGHTING and rep["continuous"]["selection"] is None
+    assert rep["metadata"]["recat"]["format"] == 4              # early05 is newer than format 3
     model, _ = find_model(rep["metadata"], guidance=rep["guidance"], branch=0)
     assert model.weighting == DEFAULT_WEIGHTING
 

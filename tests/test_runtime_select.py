@@ -194,8 +194,10 @@ def test_profile_cache_auto_stores_selection_record(acqe_path, tmp_path):
         assert list(cfg.full_steps) == s["full_steps"] and cfg.correction is not None
         assert (cfg.correction.trend is not None) == (s["weighting"] in TREND_CANDIDATES)
     has_trend = any("trend" in s["correction"] for s in stored)
-    # the continuous model (stored by default) makes it format 3; without it, 2 with a trend, else 1
-    assert meta["recat"]["format"] == 3 and meta["recat"]["profiles"][0]["continuous"]["timesteps"]
+    # the continuous model (stored by default) makes it format 3 (4 with the early05 weighting); without
+    # it, 2 with a trend, else 1
+    model = meta["recat"]["profiles"][0]["continuous"]
+    assert meta["recat"]["format"] == (4 if model["weighting"] == "early05" else 3) and model["timesteps"]
     assert [s["selection"] for s in rep["schedules"]] == [s["selection"] for s in stored]
     # deterministic: the same request again gives the same schedules and validation PSNRs
     rep2 = profile_cache(path, validation_samples=4, write=False, reprofile=True, **kw)

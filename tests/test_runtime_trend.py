@@ -196,8 +196,8 @@ def test_store_writes_format_2_for_trend_and_refuses_unknown_formats():
     _, corr, _ = find_schedule(meta, sampler="ddim", steps=6, budget=3, guidance=4.0)
     np.testing.assert_allclose(corr.trend, trend, atol=1e-6)
     assert find_schedule(meta, sampler="ddim", steps=6, budget=2, guidance=4.0)[1].trend is None
-    meta["recat"]["format"] = 4                 # a format this runtime predates (3: the continuous model)
-    with pytest.raises(NoScheduleError, match="format 4"):
+    meta["recat"]["format"] = 5                 # a format this runtime predates (3: the continuous model, 4: early05)
+    with pytest.raises(NoScheduleError, match="format 5"):
         find_schedule(meta, sampler="ddim", steps=6, budget=2, guidance=4.0)
 
 

@@ -415,12 +415,23 @@ PROFILE = Obj({"sampler": NAME, "steps": Int(1, MAX_STEPS), "guidance": Num(0, 1
 MOMENTS = Obj({"count": Num(0, 1e30), "mean": MATRIX, "cross": ListOf(ListOf(Num(), 1, 65536), 1, MAX_STEPS * (MAX_STEPS + 1) // 2),
                "centred": ListOf(ListOf(Num(), 1, 65536), 1, MAX_STEPS * (MAX_STEPS + 1) // 2)},
               required=("count", "mean", "cross", "centred"))
+# The weightings of a continuous model each ReCaT format may hold. The weighting decides the derived
+# schedules, so a name a reader does not know must not reach it under a format it reads: format 4 adds
+# "early05" (the noisy steps weigh more), and a format-3 reader refuses a format-4 block.
+CONTINUOUS_WEIGHTINGS = {3: ("none", "late1", "late2", "late4"), 4: ("none", "late1", "late2", "late4", "early05")}
+
+
+def recat_format_for_weighting(weighting: str) -> int:
+    """The lowest ReCaT format whose continuous models may have ``weighting``."""
+    return min(f for f, names in CONTINUOUS_WEIGHTINGS.items() if weighting in names)
+
+
 CONTINUOUS = Obj({"timesteps": ListOf(Num(0, 1e6), 1, MAX_STEPS),
-                  "weighting": Str(16, ("none", "late1", "late2", "late4", "early05")),
+                  "weighting": Str(16, CONTINUOUS_WEIGHTINGS[max(CONTINUOUS_WEIGHTINGS)]),
                   "correction": Str(16, ("none", "affine", "trend")), "num_train_timesteps": Int(1, 1 << 20),
                   "moments": nullable(MOMENTS, "a moments object"), "selection": AnyJson()},
                  required=("timesteps", "weighting", "correction"))
-RECAT_FORMATS_CHECKED = (1, 2, 3)
+RECAT_FORMATS_CHECKED = (1, 2, 3, 4)
 
 
 def _check_continuous(c: dict, p: dict, where: str) -> None:
@@ -451,6 +462,10 @@ def _check_recat(block, path: str) -> None:
             if block["format"] < 3:
                 raise MetadataError(f"metadata {path}.profiles[{i}].continuous: needs ReCaT format 3")
             CONTINUOUS.check(p["continuous"], f"{path}.profiles[{i}].continuous")
+            need = recat_format_for_weighting(p["continuous"]["weighting"])
+            if block["format"] < need:
+                raise MetadataError(f"metadata {path}.profiles[{i}].continuous.weighting: "
+                                    f"{p['continuous']['weighting']!r} needs ReCaT format {need}")
             _check_continuous(p["continuous"], p, f"{path}.profiles[{i}].continuous")
         for j, s in enumerate(p.get("schedules", [])):
             where = f"{path}.profiles[{i}].schedules[{j}]"

@@ -36,7 +36,9 @@ correction for any step count, budget, sampler and partial run are derived::
 A stored schedule for exactly (sampler, steps, guidance, branch) and budget B is used as is (an exact
 override); otherwise the schedule is derived from a profile with a continuous model, and with neither
 the error says what *was* profiled. A block with a continuous model is written as format 3 (a runtime
-that reads only 1 and 2 refuses it rather than ignore the model); formats 1 and 2 are still read. A correction with a ``trend`` (the fitted forecast of
+that reads only 1 and 2 refuses it rather than ignore the model), and as format 4 when a model's
+weighting is ``"early05"`` (which a format-3 runtime does not know: it would derive other schedules);
+formats 1-3 are still read. A correction with a ``trend`` (the fitted forecast of
 :class:`recat_runtime.cache.hook.CacheCorrection`) changes what ``scale`` and ``shift`` mean, so a block
 holding one is written as format 2: a runtime that reads only format 1 refuses it instead of applying
 half of the correction. ``weighting`` and ``selection`` (the validated choice among
@@ -49,6 +51,7 @@ import copy
 
 import numpy as np
 
+from acqe_format.model.schema import recat_format_for_weighting
 from recat_runtime.cache.hook import CacheCorrection
 from recat_runtime.errors import NoScheduleError
 
@@ -56,7 +59,8 @@ RECAT_KEY = "recat"
 STORE_FORMAT = 1          # written when no correction has a trend
 TREND_STORE_FORMAT = 2    # written when one does
 CONTINUOUS_STORE_FORMAT = 3  # written when a profile holds a continuous schedule model
-READ_FORMATS = (STORE_FORMAT, TREND_STORE_FORMAT, CONTINUOUS_STORE_FORMAT)
+WEIGHTING_STORE_FORMAT = 4   # written when a model's weighting is newer than format 3 (schema.CONTINUOUS_WEIGHTINGS)
+READ_FORMATS = (STORE_FORMAT, TREND_STORE_FORMAT, CONTINUOUS_STORE_FORMAT, WEIGHTING_STORE_FORMAT)
 CONTINUOUS_KEY = "continuous"
 
 __all__ = ["RECAT_KEY", "CONTINUOUS_KEY", "find_profile", "find_schedule", "find_model", "with_profile",
@@ -189,6 +193,7 @@ def with_profile(metadata: dict, profile: dict, schedules: list[dict]) -> dict:
     profiles.append(entry)
     has_trend = any((s.get("correction") or {}).get("trend") is not None
                     for p in profiles for s in p.get("schedules", []))
-    has_model = any(p.get(CONTINUOUS_KEY) for p in profiles)
-    block["format"] = (CONTINUOUS_STORE_FORMAT if has_model else TREND_STORE_FORMAT if has_trend else STORE_FORMAT)
+    models = [p[CONTINUOUS_KEY] for p in profiles if p.get(CONTINUOUS_KEY)]
+    block["format"] = (max([CONTINUOUS_STORE_FORMAT] + [recat_format_for_weighting(m["weighting"]) for m in models])
+                       if models else TREND_STORE_FORMAT if has_trend else STORE_FORMAT)
     return meta
