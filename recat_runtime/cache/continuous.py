@@ -140,13 +140,7 @@ class ScheduleModel:
     @cached_property
     def _trend_cost(self) -> np.ndarray:
         """:func:`trend_residual_distance` on the profiled grid, ties included (a run's grid indexes it)."""
-        pair = trend_residual_distance(self.moments, ties=True)
-        if TREND_REACH is not None:
-            t = np.arange(pair.shape[0])
-            p_, s_, t_ = np.meshgrid(t, t, t, indexing="ij")
-            beyond = (t_ - s_) > TREND_REACH * (s_ - p_)         # affine there: its residual is the cost
-            pair = np.where(beyond, self._affine_cost[None, :, :], pair)
-        return pair
+        return trend_residual_distance(self.moments, ties=True)
 
     def _optimum(self, timesteps, budget: int) -> tuple[int, ...]:
         idx = self.grid(timesteps)
@@ -157,6 +151,11 @@ class ScheduleModel:
         first = self._affine_cost[np.ix_(idx, idx)]
         if self.kind == "trend" and len(idx) <= TREND_PLAN_MAX_STEPS:
             pair = self._trend_cost[np.ix_(idx, idx, idx)]
+            if TREND_REACH is not None:      # in the run's steps, as trend_correction_from_moments counts them
+                t = np.arange(len(idx))
+                p_, s_, t_ = np.meshgrid(t, t, t, indexing="ij")
+                beyond = (t_ - s_) > TREND_REACH * (s_ - p_)         # affine there: its residual is the cost
+                pair = np.where(beyond, first[None, :, :], pair)
             return optimal_schedule_trend(first, pair, budget, w)[0]
         return optimal_schedule(first, budget, w)[0]
 
@@ -185,7 +184,7 @@ class ScheduleModel:
         the first executed step is always a refresh). Steps and correction rows are indexed in the whole
         run's numbering."""
         frac = budget / steps
-        memo: dict = {}     # planning takes a good fraction of a second: once per (grid, start), not per run
+        memo: dict = {}     # once per (grid, start), not per run: a 1000-step plan takes about a second
 
         def plan(timesteps, start: int):
             timesteps = np.asarray(timesteps, dtype=np.float64)
