@@ -31,12 +31,18 @@ def psnr_stats(imgs: np.ndarray, ref: np.ndarray, per_image_mse: bool = False) -
     ``per_image_mse`` adds the per-image MSEs ("mse"), from which sets can be pooled later."""
     d = (imgs.astype(np.float64) - ref.astype(np.float64)) ** 2
     mse = d.reshape(len(imgs), -1).mean(1)
-    per = psnr_db(mse)
-    out = {"psnr": float(per.mean()), "psnr_pooled": float(psnr_db(mse.mean())),
-           "psnr_median": float(np.median(per)), "below_20db": int((per < 20).sum()), "n": int(len(per))}
+    out = mse_stats(mse)
     if per_image_mse:
         out["mse"] = mse.tolist()
     return out
+
+
+def mse_stats(mse) -> dict:
+    """:func:`psnr_stats` from per-image MSEs (e.g. several sets' pooled together)."""
+    mse = np.asarray(mse, np.float64)
+    per = psnr_db(mse)
+    return {"psnr": float(per.mean()), "psnr_pooled": float(psnr_db(mse.mean())),
+            "psnr_median": float(np.median(per)), "below_20db": int((per < 20).sum()), "n": int(len(per))}
 
 
 def paired_difference(mse_a, mse_b, resamples: int = 2000, seed: int = 0) -> dict:

@@ -35,7 +35,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
-from bench_common import OUT, paired_difference, psnr_db, psnr_stats, save_json  # noqa: E402
+from bench_common import OUT, mse_stats, paired_difference, psnr_stats, save_json  # noqa: E402
 
 
 def monotone_violations(by_budget: dict[int, dict], keys=("psnr", "psnr_pooled"), tol: float = 0.0) -> list[str]:
@@ -139,9 +139,7 @@ def cmd_quality(a):
         for b in sorted({r["budget"] for r in rows if r["kind"] == kind}):
             rs = [r for r in rows if r["kind"] == kind and r["budget"] == b]
             mse = np.concatenate([r["mse"] for r in rs])
-            agg[b] = {"psnr": float(np.mean([r["psnr"] for r in rs])),
-                      "psnr_pooled": float(psnr_db(mse.mean())),
-                      "below_20db": int(sum(r["below_20db"] for r in rs)), "n": int(len(mse)),
+            agg[b] = {**mse_stats(mse),        # all sets' images pooled (the sets are equal in size)
                       "per_set": [(round(r["psnr"], 2), round(r["psnr_pooled"], 2)) for r in rs]}
         summary[kind] = agg
         flags[kind] = {"all sets": monotone_violations(agg)}
@@ -296,11 +294,8 @@ def cmd_img2img(a):
             for kind in ("uniform", "recat"):
                 rs = [r for r in rows if r["strength"] == strength and r["budget"] == b and r["kind"] == kind]
                 mse[kind] = np.concatenate([r["mse"] for r in rs])
-                per = psnr_db(mse[kind])
                 summary.append({"strength": strength, "budget": b, "kind": kind, "executed": rs[0]["executed"],
-                                "full_steps": rs[0]["full_steps"], "psnr": float(per.mean()),
-                                "psnr_pooled": float(psnr_db(mse[kind].mean())), "below_20db": int((per < 20).sum()),
-                                "n": int(len(per))})
+                                "full_steps": rs[0]["full_steps"], **mse_stats(mse[kind])})
             v = paired_difference(mse["recat"], mse["uniform"])
             summary[-1]["versus_uniform"] = v
             for r in summary[-2:]:

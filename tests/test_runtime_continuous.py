@@ -117,9 +117,12 @@ def test_every_budget_is_the_models_optimum_and_cost_never_rises(kind, weighting
 def test_weightings_tilt_towards_their_end_of_the_run():
     """"late" weighs the less noisy steps (small t) more, "early" the noisy ones where the content forms;
     both mean 1, and a tilt towards the front moves the optimum's refreshes earlier."""
+    from acqe_format.model.schema import CONTINUOUS_WEIGHTINGS
     from recat_runtime.cache.continuous import DEFAULT_WEIGHTING, WEIGHTINGS
 
     assert DEFAULT_WEIGHTING in WEIGHTINGS
+    # the runtime gives each name its meaning, the schema says which format may store it: the same names
+    assert set(WEIGHTINGS) == set(CONTINUOUS_WEIGHTINGS[max(CONTINUOUS_WEIGHTINGS)])
     ts = _grid(30)["ddim"]                         # decreasing t: noisy first
     for name, (end, q) in WEIGHTINGS.items():
         w = _synthetic_model(weighting=name).weights(ts)
