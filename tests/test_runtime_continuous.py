@@ -188,6 +188,45 @@ def test_partial_run_plan_starts_with_a_refresh():
             np.testing.assert_array_equal(corr.scale[:start], 1.0)
 
 
+@pytest.mark.parametrize("kind", ["affine", "trend"])
+def test_partial_runs_follow_the_partial_run_rule(kind):
+    """A tail that starts at or above PARTIAL_UNIFORM_BELOW x T is the plain-weighted optimum, one that starts
+    below it refreshes evenly; both keep the model's correction for those steps. A whole run is the model's
+    own schedule (its weighting), whatever the partial-run rule says."""
+    from recat_runtime.cache.continuous import MIN_MODELLED_BUDGET, PARTIAL_UNIFORM_BELOW, PARTIAL_WEIGHTING
+    from recat_runtime.cache.schedules import uniform_schedule
+
+    model = _synthetic_model(p=30, kind=kind, weighting="early05")
+    ts = _grid(50)["ddim"]
+    starts = {"high": 10, "low": int(np.argmax(ts < PARTIAL_UNIFORM_BELOW * model.num_train_timesteps))}
+    differs = False
+    for budget in range(12, 40, 3):
+        plan = model.planner(50, budget)
+        whole, whole_corr = plan(ts, 0)
+        ref_whole, ref_corr = model.schedule(ts, budget)
+        assert whole == ref_whole
+        np.testing.assert_array_equal(whole_corr.scale, ref_corr.scale)
+        for where, start in starts.items():
+            tail = ts[start:]
+            b = int(np.ceil(budget / 50 * len(tail) - 1e-9))
+            full, corr = plan(ts, start)
+            rel = tuple(s - start for s in full)
+            assert len(rel) == b and rel[0] == 0
+            if b < MIN_MODELLED_BUDGET:
+                continue
+            if where == "high":
+                assert rel == model.refresh_steps(tail, b, PARTIAL_WEIGHTING)
+                differs |= rel != model.refresh_steps(tail, b)
+            else:
+                assert rel == uniform_schedule(len(tail), b)
+            ref = model.correction(tail, rel)
+            np.testing.assert_array_equal(corr.scale[start:], ref.scale)
+            np.testing.assert_array_equal(corr.scale[:start], 1.0)
+            if kind == "trend":
+                np.testing.assert_array_equal(corr.trend[start:], ref.trend)
+    assert differs, "the partial-run weighting changed nothing: the test does not see the rule"
+
+
 def test_stored_form_round_trips_and_is_checked():
     model = _synthetic_model(kind="trend", weighting="late2")
     prof = {"sampler": "ddim", "steps": 20, "guidance": 4.0, "branch": 0, "similarity": model.similarity,

@@ -34,7 +34,8 @@ from recat_runtime.cache.profile import (PairMoments, correction_from_moments, r
                                          trend_correction_from_moments, trend_residual_distance)
 from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
 
-__all__ = ["ScheduleModel", "WEIGHTINGS", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET"]
+__all__ = ["ScheduleModel", "WEIGHTINGS", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET",
+           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW"]
 
 # Per-step weights of the cost in continuous time, name -> (end, q):
 # - "late": w(t) = ((T - t + 1) / T)^q, the less noisy steps weigh more: errors made there have fewer
@@ -63,6 +64,20 @@ TREND_REACH: float | None = None
 # (bench/RESULTS.md, "Exact per-budget schedules"). Too few refreshes to cover both the noisy steps where
 # content forms and the last ones, whose errors nothing corrects.
 MIN_MODELLED_BUDGET = 5
+# Partial runs (img2img, inpainting: only the tail from the first executed step on). The profile models
+# text-to-image trajectories, and a partial run starts from a noised *given* image. Chosen on 256 tuning
+# images of the demo model (two runs of 128, captions and seeds disjoint from the benchmark's held-out sets;
+# strengths 0.3-0.9, 7-15 of 50 full steps; bench/RESULTS.md, "Image-to-image: a rule for partial runs"):
+# - a tail that starts at or above PARTIAL_UNIFORM_BELOW x T plans with the plain weighting: early05's
+#   steep weights (written for whole runs, whose noisy steps form the content) leave the tail's last
+#   steps, which nothing corrects, in one long cached run; the plain weighting was ahead of uniform caching
+#   on mean PSNR in all 14 such cells and of early05 in 11;
+# - a tail that starts below it (strength 0.5 or less with DDIM 50) refreshes evenly and keeps the correction:
+#   over those 7 cells that beat every profile-derived plan tried on summed mean and pooled PSNR and on the
+#   worst cell (the model misjudges a tail whose content came from another image); +1.4 ... +3.8 dB of
+#   mean PSNR over uniform caching.
+PARTIAL_WEIGHTING = "none"
+PARTIAL_UNIFORM_BELOW = 0.5
 # The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
 # a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.
 TREND_PLAN_MAX_STEPS = 200
@@ -119,8 +134,10 @@ class ScheduleModel:
         prof = np.asarray(self.timesteps, dtype=np.float64)
         return np.abs(t[:, None] - prof[None, :]).argmin(axis=1)
 
-    def weights(self, timesteps) -> np.ndarray | None:
-        end, q = WEIGHTINGS[self.weighting]
+    def weights(self, timesteps, weighting: str | None = None) -> np.ndarray | None:
+        """Per-step weights of the cost for a run over ``timesteps`` (None: all equal), by the model's
+        weighting or ``weighting``."""
+        end, q = WEIGHTINGS[self.weighting if weighting is None else weighting]
         if q == 0.0:
             return None
         big_t = self.num_train_timesteps
@@ -128,9 +145,10 @@ class ScheduleModel:
         w = (((big_t - t + 1.0) if end == "late" else (t + 1.0)) / big_t) ** q
         return w / w.mean()
 
-    def refresh_steps(self, timesteps, budget: int) -> tuple[int, ...]:
-        """The ``budget`` refresh steps (indices into ``timesteps``) of least modelled cost."""
-        return _fill(self._optimum(timesteps, budget), budget, len(timesteps))
+    def refresh_steps(self, timesteps, budget: int, weighting: str | None = None) -> tuple[int, ...]:
+        """The ``budget`` refresh steps (indices into ``timesteps``) of least modelled cost (weighted by the
+        model's weighting or ``weighting``)."""
+        return _fill(self._optimum(timesteps, budget, weighting), budget, len(timesteps))
 
     @cached_property
     def _affine_cost(self) -> np.ndarray:
@@ -142,9 +160,9 @@ class ScheduleModel:
         """:func:`trend_residual_distance` on the profiled grid, ties included (a run's grid indexes it)."""
         return trend_residual_distance(self.moments, ties=True)
 
-    def _optimum(self, timesteps, budget: int) -> tuple[int, ...]:
+    def _optimum(self, timesteps, budget: int, weighting: str | None) -> tuple[int, ...]:
         idx = self.grid(timesteps)
-        w = self.weights(timesteps)
+        w = self.weights(timesteps, weighting)
         if self.kind == "none":        # no correction: what the cached step misses is the plain dissimilarity
             d = 1.0 - np.asarray(self.similarity, dtype=np.float64)[np.ix_(idx, idx)]
             return optimal_schedule(d, budget, w)[0]
@@ -159,9 +177,11 @@ class ScheduleModel:
             return optimal_schedule_trend(first, pair, budget, w)[0]
         return optimal_schedule(first, budget, w)[0]
 
-    def schedule(self, timesteps, budget: int) -> tuple[tuple[int, ...], CacheCorrection | None]:
+    def schedule(self, timesteps, budget: int, partial: bool = False) -> tuple[tuple[int, ...], CacheCorrection | None]:
         """``(full steps, correction)`` for a run over ``timesteps`` with ``budget`` full steps: the model's
-        optimum and its correction, or below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected."""
+        optimum and its correction, or below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected.
+        ``partial``: ``timesteps`` are the tail a partial run executes (img2img, inpainting), planned by the
+        partial-run rule (:data:`PARTIAL_WEIGHTING`, :data:`PARTIAL_UNIFORM_BELOW`)."""
         n = len(timesteps)
         if budget < 1:
             raise ValueError(f"the budget of full steps must be >= 1, got {budget}")
@@ -169,20 +189,29 @@ class ScheduleModel:
             return tuple(range(n)), None
         if budget < MIN_MODELLED_BUDGET:
             return uniform_schedule(n, budget), None
-        full = tuple(self.refresh_steps(timesteps, budget))
+        if not partial:
+            full = tuple(self.refresh_steps(timesteps, budget))
+        elif float(timesteps[0]) < PARTIAL_UNIFORM_BELOW * self.num_train_timesteps:
+            full = uniform_schedule(n, budget)
+        else:
+            full = tuple(self.refresh_steps(timesteps, budget, PARTIAL_WEIGHTING))
+        return full, self.correction(timesteps, full)
+
+    def correction(self, timesteps, full) -> CacheCorrection | None:
+        """The model's correction for refreshes ``full`` of a run over ``timesteps`` (None: no correction)."""
         if self.kind == "none":
-            return full, None
+            return None
         idx = self.grid(timesteps)
         if self.kind == "trend":
-            return full, trend_correction_from_moments(self.moments, full, max_reach=TREND_REACH, index=idx)[0]
-        return full, correction_from_moments(self.moments, full, index=idx)[0]
+            return trend_correction_from_moments(self.moments, full, max_reach=TREND_REACH, index=idx)[0]
+        return correction_from_moments(self.moments, full, index=idx)[0]
 
     def planner(self, steps: int, budget: int) -> Callable:
         """``plan(timesteps, start) -> (full steps, correction)`` for :class:`RecatCacheConfig`: a run over
         all of ``timesteps`` (length S) that executes only steps ``start..S-1`` (img2img, inpainting) gets
-        the schedule derived for that tail, with the refresh fraction of ``budget / steps`` (at least one:
-        the first executed step is always a refresh). Steps and correction rows are indexed in the whole
-        run's numbering."""
+        the schedule derived for that tail by the partial-run rule, with the refresh fraction of ``budget /
+        steps`` (at least one: the first executed step is always a refresh). Steps and correction rows are
+        indexed in the whole run's numbering."""
         frac = budget / steps
         memo: dict = {}     # once per (grid, start), not per run: a 1000-step plan takes about a second
 
@@ -197,7 +226,7 @@ class ScheduleModel:
             total = len(timesteps)
             tail = timesteps[start:]
             b = budget if (start == 0 and total == steps) else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
-            full, corr = self.schedule(tail, b)
+            full, corr = self.schedule(tail, b, partial=start > 0)
             full = tuple(start + s for s in full)
             return full, None if corr is None else corr.delayed(start)
 
