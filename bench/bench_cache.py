@@ -11,18 +11,22 @@ Subcommands (results go to bench/_out/ as JSON; `report` turns them into tables 
             configs) at a small resolution, plus the deepcache helper on the same pipeline.
   load      peak memory of `load_pipeline` (subprocess, ru_maxrss) against the size of the weights.
   report    prints markdown tables and writes bench/results/cache_curve.png.
+  sets      per budget, ReCaT (the schedule derived from the model's one profile) and uniform caching on
+            several independent held-out sets, flagging every budget whose quality is below a smaller
+            budget's, with ReCaT - uniform and bootstrap intervals: `bench_recat.py quality`, whose options it
+            takes (issue 15's monotonicity table).
 
 Examples:
   nice -n 10 python bench/bench_cache.py quality --model bench/_out/shapes.acqe --steps 50 --n 64
   nice -n 10 python bench/bench_cache.py speed --res 256 --steps 10
   python bench/bench_cache.py report
+  nice -n 10 python bench/bench_cache.py sets --model demo.acqe --budgets 5 6 7 8 9 10 11 12 --sets 3 --n 64
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -332,8 +336,6 @@ def cmd_speed(a):
     seeds = list(range(a.batch))
     plans = [("none", None)] + [(f"uniform N={n}", RecatCacheConfig.interval(a.steps, n)) for n in a.intervals]
     if a.recat_budget:
-        from recat_runtime.cache import schedules as S
-
         plans.append((f"recat-like B={a.recat_budget} (quadratic schedule; speed depends only on B)",
                       RecatCacheConfig.quadratic(a.steps, a.recat_budget)))
     for label, cfg in plans:
@@ -615,6 +617,11 @@ def _plot(q, path):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sets"]:        # one implementation of the held-out-sets table: bench_recat.py's
+        import bench_recat
+
+        return bench_recat.main(["quality", *argv[1:]])
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     q = sub.add_parser("quality")
