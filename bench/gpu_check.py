@@ -150,12 +150,14 @@ def _compact_timing(pipe, unet, lat, ctx_dim, device, dtype, timed, sync, steps,
 
 
 def _profile_timing(pipe, steps: int, res: int, sync, smoke: bool) -> dict:
-    """The ReCaT profiling pass as `acqe convert --profile-cache` runs it (32 samples, DDIM, CKA and pair
-    moments of the branch-0 feature), on the SD v1.4-size pipeline: the "stated time for SD v1.4 on a GPU"."""
+    """The ReCaT profiling pass as `acqe convert --profile-cache` runs it (its default samples, DDIM, CKA and
+    pair moments of the branch-0 feature), on the SD v1.4-size pipeline: the "stated time for SD v1.4 on a
+    GPU"."""
+    from acqe_cli.commands.convert import PROFILE_SAMPLES
     from recat_runtime.api import _profile_feature_bytes, auto_profile_batch
     from recat_runtime.cache.profile import ProfileSettings, profile_similarity
 
-    samples = 4 if smoke else 32
+    samples = 4 if smoke else PROFILE_SAMPLES
     prompts = [f"a photograph of object {k} on a table" for k in range(samples)]
     batch = auto_profile_batch(samples, _profile_feature_bytes(pipe, steps, 7.5, 0, res, res))
     settings = ProfileSettings(steps=steps, guidance=7.5, branch=0, height=res, width=res, samples=samples,

@@ -8,6 +8,13 @@ import click
 from acqe_cli.progress import progress_display
 from acqe_cli import checks
 
+# The samples `--profile-cache` profiles (bench/gpu_check.py times the same pass on a GPU). On 256 tuning
+# images of the demo model a 16-sample profile derived the refresh steps of a 32-sample one at every budget
+# 5-10 of 50, its images within 0.3 dB (8 samples moved the steps at 6, 8 and 10 and lost up to 0.6 dB of
+# mean and 1.9 dB of pooled PSNR), in about two thirds of the time (bench/RESULTS.md, "Profile cost: 16
+# samples at convert time").
+PROFILE_SAMPLES = 16
+
 EXAMPLES = """
 Examples:
   acqe convert sd-v1-4.ckpt sd14.acqe                 # default: 3.8 bits/value for the whole file
@@ -52,11 +59,7 @@ Examples:
                    "S`: the DDIM profile from which any sampler, step count and budget is derived)")
 @click.option("--profile-steps", type=click.IntRange(2, 1000), default=50, show_default=True,
               help="--profile-cache: denoising steps of the profiling runs")
-# 16 profiling samples: on 256 tuning images of the demo model the schedules derived from a 16-sample profile
-# were those of a 32-sample one at every budget 5-10 of 50, and their images within 0.3 dB (8 samples moved
-# the schedules at 6, 8 and 10 and lost up to 0.6 dB of mean and 1.9 dB of pooled PSNR); the profile takes
-# about two thirds of the time (bench/RESULTS.md, "Profile cost: 16 samples at convert time").
-@click.option("--profile-samples", type=click.IntRange(4, None), default=16, show_default=True,
+@click.option("--profile-samples", type=click.IntRange(4, None), default=PROFILE_SAMPLES, show_default=True,
               help="--profile-cache: prompt x seed samples (prompts in the model's domain)")
 @click.option("--profile-validation-samples", type=click.IntRange(0, None), default=0, show_default=True,
               help="--profile-cache: choose the schedule model's weighting and correction by running candidates "

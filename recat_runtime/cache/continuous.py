@@ -190,11 +190,11 @@ class ScheduleModel:
         if budget < MIN_MODELLED_BUDGET:
             return uniform_schedule(n, budget), None
         if not partial:
-            full = tuple(self.refresh_steps(timesteps, budget))
+            full = self.refresh_steps(timesteps, budget)
         elif float(timesteps[0]) < PARTIAL_UNIFORM_BELOW * self.num_train_timesteps:
             full = uniform_schedule(n, budget)
         else:
-            full = tuple(self.refresh_steps(timesteps, budget, PARTIAL_WEIGHTING))
+            full = self.refresh_steps(timesteps, budget, PARTIAL_WEIGHTING)
         return full, self.correction(timesteps, full)
 
     def correction(self, timesteps, full) -> CacheCorrection | None:
