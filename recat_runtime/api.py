@@ -324,7 +324,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
       (:func:`recat_runtime.cache.profile.fit_correction_on_policy`; one extra full pass per candidate).
     - ``"none"``: plain within-segment similarity (no validation); ``"sigma"``: weighed by each step's
       sigma decrement (lost by 1.8-2.4 dB on the shipped demo model at 7-8 full steps of 50);
-      ``"late1"``/``"late2"``/``"late4"``: ``((t + 1) / S)^q``.
+      ``"late1"``/``"late2"``/``"late4"``: ``((T - t + 1) / T)^q`` at timestep t.
 
     ``continuous`` (default) also stores the profile as a schedule model in continuous time
     (:mod:`recat_runtime.cache.continuous`), from which `generate` derives schedules for any sampler,
@@ -389,7 +389,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     fresh_scheduler = lambda: type(pipe.scheduler).from_config(pipe.scheduler.config)  # noqa: E731
     validate = weighting == "auto" and validation_samples > 0
     names = SEL.WEIGHTINGS if validate else ("none" if weighting == "auto" else weighting,)
-    weights = {n: SEL.step_weights(n, steps, fresh_scheduler() if n == "sigma" else None) for n in names}
+    weights = {n: SEL.step_weights(n, steps, fresh_scheduler()) for n in names}
     residual = residual_distance(moments) if (validate and moments is not None) else None
     use_trend = bool(trend and correction and residual is not None)
     trend_costs = (residual, trend_residual_distance(moments)) if use_trend else None

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.select import (CANDIDATE_ORDER, TREND_CANDIDATES, VALIDATION_SEED_OFFSET, WEIGHTINGS,
@@ -29,12 +28,16 @@ def _similarity(steps=12, seed=0):
     return np.exp(-0.3 * np.abs(np.subtract.outer(pos, pos)))
 
 
-def _weights(steps):
+def _ddim():
     from diffusers import DDIMScheduler
 
     from recat_runtime.testing import SCHEDULER_CONFIG
 
-    return {n: step_weights(n, steps, DDIMScheduler.from_config(SCHEDULER_CONFIG) if n == "sigma" else None) for n in WEIGHTINGS}
+    return DDIMScheduler.from_config(SCHEDULER_CONFIG)
+
+
+def _weights(steps):
+    return {n: step_weights(n, steps, _ddim()) for n in WEIGHTINGS}
 
 
 def _trend_costs(sim):
@@ -72,9 +75,22 @@ def test_candidates_are_exact_dp_respect_budget_and_include_uniform():
 def test_weights_normalised_and_unknown_rejected():
     for n, w in _weights(10).items():
         assert w is None if n == "none" else w.mean() == pytest.approx(1.0)
-    assert np.all(np.diff(step_weights("late2", 10)) > 0)
+    assert np.all(np.diff(step_weights("late2", 10, _ddim())) > 0)
     with pytest.raises(ValueError, match="unknown weighting"):
-        step_weights("late3", 10)
+        step_weights("late3", 10, _ddim())
+
+
+def test_late_weights_are_the_continuous_formula_and_index_based_on_ddims_50_step_grid():
+    """One formula serves the exact candidates and the derived schedules: on SD's DDIM grid of 50 steps
+    (t = 981, 961, ..., 1) the late tilt in t is the step-index tilt ((i + 1) / 50)^q the candidates used."""
+    from recat_runtime.cache.continuous import timestep_weights
+
+    sched = _ddim()
+    for name, q in (("late1", 1.0), ("late2", 2.0), ("late4", 4.0)):
+        got = step_weights(name, 50, sched)
+        by_index = ((np.arange(50) + 1.0) / 50) ** q
+        np.testing.assert_allclose(got, by_index / by_index.mean(), rtol=1e-12)
+        np.testing.assert_array_equal(got, timestep_weights(name, sched.timesteps.numpy(), 1000))
 
 
 def test_selection_picks_best_psnr_dedups_and_is_deterministic():
@@ -193,9 +209,7 @@ def test_profile_cache_auto_stores_selection_record(acqe_path, tmp_path):
         cfg = cache_config("recat", steps=6, budget=b, metadata=meta, guidance=5.0)
         assert list(cfg.full_steps) == s["full_steps"] and cfg.correction is not None
         assert (cfg.correction.trend is not None) == (s["weighting"] in TREND_CANDIDATES)
-    has_trend = any("trend" in s["correction"] for s in stored)
-    # the continuous model (stored by default) makes it format 3 (4 with the early05 weighting); without
-    # it, 2 with a trend, else 1
+    # the continuous model (stored by default) makes it format 3 (4 with the early05 weighting)
     model = meta["recat"]["profiles"][0]["continuous"]
     assert meta["recat"]["format"] == (4 if model["weighting"] == "early05" else 3) and model["timesteps"]
     assert [s["selection"] for s in rep["schedules"]] == [s["selection"] for s in stored]

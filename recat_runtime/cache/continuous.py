@@ -34,12 +34,12 @@ from recat_runtime.cache.profile import (PairMoments, correction_from_moments, r
                                          trend_correction_from_moments, trend_residual_distance)
 from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
 
-__all__ = ["ScheduleModel", "WEIGHTINGS", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET",
+__all__ = ["ScheduleModel", "WEIGHTINGS", "timestep_weights", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET",
            "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW"]
 
 # Per-step weights of the cost in continuous time, name -> (end, q):
 # - "late": w(t) = ((T - t + 1) / T)^q, the less noisy steps weigh more: errors made there have fewer
-#   remaining steps to be corrected (select.py's "late" family, in t not index); they cost mean PSNR;
+#   remaining steps to be corrected (also select.py's exact candidates: timestep_weights); they cost mean PSNR;
 # - "early": w(t) = ((t + 1) / T)^q, the noisy steps weigh more: there the content forms, and an error
 #   turns an image into another one, which is what pooled PSNR and the images under 20 dB count.
 # "early05" is what an unvalidated profile uses: on 512 tuning images of the demo model (captions and seeds
@@ -49,6 +49,7 @@ __all__ = ["ScheduleModel", "WEIGHTINGS", "DEFAULT_WEIGHTING", "KINDS", "MIN_MOD
 WEIGHTINGS = {"none": ("late", 0.0), "late1": ("late", 1.0), "late2": ("late", 2.0), "late4": ("late", 4.0),
               "early05": ("early", 0.5)}
 DEFAULT_WEIGHTING = "early05"
+
 KINDS = ("none", "affine", "trend")
 # How far ahead a derived trend correction may forecast, in multiples of the distance between its two full
 # steps (further steps get the affine correction; see trend_correction_from_moments); None: no limit.
@@ -95,6 +96,26 @@ def _fill(full, budget: int, t_count: int) -> tuple[int, ...]:
     return tuple(full)
 
 
+def timestep_weights(name: str, timesteps, num_train_timesteps: int = 1000) -> np.ndarray | None:
+    """Per-step weights of the weighting ``name`` (a key of :data:`WEIGHTINGS`) for a run over ``timesteps``,
+    normalised to mean 1 (None: all equal). The one formula behind both the derived schedules and the exact
+    per-budget candidates of :mod:`recat_runtime.cache.select` (on DDIM's 50-step grid, ``(T - t + 1) / T`` is
+    ``(i + 1) / 50`` at step index i).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; choose from {', '.join(WEIGHTINGS)}")
+    end, q = WEIGHTINGS[name]
+    if q == 0.0:
+        return None
+    big_t = float(num_train_timesteps)
+    t = np.clip(np.asarray(timesteps, dtype=np.float64), 0, big_t)
+    w = (((big_t - t + 1.0) if end == "late" else (t + 1.0)) / big_t) ** q
+    return w / w.mean()
+
+
 @dataclass(frozen=True)
 class ScheduleModel:
     """A profile in continuous time: derives the refresh steps and correction for any timestep grid.
@@ -137,13 +158,8 @@ class ScheduleModel:
     def weights(self, timesteps, weighting: str | None = None) -> np.ndarray | None:
         """Per-step weights of the cost for a run over ``timesteps`` (None: all equal), by the model's
         weighting or ``weighting``."""
-        end, q = WEIGHTINGS[self.weighting if weighting is None else weighting]
-        if q == 0.0:
-            return None
-        big_t = self.num_train_timesteps
-        t = np.clip(np.asarray(timesteps, dtype=np.float64), 0, big_t)
-        w = (((big_t - t + 1.0) if end == "late" else (t + 1.0)) / big_t) ** q
-        return w / w.mean()
+        return timestep_weights(self.weighting if weighting is None else weighting, timesteps,
+                                self.num_train_timesteps)
 
     def refresh_steps(self, timesteps, budget: int, weighting: str | None = None) -> tuple[int, ...]:
         """The ``budget`` refresh steps (indices into ``timesteps``) of least modelled cost (weighted by the

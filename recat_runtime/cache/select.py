@@ -15,9 +15,9 @@ So the schedule is chosen in two stages, per budget B:
    - ``none``: ``w_t = 1`` (plain ReCaT);
    - ``sigma``: the sigma decrement of step t (first-order effect of a noise-prediction error on the
      final sample; front-loads the refreshes);
-   - ``late1``, ``late2``, ``late4``: ``w_t ∝ ((t + 1) / S)^q`` for q = 1, 2, 4: a one-parameter,
-     scheduler-independent tilt towards the end (errors that have fewer remaining steps to be corrected
-     weigh more). q = 0 is plain, q → ∞ only counts the last steps; doubling q covers the range with
+   - ``late1``, ``late2``, ``late4``: ``w ∝ ((T - t + 1) / T)^q`` for q = 1, 2, 4 at timestep t (on DDIM's
+     50-step grid: ``((i + 1) / 50)^q`` at step index i; the continuous model's formula): a one-parameter
+     tilt towards the end (errors that have fewer remaining steps to be corrected weigh more). q = 0 is plain, q → ∞ only counts the last steps; doubling q covers the range with
      three members;
 
    plus the DP on the residual distance the correction cannot remove (``residual``, when the
@@ -57,31 +57,30 @@ WEIGHTINGS = ("none", "sigma", "late1", "late2", "late4")
 CANDIDATE_ORDER = WEIGHTINGS + ("residual", "trend", "uniform")
 # the correction each candidate is scored and stored with ("affine" unless listed)
 TREND_CANDIDATES = ("trend",)
-LATE_POWERS = {"late1": 1.0, "late2": 2.0, "late4": 4.0}
 # validation seeds: seed + VALIDATION_SEED_OFFSET + k. Disjoint from the profiling seeds (seed + k,
 # k < samples) and from the benchmark's evaluation seeds (1000 + i) for any realistic sample count.
 VALIDATION_SEED_OFFSET = 1_000_000
 METRIC = "mean per-sample PSNR (dB) of decoded uint8 images vs the full computation"
 
 
-def step_weights(name: str, steps: int, scheduler=None) -> np.ndarray | None:
-    """Per-step weights ``w_t`` of weighting ``name`` (None for ``none``); normalised to mean 1.
+def step_weights(name: str, steps: int, scheduler) -> np.ndarray | None:
+    """Per-step weights ``w_t`` of weighting ``name`` for ``steps`` steps of ``scheduler`` (None for ``none``);
+    normalised to mean 1. ``sigma`` is this module's; the ``late`` tilts are the continuous model's formula
+    (:func:`recat_runtime.cache.continuous.timestep_weights`) on the run's timesteps.
 
     Raises:
-        ValueError: unknown name, or ``sigma`` without a scheduler.
+        ValueError: unknown name.
     """
-    if name == "none":
-        return None
     if name == "sigma":
-        if scheduler is None:
-            raise ValueError("the sigma weighting needs the pipeline's scheduler")
         from recat_runtime.cache.profile import sigma_weights
 
         return sigma_weights(scheduler, steps)
-    if name in LATE_POWERS:
-        w = ((np.arange(steps, dtype=np.float64) + 1.0) / steps) ** LATE_POWERS[name]
-        return w / w.mean()
-    raise ValueError(f"unknown weighting {name!r}; choose from {', '.join(WEIGHTINGS)}")
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; choose from {', '.join(WEIGHTINGS)}")
+    from recat_runtime.cache.continuous import timestep_weights
+
+    scheduler.set_timesteps(steps)
+    return timestep_weights(name, scheduler.timesteps.double().numpy(), scheduler.config.num_train_timesteps)
 
 
 def candidate_schedules(similarity, budget: int, weights: dict[str, np.ndarray | None],
