@@ -154,12 +154,12 @@ def _profile_timing(pipe, steps: int, res: int, sync, smoke: bool) -> dict:
     pair moments of the branch-0 feature), on the SD v1.4-size pipeline: the "stated time for SD v1.4 on a
     GPU"."""
     from acqe_cli.commands.convert import PROFILE_SAMPLES
-    from recat_runtime.api import _profile_feature_bytes, auto_profile_batch
+    from recat_runtime.api import profile_feature_bytes, auto_profile_batch
     from recat_runtime.cache.profile import ProfileSettings, profile_similarity
 
     samples = 4 if smoke else PROFILE_SAMPLES
     prompts = [f"a photograph of object {k} on a table" for k in range(samples)]
-    batch = auto_profile_batch(samples, _profile_feature_bytes(pipe, steps, 7.5, 0, res, res))
+    batch = auto_profile_batch(samples, profile_feature_bytes(pipe, steps, 7.5, 0, res, res))
     settings = ProfileSettings(steps=steps, guidance=7.5, branch=0, height=res, width=res, samples=samples,
                                batch_size=batch, seed=0)
     pipe.set_progress_bar_config(disable=True)

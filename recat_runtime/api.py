@@ -280,7 +280,7 @@ def auto_profile_batch(samples: int, sample_bytes: int) -> int:
     return max(1, min(int(samples), max(8, min(PROFILE_BATCH_MAX, fits))))
 
 
-def _profile_feature_bytes(pipe, steps: int, guidance: float, branch: int, height: int, width: int) -> int:
+def profile_feature_bytes(pipe, steps: int, guidance: float, branch: int, height: int, width: int) -> int:
     """Bytes of one sample's branch features over all steps (both CFG halves), in the UNet's dtype."""
     plan = branch_plan(pipe.unet, branch)
     down = 2 ** sum(1 for b in pipe.unet.down_blocks[: max(plan.down_block, 0)] if b.downsamplers is not None)
@@ -360,7 +360,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         pipe.set_progress_bar_config(disable=True)
     sampler = _sampler_name(pipe)
     h, w = run_size(pipe, height, width)        # check_run ran: both are known
-    sample_bytes = _profile_feature_bytes(pipe, steps, guidance, branch, h, w)
+    sample_bytes = profile_feature_bytes(pipe, steps, guidance, branch, h, w)
     if batch_size is None:
         batch_size = auto_profile_batch(samples, sample_bytes)
     settings = ProfileSettings(steps=steps, guidance=guidance, branch=branch, height=height, width=width,
