@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import time
 from typing import Callable, Sequence
 
@@ -23,7 +24,7 @@ from recat_runtime.cache.hook import RecatCacheConfig
 from recat_runtime.cache.profile import ESTIMATOR, ProfileSettings, profile_similarity, recat_schedule
 from recat_runtime.cache.prompts import default_prompts
 from recat_runtime.cache.store import CONTINUOUS_KEY, find_model, find_profile, find_schedule, with_profile
-from recat_runtime.errors import ForecastConflictError, ImageInputError, NoScheduleError
+from recat_runtime.errors import ControlNetError, ForecastConflictError, ImageInputError, NoScheduleError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
 from recat_runtime.sampling import GenerateResult, check_run, denoise_and_decode, effective_steps, run_size
@@ -106,7 +107,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
              guidance: float | None = None, device=None, dtype: str = "fp32", scheduler: str = "ddim",
              branch: int | None = None, correction: bool = True, compact: bool = False,
              forecast: bool = False, progress: Callable[[str, int, int | None], None] | None = None,
-             init_image=None, strength: float = 0.8, mask_image=None) -> GenerateResult:
+             init_image=None, strength: float = 0.8, mask_image=None, controlnet: str | None = None,
+             control_image=None, control_scale: float = 1.0) -> GenerateResult:
     """Text to images from a single `.acqe` file, offline, optionally with ReCaT/DeepCache caching.
 
     ``compact`` keeps the UNet's codebook weights as uint8 indices on the device, rebuilt per layer
@@ -125,9 +127,15 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     images: it needs one. ``mask_image`` (a path or a PIL image; white is repainted, black kept) is for
     inpainting models, with an initial image; without it an inpainting model repaints everything.
 
+    ``controlnet`` (a diffusers ControlNet folder) with ``control_image`` (a path or a PIL image, resized to
+    the run's size) and ``control_scale`` steers text to image with a ControlNet (`recat_runtime.controlnet`);
+    caching works with it (a cached step applies the residuals of the skips it runs).
+
     Raises:
         ImageInputError: no initial image for a model that needs one, an unreadable image, or a mask without
             an initial image or for a model that does not inpaint.
+        ControlNetError: a ControlNet without a control image or with an initial image, a control image without
+            a ControlNet, or a ControlNet that cannot be read or does not fit the model.
     """
     from acqe_format import AcqeReader
     from acqe_format.model import architectures
@@ -144,6 +152,13 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
         if init_image is None:
             raise ImageInputError("a mask needs an initial image to inpaint")
         mask_image = _open_image(mask_image, "mask")
+    if (controlnet is None) != (control_image is None):
+        raise ControlNetError("a ControlNet needs a control image" if control_image is None
+                              else "a control image needs a ControlNet")
+    if controlnet is not None:      # (with an initial image: load_pipeline refuses it before reading weights)
+        if not (math.isfinite(control_scale) and control_scale >= 0):
+            raise ControlNetError(f"the ControlNet scale must be finite and >= 0, got {control_scale}")
+        control_image = _open_image(control_image, "control image")
     if init_image is not None:
         init_image = _open_image(init_image)
         if not 0.0 < strength <= 1.0:
@@ -157,7 +172,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     if progress is not None:
         progress("load", 0, None)
     pipe = load_pipeline(path, device=device, torch_dtype=compute_dtype, scheduler=scheduler, compact=compact,
-                         img2img=init_image is not None)
+                         img2img=init_image is not None, controlnet=controlnet)
     load_s = time.perf_counter() - t0
     check_cache_fits(pipe.unet, config)
     on_step = None
@@ -170,7 +185,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     latents, images, loop_s, dec_s, full = denoise_and_decode(
         pipe, all_prompts, steps=steps, guidance=guidance, seeds=seeds, height=height, width=width, config=config,
         on_step=on_step, init_image=init_image, strength=strength if init_image is not None else None,
-        mask=mask_image)
+        mask=mask_image, control_image=control_image, control_scale=control_scale)
     info = {"device": str(pipe.unet.device), "dtype": dtype, "scheduler": scheduler, "cache": cache,
             "guidance": guidance,
             "branch": None if config is None else config.branch,
@@ -178,7 +193,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
                 config.planner is not None and full_correction_kind(config) != "none"))),
             "recat_schedule": None if cache != "recat" or config is None else (
                 "derived" if config.planner is not None else "stored"),
-            "forecast": bool(config is not None and config.forecast)}
+            "forecast": bool(config is not None and config.forecast),
+            "controlnet": controlnet, "control_scale": None if controlnet is None else float(control_scale)}
     if compact:
         from recat_runtime.compact import compact_bytes
 

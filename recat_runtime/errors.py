@@ -2,7 +2,7 @@
 from acqe_format.errors import AcqeError, RuntimeLoadError
 
 __all__ = ["RuntimeLoadError", "NoScheduleError", "CacheSettingsError", "ForecastConflictError", "CompactWeightError",
-           "UnsupportedDiffusersError", "DeviceError", "ImageInputError", "SamplingSettingsError"]
+           "UnsupportedDiffusersError", "DeviceError", "ImageInputError", "SamplingSettingsError", "ControlNetError"]
 
 
 class NoScheduleError(AcqeError, LookupError):
@@ -66,3 +66,11 @@ class SamplingSettingsError(AcqeError, ValueError):
     intact and its metadata valid: the request and the model do not fit together."""
 
     cli_prefix = "sampling settings"
+
+
+class ControlNetError(AcqeError, ValueError):
+    """A ControlNet that cannot steer this model: not a readable diffusers ControlNet folder (safetensors
+    weights), made for another UNet (its cross-attention width, blocks or conditioning differ), non-finite
+    weights, or an architecture without a ControlNet pipeline."""
+
+    cli_prefix = "controlnet"

@@ -20,7 +20,6 @@ The weights used for inference are therefore exactly the decoded weights (cast t
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 
 import numpy as np
@@ -32,7 +31,7 @@ from acqe_format.model import Component, ModelInfo, Naming, architectures
 from recat_runtime.devices import default_device, resolve_device
 from recat_runtime import preflight
 from recat_runtime.tokenizer import check_tokenizer_fits
-from recat_runtime.errors import RuntimeLoadError
+from recat_runtime.errors import ControlNetError, RuntimeLoadError
 from recat_runtime.options import SAMPLERS
 
 __all__ = [
@@ -329,7 +328,7 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
 
 
 def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str = "ddim", threads=None,
-                  compact: bool = False, img2img: bool = False):
+                  compact: bool = False, img2img: bool = False, controlnet: str | None = None):
     """A ready diffusers pipeline (no safety checker) from a `.acqe` file, entirely offline: the one its
     architecture runs with (`acqe_format.model.architectures`): ``StableDiffusionPipeline`` (SD 1.x, 2.x),
     ``StableDiffusionInpaintPipeline`` (SD 1.x inpainting), ``StableDiffusionXLPipeline`` (SDXL base, both
@@ -343,16 +342,24 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
         compact: keep the UNet's codebook-coded weights compact on the device (see `load_unet`).
         img2img: the architecture's image-to-image pipeline instead (``StableDiffusionImg2ImgPipeline``,
             ``StableDiffusionXLImg2ImgPipeline``; the inpainting and refiner pipelines take images anyway).
+        controlnet: a diffusers ControlNet folder: the architecture's ControlNet pipeline instead
+            (``StableDiffusionControlNetPipeline``, ``StableDiffusionXLControlNetPipeline``; text to image),
+            the ControlNet checked against the UNet first (`recat_runtime.controlnet`).
 
     Raises:
         RuntimeLoadError: a component, config or tensor is missing or does not fit its config.
+        ControlNetError: the ControlNet cannot be read, does not fit, or asked for with ``img2img``.
     """
     import diffusers
 
+    if controlnet is not None and img2img:
+        raise ControlNetError("a ControlNet runs text to image here: it cannot be combined with an initial image")
     device = resolve_device(device)
     with _reader(path) as r:
         info = ModelInfo.from_metadata(r.metadata)
         spec = architectures.for_file(info)
+        if controlnet is not None and spec.controlnet_pipeline is None:
+            raise ControlNetError(f"{spec.name} takes no ControlNet (no diffusers ControlNet pipeline fits it)")
         parts = {"unet": load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact),
                  "vae": load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)}
         for te, tok in Component.TOKENIZER_OF.items():
@@ -373,4 +380,11 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
             extra["requires_aesthetics_score"] = spec is architectures.SDXL_REFINER
     else:
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    return cls(**parts, **extra)
+    pipe = cls(**parts, **extra)
+    if controlnet is None:
+        return pipe
+    from recat_runtime.controlnet import controlnet_pipeline, load_controlnet
+
+    net = load_controlnet(controlnet, pipe.unet.config, pipe.vae_scale_factor, torch_dtype=torch_dtype,
+                          device=device)
+    return controlnet_pipeline(pipe, net, spec.controlnet_pipeline)

@@ -66,6 +66,27 @@ def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, 
     return out
 
 
+def control_inputs(pipe, control_image, scale: float, n: int, height=None, width=None) -> dict:
+    """The ControlNet arguments of ``pipe``'s call: the control image (a PIL image) resized to the run's size,
+    with the size itself (a ControlNet pipeline otherwise takes the size of the control image) and the
+    conditioning scale. Empty for a pipeline without a ControlNet.
+
+    Raises:
+        ControlNetError: a control image without a ControlNet, or a ControlNet without one.
+    """
+    from recat_runtime.errors import ControlNetError
+
+    if getattr(pipe, "controlnet", None) is None:
+        if control_image is not None:
+            raise ControlNetError("a control image needs a ControlNet")
+        return {}
+    if control_image is None:
+        raise ControlNetError("a ControlNet needs a control image")
+    h, w = run_size(pipe, height, width)        # check_run ran: both are known
+    return {"image": [control_image.convert("RGB").resize((w, h))] * n, "height": h, "width": w,
+            "controlnet_conditioning_scale": float(scale)}
+
+
 def _call_parameters(pipe) -> set[str]:
     import inspect
 
@@ -134,17 +155,22 @@ def effective_steps(steps: int, strength: float | None, with_image: bool) -> int
 def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: float, seeds: Sequence[int],
                        height=None, width=None, config: RecatCacheConfig | None = None,
                        negative_prompt=None, on_step: Callable[[int, int], None] | None = None,
-                       init_image=None, strength: float | None = None, mask=None,
-                       ) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
+                       init_image=None, strength: float | None = None, mask=None, control_image=None,
+                       control_scale: float = 1.0) -> tuple[torch.Tensor, list, float, float, tuple[int, ...]]:
     """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps).
     ``on_step(done, steps)`` is called after each denoising step. ``init_image`` (a PIL image) and
     ``strength`` make it image-to-image (the pipeline must take an image: see `load_pipeline`'s ``img2img``);
-    ``mask`` (a PIL image) is an inpainting pipeline's mask."""
+    ``mask`` (a PIL image) is an inpainting pipeline's mask. ``control_image`` (a PIL image) and
+    ``control_scale`` steer a ControlNet pipeline (`load_pipeline`'s ``controlnet``)."""
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     # first: without an initial image, image_inputs makes one at the default size this checks
     check_run(pipe, steps, height, width, with_image=init_image is not None)
     extra = image_inputs(pipe, init_image, strength, len(prompts), height, width, mask=mask)
+    control = control_inputs(pipe, control_image, control_scale, len(prompts), height, width)
+    if control:
+        height, width = control.pop("height"), control.pop("width")
+        extra.update(control)
     if on_step is not None:
         total = effective_steps(steps, extra.get("strength"), "image" in extra)
 

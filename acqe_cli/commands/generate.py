@@ -21,6 +21,8 @@ Examples:
   acqe generate model.acqe --prompt "a red circle" --prompt "a blue square" --batch 4 --out grid.png
   acqe generate sdxl-refiner.acqe --prompt "a red circle" --init-image base.png --strength 0.3 --out refined.png
   acqe generate sd-inpainting.acqe --prompt "a red circle" --init-image photo.png --mask mask.png --out fixed.png
+  acqe generate model.acqe --prompt "a red circle" --controlnet shapes-controlnet/ --control-image layout.png \
+      --cache recat --full-steps 10 --out steered.png
 """
 
 
@@ -83,11 +85,18 @@ def _grid(images, cols: int):
 @click.option("--mask", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
               help="inpainting models, with --init-image: white is repainted, black kept (resized like the "
                    "image; default: repaint everything)")
+@click.option("--controlnet", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
+              help="steer text to image with this ControlNet (a diffusers folder: config.json and "
+                   "diffusion_pytorch_model.safetensors); needs --control-image; works with --cache")
+@click.option("--control-image", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
+              help="with --controlnet: the conditioning image (edges, depth, pose, ...; resized to the output size)")
+@click.option("--control-scale", type=checks.FiniteFloat(0.0, 10.0), default=1.0, show_default=True,
+              help="with --controlnet: how strongly it steers (its residuals' scale)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON report on stdout")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
 def command(model, prompts, steps, cache, budget, seed, out, height, width, force, guidance, device, dtype, sampler,
-            batch, branch, no_correction, forecast, compact, threads, init_image, strength, mask, as_json, max_decoded_size,
-            quiet):
+            batch, branch, no_correction, forecast, compact, threads, init_image, strength, mask, controlnet,
+            control_image, control_scale, as_json, max_decoded_size, quiet):
     """Generate images from MODEL (.acqe), with optional DeepCache/ReCaT caching of the UNet."""
     from acqe_format.decode_budget import decoded_limit
     from recat_runtime.api import generate            # first: without torch, one line naming [runtime]
@@ -118,6 +127,10 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
         raise click.UsageError("--strength needs --init-image")
     if mask is not None and init_image is None:
         raise click.UsageError("--mask needs --init-image (the image to inpaint)")
+    if (controlnet is None) != (control_image is None):
+        raise click.UsageError("--controlnet and --control-image go together")
+    if controlnet is not None and init_image is not None:
+        raise click.UsageError("--controlnet runs text to image: it cannot be combined with --init-image")
     if strength is not None and strength <= 0:
         raise click.UsageError("--strength must be above 0")
     strength = 0.8 if strength is None else strength
@@ -134,7 +147,8 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
         res = generate(model, list(prompts), steps=steps, cache=cache, budget=budget, seed=seed, batch=batch,
                        height=height, width=width, guidance=guidance, device=dev, dtype=dtype, scheduler=sampler,
                        branch=branch, correction=not no_correction, compact=compact, forecast=forecast,
-                       progress=show, init_image=init_image, strength=strength, mask_image=mask)
+                       progress=show, init_image=init_image, strength=strength, mask_image=mask,
+                       controlnet=controlnet, control_image=control_image, control_scale=control_scale)
     img = res.images[0] if len(res.images) == 1 else _grid(res.images, cols=batch if batch > 1 else len(res.images))
     from acqe_format.atomic import atomic_write
 

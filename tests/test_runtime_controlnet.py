@@ -1,0 +1,186 @@
+"""ControlNet on `.acqe` models (`recat_runtime.controlnet`, `acqe generate --controlnet`), tiny random
+models offline: it steers, a zero scale is the plain model, caching runs on top, and a ControlNet that
+cannot be read or does not fit is refused in one line before anything is written."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from layout_fixtures import write_ldm  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+LAYOUTS = ("stable-diffusion-v1-family", "stable-diffusion-xl-base")
+
+
+def run(*args):
+    from acqe_cli.main import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        rc = main([str(a) for a in args])
+    return rc, err.getvalue()
+
+
+def make_controlnet(pipe, folder: str, seed: int = 0):
+    """A ControlNet for ``pipe``'s UNet, its zero-initialised convolutions (the conditioning embedding's
+    last and the residual outputs) given weights so that the control image changes the image, saved as a
+    diffusers folder."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    levels = int(np.log2(pipe.vae_scale_factor)) + 1
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16, 16, 16)[:levels])
+    with torch.no_grad():
+        for m in list(net.controlnet_down_blocks) + [net.controlnet_mid_block]:
+            m.weight.normal_(0, 0.2)
+        net.controlnet_cond_embedding.conv_out.weight.normal_(0, 1.0)
+    net.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """layout -> (.acqe path, ControlNet folder, control images A and B)."""
+    from PIL import Image
+
+    from recat_runtime.loading import load_pipeline
+
+    root = tmp_path_factory.mktemp("controlnet")
+    out = {}
+    for arch in LAYOUTS:
+        src, acqe = str(root / f"{arch}.safetensors"), str(root / f"{arch}.acqe")
+        write_ldm(src, arch)
+        rc, err = run("convert", src, acqe, "--lossless", "-q")
+        assert rc == 0, err
+        net = make_controlnet(load_pipeline(acqe, device="cpu"), str(root / f"{arch}-controlnet"))
+        images = []
+        for k in range(2):
+            m = np.zeros((32, 32, 3), np.uint8)
+            m[4 + 12 * k: 16 + 12 * k, 6:20] = 255          # a white block, top or bottom
+            images.append(str(root / f"{arch}-control{k}.png"))
+            Image.fromarray(m).save(images[-1])
+        out[arch] = (acqe, net, images)
+    return out
+
+
+def _generate(acqe, **kw):
+    from recat_runtime.api import generate
+
+    res = generate(acqe, ["a red circle"], steps=8, height=32, width=32, device="cpu", **kw)
+    return res, np.asarray(res.images[0], np.float64)
+
+
+def _psnr(a, b) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.mark.parametrize("arch", LAYOUTS)
+def test_controlnet_steers_zero_scale_is_the_plain_model_and_caching_runs(models, arch):
+    acqe, net, (img_a, img_b) = models[arch]
+    _, plain = _generate(acqe)
+    res, a = _generate(acqe, controlnet=net, control_image=img_a)
+    _, b = _generate(acqe, controlnet=net, control_image=img_b)
+    assert res.info["controlnet"] == net and res.info["control_scale"] == 1.0
+    assert np.abs(a - b).mean() > 1.0 and np.abs(a - plain).mean() > 1.0       # the control image steers
+    _, zero = _generate(acqe, controlnet=net, control_image=img_a, control_scale=0.0)
+    assert np.abs(zero - plain).max() <= 1.0        # no residuals: the model alone (up to rounding)
+    cached, c = _generate(acqe, controlnet=net, control_image=img_a, cache="uniform", budget=4)
+    assert cached.full_steps == (0, 2, 4, 6)
+    # cached steps apply the shallow residuals: closer to the uncached ControlNet image than to the plain one
+    assert _psnr(c, a) > _psnr(c, plain)
+
+
+def test_controlnet_from_the_command_line(models, tmp_path):
+    from PIL import Image
+
+    acqe, net, (img_a, _) = models["stable-diffusion-v1-family"]
+    png = tmp_path / "steered.png"
+    rc, err = run("generate", acqe, "--prompt", "a red circle", "--steps", "4", "--height", "32", "--width", "32",
+                  "--controlnet", net, "--control-image", img_a, "--control-scale", "0.7", "--cache", "uniform",
+                  "--full-steps", "2", "--out", png, "-q", "--device", "cpu", "--threads", "1")
+    assert rc == 0, err
+    assert Image.open(png).size == (32, 32)
+    for args, msg in (((), "--controlnet and --control-image go together"),
+                      (("--init-image", img_a), "cannot be combined with --init-image")):
+        bad = tmp_path / "usage.png"
+        extra = ("--controlnet", net) if not args else ("--controlnet", net, "--control-image", img_a, *args)
+        rc, err = run("generate", acqe, "--prompt", "a", *extra, "--out", bad, "-q", "--device", "cpu")
+        assert rc == 2 and msg in err and not bad.exists(), err
+
+
+def _copy_folder(src: str, dst: str) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_config(folder: str, **changes) -> None:
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg.update(changes)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+
+
+def _nan_weights(folder: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(folder, "diffusion_pytorch_model.safetensors")
+    sd = load_file(path)
+    name = sorted(sd)[0]
+    sd[name] = torch.full_like(sd[name], float("nan"))
+    save_file(sd, path)
+
+
+def test_controlnets_that_cannot_steer_are_refused_in_one_line(models, tmp_path):
+    """Each bad ControlNet gets exit code 1, one line naming the problem, and no image written."""
+    acqe, net, (img_a, _) = models["stable-diffusion-v1-family"]
+    other = models["stable-diffusion-xl-base"][1]
+
+    def pickled(d):
+        os.remove(os.path.join(d, "diffusion_pytorch_model.safetensors"))
+        torch.save({}, os.path.join(d, "diffusion_pytorch_model.bin"))
+
+    def truncated(d):
+        path = os.path.join(d, "diffusion_pytorch_model.safetensors")
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+
+    def not_json(d):
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write("{not json")
+
+    cases = {
+        "pickled": (pickled, "pickled weights are not read"),
+        "truncated": (truncated, "cannot load the ControlNet"),
+        "not_json": (not_json, "cannot read"),
+        "wrong_class": (lambda d: _edit_config(d, _class_name="UNet2DConditionModel"), "does not hold a ControlNetModel"),
+        "cross_attention": (lambda d: _edit_config(d, cross_attention_dim=7), "its cross_attention_dim is 7"),
+        "vae_scale": (lambda d: _edit_config(d, conditioning_embedding_out_channels=[8]), "made for another VAE"),
+        "nan": (_nan_weights, "non-finite weights"),
+    }
+    for name, (spoil, msg) in cases.items():
+        folder = _copy_folder(net, str(tmp_path / name))
+        spoil(folder)
+        out = tmp_path / f"{name}.png"
+        rc, err = run("generate", acqe, "--prompt", "a", "--steps", "2", "--controlnet", folder,
+                      "--control-image", img_a, "--out", out, "-q", "--device", "cpu", "--threads", "1")
+        assert rc == 1 and msg in err and len(err.strip().splitlines()) == 1, (name, err)
+        assert not out.exists()
+    # a ControlNet made for another model's UNet (SDXL's for an SD v1 model)
+    out = tmp_path / "other.png"
+    rc, err = run("generate", acqe, "--prompt", "a", "--steps", "2", "--controlnet", other,
+                  "--control-image", img_a, "--out", out, "-q", "--device", "cpu")
+    assert rc == 1 and "made for another UNet" in err and not out.exists(), err
