@@ -10,6 +10,8 @@ Subcommands (JSON to bench/_out/, tables on stdout):
             and sampler) at a few budgets per step count.
   img2img   image-to-image (a partial run: the last strength x S steps) with uniform caching and ReCaT at the
             budget fraction B/S, against the uncached image-to-image output.
+  controlnet text to image steered by the demo model's layout ControlNet, uniform caching and ReCaT at equal
+            budgets, against the uncached ControlNet output; the layout's survival by the readout classifier.
   overhead  the per-step cost of the hook + correction on a cached step of the demo model (batch 1, CPU):
             a hooked cached UNet call vs the bare shallow forward on the same inputs.
 
@@ -17,6 +19,7 @@ Examples:
   nice -n 10 python bench/bench_recat.py quality --model demo.acqe --budgets 5 6 7 8 9 10 11 12 --sets 3 --n 12
   nice -n 10 python bench/bench_recat.py exact --model demo.acqe --steps 20 25 30 --n 12
   nice -n 10 python bench/bench_recat.py img2img --model demo.acqe --strengths 0.5 0.75 --budgets 7 10
+  nice -n 10 python bench/bench_recat.py controlnet --model demo.acqe --budgets 5 7 10 --sets 3 --n 64
   nice -n 10 python bench/bench_recat.py overhead --model demo.acqe
 """
 from __future__ import annotations
@@ -313,6 +316,91 @@ def cmd_img2img(a):
                               "summary": summary, "load_avg": os.getloadavg()}))
 
 
+def cmd_controlnet(a):
+    """Text to image steered by the demo model's layout ControlNet (each held-out caption with its own scene's
+    silhouette), uncached vs uniform caching and ReCaT at equal budgets: PSNR against the uncached ControlNet
+    output of the same file and seeds, and whether the layout survives caching (the readout classifier's
+    position and prompt accuracy on every image set)."""
+    import torch
+    from PIL import Image
+
+    from acqe_demo import metrics
+    from acqe_demo.dataset import render_silhouette
+    from recat_runtime.api import cache_config, default_guidance
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.loading import load_pipeline
+    from recat_runtime.sampling import denoise_and_decode
+
+    torch.set_num_threads(a.threads)
+    meta = _meta(a.model)
+    g = default_guidance(meta)
+    pipe = load_pipeline(a.model, device="cpu", scheduler="ddim", controlnet=a.controlnet)
+    pipe.set_progress_bar_config(disable=True)
+    classifier = metrics.load_classifier()
+    rows, layout = [], []
+    t0 = time.perf_counter()
+    for k, (captions, seeds) in enumerate(_eval_sets(a.n, a.sets, a.eval_seed, a.seed_base)):
+        scenes = metrics.eval_scenes(a.n, seed=a.eval_seed + 101 * k)
+        control = [Image.fromarray(render_silhouette(sc)) for sc in scenes]
+
+        def run(cfg):
+            imgs, full = [], None
+            for i in range(0, a.n, a.batch):
+                _, im, _, _, full = denoise_and_decode(pipe, captions[i:i + a.batch], steps=a.steps, guidance=g,
+                                                       seeds=seeds[i:i + a.batch], config=cfg,
+                                                       control_image=control[i:i + a.batch],
+                                                       control_scale=a.control_scale)
+                imgs.append(np.stack([np.asarray(x.convert("RGB")) for x in im]))
+            return np.concatenate(imgs), len(full)
+
+        def read(kind, budget, imgs):
+            acc = metrics.prompt_accuracy(scenes, metrics.read_images(classifier, imgs))
+            layout.append({"set": k, "kind": kind, "budget": budget, "prompt": acc["prompt"],
+                           "position": acc["attr_position"], "n": len(imgs)})
+
+        ref, _ = run(None)
+        read("uncached", a.steps, ref)
+        for b in a.budgets:
+            for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
+                              ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
+                                                     sampler="ddim", guidance=g))):
+                imgs, n_full = run(cfg)
+                st = psnr_stats(imgs, ref, per_image_mse=True)
+                read(kind, b, imgs)
+                rows.append({"set": k, "budget": b, "kind": kind, "full_steps": n_full, **st})
+                print(f"set {k} B={b} {kind:8s}: {st['psnr']:6.2f} / pooled {st['psnr_pooled']:6.2f} dB, "
+                      f"<20 dB {st['below_20db']}, position accuracy {layout[-1]['position']:.3f}", flush=True)
+    print(f"\nControlNet ({a.controlnet}, scale {a.control_scale:g}), DDIM {a.steps} steps, guidance {g:g}, "
+          f"{a.sets} sets x {a.n} images ({time.perf_counter() - t0:.0f} s)")
+    print("| B of S | kind | mean / pooled PSNR vs uncached ControlNet | images < 20 dB | position / prompt accuracy "
+          "| ReCaT - uniform: mean [95% CI] | pooled [95% CI] |")
+    print("|---|---|---|---|---|---|---|")
+    acc = lambda kind, b: [r for r in layout if r["kind"] == kind and r["budget"] == b]  # noqa: E731
+    pos = lambda rs: (np.average([r["position"] for r in rs], weights=[r["n"] for r in rs]),  # noqa: E731
+                      np.average([r["prompt"] for r in rs], weights=[r["n"] for r in rs]))
+    p_ref = pos(acc("uncached", a.steps))
+    print(f"| {a.steps} of {a.steps} | uncached | (reference) | | {p_ref[0]:.3f} / {p_ref[1]:.3f} | | |")
+    summary = []
+    for b in a.budgets:
+        mse = {kind: np.concatenate([r["mse"] for r in rows if r["kind"] == kind and r["budget"] == b])
+               for kind in ("uniform", "recat")}
+        v = paired_difference(mse["recat"], mse["uniform"])
+        for kind in ("uniform", "recat"):
+            st, p_k = mse_stats(mse[kind]), pos(acc(kind, b))
+            summary.append({"budget": b, "kind": kind, **st, "position": p_k[0], "prompt": p_k[1],
+                            **({"versus_uniform": v} if kind == "recat" else {})})
+            diff = (f"{v['mean']:+.2f} [{v['mean_ci'][0]:+.2f}, {v['mean_ci'][1]:+.2f}] | {v['pooled']:+.2f} "
+                    f"[{v['pooled_ci'][0]:+.2f}, {v['pooled_ci'][1]:+.2f}]") if kind == "recat" else " | "
+            print(f"| {b} of {a.steps} | {kind} | {st['psnr']:.2f} / {st['psnr_pooled']:.2f} | {st['below_20db']} of "
+                  f"{st['n']} | {p_k[0]:.3f} / {p_k[1]:.3f} | {diff} |")
+    for r in rows:
+        r.pop("mse")
+    print("wrote", save_json(a.out_name or "recat_controlnet.json",
+                             {"model": a.model, "controlnet": a.controlnet, "control_scale": a.control_scale,
+                              "steps": a.steps, "sets": a.sets, "n": a.n, "rows": rows, "layout": layout,
+                              "summary": summary, "load_avg": os.getloadavg()}))
+
+
 def cmd_overhead(a):
     """Hooked cached step (bookkeeping + correction + shallow forward) vs the bare shallow forward."""
     import torch
@@ -400,13 +488,21 @@ def main(argv=None):
     i.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.75])
     i.add_argument("--budgets", type=int, nargs="+", default=[7, 10])
     i.add_argument("--sets", type=int, default=3)
+    c = sub.add_parser("controlnet")
+    _held_out_args(c, n=64, batch=16)
+    c.add_argument("--controlnet", default=os.path.join(ROOT, "acqe_demo", "weights", "shapes-controlnet"))
+    c.add_argument("--control-scale", type=float, default=1.0)
+    c.add_argument("--steps", type=int, default=50)
+    c.add_argument("--budgets", type=int, nargs="+", default=[5, 7, 10])
+    c.add_argument("--sets", type=int, default=3)
     o = sub.add_parser("overhead")
     o.add_argument("--model", required=True)
     o.add_argument("--budget", type=int, default=7)
     o.add_argument("--reps", type=int, default=3)
     o.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
-    {"quality": cmd_quality, "exact": cmd_exact, "img2img": cmd_img2img, "overhead": cmd_overhead}[a.cmd](a)
+    {"quality": cmd_quality, "exact": cmd_exact, "img2img": cmd_img2img, "controlnet": cmd_controlnet,
+     "overhead": cmd_overhead}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -67,9 +67,9 @@ def image_inputs(pipe, init_image, strength: float | None, n: int, height=None, 
 
 
 def control_inputs(pipe, control_image, scale: float, n: int, height=None, width=None) -> dict:
-    """The ControlNet arguments of ``pipe``'s call: the control image (a PIL image) resized to the run's size,
-    with the size itself (a ControlNet pipeline otherwise takes the size of the control image) and the
-    conditioning scale. Empty for a pipeline without a ControlNet.
+    """The ControlNet arguments of ``pipe``'s call: the control image (a PIL image for all ``n`` images, or a
+    list of ``n``) resized to the run's size, with the size itself (a ControlNet pipeline otherwise takes the
+    size of the control image) and the conditioning scale. Empty for a pipeline without a ControlNet.
 
     Raises:
         ControlNetError: a control image without a ControlNet, or a ControlNet without one.
@@ -82,8 +82,11 @@ def control_inputs(pipe, control_image, scale: float, n: int, height=None, width
         return {}
     if control_image is None:
         raise ControlNetError("a ControlNet needs a control image")
+    images = list(control_image) if isinstance(control_image, (list, tuple)) else [control_image] * n
+    if len(images) != n:
+        raise ControlNetError(f"got {len(images)} control images for {n} images")
     h, w = run_size(pipe, height, width)        # check_run ran: both are known
-    return {"image": [control_image.convert("RGB").resize((w, h))] * n, "height": h, "width": w,
+    return {"image": [im.convert("RGB").resize((w, h)) for im in images], "height": h, "width": w,
             "controlnet_conditioning_scale": float(scale)}
 
 
@@ -160,8 +163,8 @@ def denoise_and_decode(pipe, prompts: Sequence[str], *, steps: int, guidance: fl
     """One batch: ``len(prompts) == len(seeds)`` images; returns (latents, images, loop s, decode s, full steps).
     ``on_step(done, steps)`` is called after each denoising step. ``init_image`` (a PIL image) and
     ``strength`` make it image-to-image (the pipeline must take an image: see `load_pipeline`'s ``img2img``);
-    ``mask`` (a PIL image) is an inpainting pipeline's mask. ``control_image`` (a PIL image) and
-    ``control_scale`` steer a ControlNet pipeline (`load_pipeline`'s ``controlnet``)."""
+    ``mask`` (a PIL image) is an inpainting pipeline's mask. ``control_image`` (a PIL image, or one per
+    prompt) and ``control_scale`` steer a ControlNet pipeline (`load_pipeline`'s ``controlnet``)."""
     device = pipe.unet.device
     gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     # first: without an initial image, image_inputs makes one at the default size this checks

@@ -184,3 +184,25 @@ def test_controlnets_that_cannot_steer_are_refused_in_one_line(models, tmp_path)
     rc, err = run("generate", acqe, "--prompt", "a", "--steps", "2", "--controlnet", other,
                   "--control-image", img_a, "--out", out, "-q", "--device", "cpu")
     assert rc == 1 and "made for another UNet" in err and not out.exists(), err
+
+
+def test_one_control_image_per_prompt(models):
+    """A list of control images steers each prompt's image with its own (the layouts differ); a list of the
+    wrong length is refused."""
+    from PIL import Image
+
+    from recat_runtime.errors import ControlNetError
+    from recat_runtime.loading import load_pipeline
+    from recat_runtime.sampling import denoise_and_decode
+
+    acqe, net, (img_a, img_b) = models["stable-diffusion-v1-family"]
+    pipe = load_pipeline(acqe, device="cpu", controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    a, b = Image.open(img_a), Image.open(img_b)
+    run = lambda control: denoise_and_decode(pipe, ["x", "x"], steps=3, guidance=2.0, seeds=[0, 0],  # noqa: E731
+                                             height=32, width=32, control_image=control)[1]
+    mixed, same = run([a, b]), run(a)
+    assert np.array_equal(np.asarray(mixed[0]), np.asarray(same[0]))          # same seed, same control
+    assert not np.array_equal(np.asarray(mixed[1]), np.asarray(same[1]))      # its own control image
+    with pytest.raises(ControlNetError, match="3 control images for 2 images"):
+        run([a, b, a])
