@@ -12,6 +12,8 @@ Subcommands (JSON to bench/_out/, tables on stdout):
             budget fraction B/S, against the uncached image-to-image output.
   controlnet text to image steered by the demo model's layout ControlNet, uniform caching and ReCaT at equal
             budgets, against the uncached ControlNet output; the layout's survival by the readout classifier.
+  controlnet-speed  a ControlNet run's time uncached, cached with the whole ControlNet every step, and cached
+            with the ControlNet shortened on cached steps.
   overhead  the per-step cost of the hook + correction on a cached step of the demo model (batch 1, CPU):
             a hooked cached UNet call vs the bare shallow forward on the same inputs.
 
@@ -20,6 +22,7 @@ Examples:
   nice -n 10 python bench/bench_recat.py exact --model demo.acqe --steps 20 25 30 --n 12
   nice -n 10 python bench/bench_recat.py img2img --model demo.acqe --strengths 0.5 0.75 --budgets 7 10
   nice -n 10 python bench/bench_recat.py controlnet --model demo.acqe --budgets 5 7 10 --sets 3 --n 64
+  nice -n 10 python bench/bench_recat.py controlnet-speed --model demo.acqe --budget 10 --reps 5
   nice -n 10 python bench/bench_recat.py overhead --model demo.acqe
 """
 from __future__ import annotations
@@ -450,6 +453,69 @@ def cmd_overhead(a):
     print("wrote", save_json("recat_overhead.json", res))
 
 
+def cmd_controlnet_speed(a):
+    """Denoising time of a ControlNet run (batch 1, CFG) uncached, with uniform caching at B of S with the
+    whole ControlNet at every step (the cache applied to the UNet alone), and with the ControlNet shortened on
+    cached steps (the cache applied to the pipeline: the skip-0 residual only). The weights do not matter
+    for time: without ``--controlnet`` a ControlNet made from the model's UNet is used."""
+    import torch
+    from PIL import Image
+
+    from recat_runtime.api import default_guidance
+    from recat_runtime.cache import RecatCacheConfig, apply_recat_cache, disable_recat_cache
+    from recat_runtime.controlnet import controlnet_pipeline
+    from recat_runtime.loading import load_pipeline
+    from recat_runtime.sampling import run_size
+
+    torch.set_num_threads(a.threads)
+    meta = _meta(a.model)
+    g = default_guidance(meta)
+    if a.controlnet:
+        pipe = load_pipeline(a.model, device="cpu", controlnet=a.controlnet)
+    else:
+        from diffusers import ControlNetModel
+
+        from acqe_format.model import ModelInfo, architectures
+
+        base = load_pipeline(a.model, device="cpu")
+        levels = int(np.log2(base.vae_scale_factor)) + 1
+        net = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:levels])
+        spec = architectures.for_file(ModelInfo.from_metadata(meta))
+        pipe = controlnet_pipeline(base, net.eval(), spec.controlnet_pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    h, w = run_size(pipe, a.height, a.height)
+    control = Image.new("RGB", (w, h), (255, 255, 255))
+
+    def once(target):
+        if target is not None:
+            apply_recat_cache(target, RecatCacheConfig.uniform(a.steps, a.budget))
+        try:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                pipe("a red circle", image=control, num_inference_steps=a.steps, guidance_scale=g, height=h,
+                     width=w, generator=torch.Generator().manual_seed(0), output_type="latent")
+            return time.perf_counter() - t0
+        finally:
+            if target is not None:
+                disable_recat_cache(target)
+
+    once(None)                                    # warm-up
+    times = {"uncached": [], "cached, whole ControlNet": [], "cached, ControlNet shortened": []}
+    for _ in range(a.reps):                       # interleaved: a load change hits all three alike
+        times["uncached"].append(once(None))
+        times["cached, whole ControlNet"].append(once(pipe.unet))
+        times["cached, ControlNet shortened"].append(once(pipe))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"ControlNet run, batch 1, {h}x{w}, DDIM {a.steps} steps, uniform {a.budget} of {a.steps}, {a.threads} "
+          f"thread(s), median of {a.reps}:")
+    for k, v in med.items():
+        print(f"  {k:30s} {v:7.3f} s  ({med['uncached'] / v:.2f}x)")
+    print("wrote", save_json(a.out_name or "recat_controlnet_speed.json",
+                             {"model": a.model, "controlnet": a.controlnet, "steps": a.steps, "budget": a.budget,
+                              "height": h, "width": w, "threads": a.threads, "seconds": times, "median": med,
+                              "load_avg": os.getloadavg()}))
+
+
 def _held_out_args(p, *, n: int, batch: int) -> None:
     """The options every image-quality subcommand shares: the model, the held-out sets, threads, output."""
     p.add_argument("--model", required=True)
@@ -495,6 +561,15 @@ def main(argv=None):
     c.add_argument("--steps", type=int, default=50)
     c.add_argument("--budgets", type=int, nargs="+", default=[5, 7, 10])
     c.add_argument("--sets", type=int, default=3)
+    cs = sub.add_parser("controlnet-speed")
+    cs.add_argument("--model", required=True)
+    cs.add_argument("--controlnet", default=None, help="a ControlNet folder (default: one made from the UNet)")
+    cs.add_argument("--steps", type=int, default=50)
+    cs.add_argument("--budget", type=int, default=10)
+    cs.add_argument("--height", type=int, default=None)
+    cs.add_argument("--reps", type=int, default=5)
+    cs.add_argument("--threads", type=int, default=1)
+    cs.add_argument("--out-name", default=None)
     o = sub.add_parser("overhead")
     o.add_argument("--model", required=True)
     o.add_argument("--budget", type=int, default=7)
@@ -502,7 +577,7 @@ def main(argv=None):
     o.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     {"quality": cmd_quality, "exact": cmd_exact, "img2img": cmd_img2img, "controlnet": cmd_controlnet,
-     "overhead": cmd_overhead}[a.cmd](a)
+     "controlnet-speed": cmd_controlnet_speed, "overhead": cmd_overhead}[a.cmd](a)
 
 
 if __name__ == "__main__":

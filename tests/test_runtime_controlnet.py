@@ -206,3 +206,41 @@ def test_one_control_image_per_prompt(models):
     assert not np.array_equal(np.asarray(mixed[1]), np.asarray(same[1]))      # its own control image
     with pytest.raises(ControlNetError, match="3 control images for 2 images"):
         run([a, b, a])
+
+
+@pytest.mark.parametrize("arch", LAYOUTS)
+@pytest.mark.parametrize("guess_mode", [False, True])
+def test_cached_steps_run_only_the_controlnet_residual_they_use(models, arch, guess_mode):
+    """Caching applied to the pipeline shortens the ControlNet on cached steps to the skip-0 residual, and
+    the images are bit for bit those of running the whole ControlNet every step (caching on the UNet alone)."""
+    from PIL import Image
+
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache.controlnet_hook import RECAT_CONTROLNET_HOOK
+    from recat_runtime.cache.hook import apply_recat_cache, disable_recat_cache
+    from recat_runtime.loading import load_pipeline
+
+    acqe, net, (img_a, _) = models[arch]
+    pipe = load_pipeline(acqe, device="cpu", controlnet=net)
+    pipe.set_progress_bar_config(disable=True)
+    control = Image.open(img_a).convert("RGB")
+    config = RecatCacheConfig.uniform(8, 3)
+
+    def run(target):
+        apply_recat_cache(target, config)
+        try:
+            hook = getattr(pipe.controlnet, "_diffusers_hook", None)
+            with torch.inference_mode():
+                out = pipe(["a red circle", "a blue square"], image=control, num_inference_steps=8, height=32,
+                           width=32, guidance_scale=3.0, controlnet_conditioning_scale=0.7, guess_mode=guess_mode,
+                           generator=[torch.Generator().manual_seed(s) for s in (0, 1)], output_type="latent").images
+            return out, None if hook is None else hook.get_hook(RECAT_CONTROLNET_HOOK)
+        finally:
+            disable_recat_cache(target)
+
+    short, cn_hook = run(pipe)
+    whole, none = run(pipe.unet)
+    assert none is None and cn_hook is not None
+    assert (cn_hook.full_calls, cn_hook.shallow_calls) == (3, 5)
+    assert torch.equal(short, whole)
+    assert pipe.controlnet._diffusers_hook.get_hook(RECAT_CONTROLNET_HOOK) is None     # removed with the cache

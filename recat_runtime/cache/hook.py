@@ -14,8 +14,10 @@ step goes back or the previous run used all its steps; :func:`reset_recat_cache`
 
 ControlNet: full steps pass its residuals to the whole UNet; a cached step adds the residuals of the skips
 it computes (skips 0..m) and drops those of the deeper skips and of the mid block, whose blocks it does not
-run (their effect reaches it only through the cached feature of the latest full step). T2I-Adapter
-residuals (``down_intrablock_additional_residuals``) are refused.
+run (their effect reaches it only through the cached feature of the latest full step). Applied to a
+pipeline with one ControlNet at branch 0, the ControlNet itself then computes only the residual a cached
+step uses (`recat_runtime.cache.controlnet_hook`; identical images). T2I-Adapter residuals
+(``down_intrablock_additional_residuals``) are refused.
 """
 from __future__ import annotations
 
@@ -296,7 +298,9 @@ class RecatCacheHook(ModelHook):
         j = int(hits.argmin())
         return j if float(hits[j]) < 1e-3 else None
 
-    def _advance(self, timestep) -> int:
+    def _locate(self, timestep) -> tuple[tuple[str, float], bool, int]:
+        """(time key, whether the call starts a new run, its step) for a UNet call at ``timestep``; changes
+        nothing."""
         key = self._time_key(timestep)
         n = self.config.num_inference_steps
         pos = self._position(key)
@@ -306,13 +310,23 @@ class RecatCacheHook(ModelHook):
             key[1] <= self._prev_t[1] if key[0] == "position" else key[1] < self._prev_t[1])
         new_run = self.step is None or went_back or (pos is None and self.step + 1 >= n)
         if new_run:
+            return key, True, 0 if pos is None else pos
+        return key, False, self.step + 1 if pos is None else pos
+
+    def _advance(self, timestep) -> int:
+        key, new_run, self.step = self._locate(timestep)
+        if new_run:
             self.feature, self._older, self._feature_step, self._detail = None, None, None, None
-            self.step = 0 if pos is None else pos
             self._start_run(self.step)
-        else:
-            self.step = self.step + 1 if pos is None else pos
         self._prev_t = key
         return self.step
+
+    def next_call_is_cached(self, timestep) -> bool:
+        """Whether the UNet call at ``timestep`` that comes next will be a cached step (the first step of a run
+        never is); changes nothing. A ControlNet called just before it then needs only the residuals of the
+        skips that step computes (`recat_runtime.cache.controlnet_hook`)."""
+        _, new_run, step = self._locate(timestep)
+        return not new_run and self.feature is not None and step not in self._full
 
     def _start_run(self, start: int) -> None:
         """Sets this run's refresh steps and correction (re-planned, or the config's from ``start`` on)."""
@@ -468,7 +482,21 @@ def apply_recat_cache(pipe_or_unet, config: RecatCacheConfig) -> RecatCacheHook:
     plan = branch_plan(unet, config.branch)
     hook = RecatCacheHook(config, plan, scheduler)
     HookRegistry.check_if_exists_or_initialize(unet).register_hook(hook, RECAT_CACHE_HOOK)
+    controlnet = _single_controlnet(pipe_or_unet)
+    if controlnet is not None and config.branch == 0 and config.cached_observer is None:
+        from recat_runtime.cache.controlnet_hook import RECAT_CONTROLNET_HOOK, ShallowControlNetHook
+
+        HookRegistry.check_if_exists_or_initialize(controlnet).register_hook(ShallowControlNetHook(hook),
+                                                                            RECAT_CONTROLNET_HOOK)
     return hook
+
+
+def _single_controlnet(pipe_or_unet):
+    """The pipeline's ControlNet when it has exactly one (a ``ControlNetModel``), else None."""
+    from diffusers import ControlNetModel
+
+    controlnet = getattr(pipe_or_unet, "controlnet", None)
+    return controlnet if isinstance(controlnet, ControlNetModel) else None
 
 
 def disable_recat_cache(pipe_or_unet) -> None:
@@ -476,6 +504,13 @@ def disable_recat_cache(pipe_or_unet) -> None:
     unet, _ = _resolve(pipe_or_unet)
     if get_recat_hook(unet) is not None:
         unet._diffusers_hook.remove_hook(RECAT_CACHE_HOOK, recurse=False)
+    controlnet = _single_controlnet(pipe_or_unet)
+    registry = getattr(controlnet, "_diffusers_hook", None)
+    if registry is not None:
+        from recat_runtime.cache.controlnet_hook import RECAT_CONTROLNET_HOOK
+
+        if registry.get_hook(RECAT_CONTROLNET_HOOK) is not None:
+            registry.remove_hook(RECAT_CONTROLNET_HOOK, recurse=False)
 
 
 def reset_recat_cache(pipe_or_unet) -> None:
