@@ -179,28 +179,46 @@ def _inside(shape: int, x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
     raise ValueError(f"unknown shape index {shape}; expected 0..{len(SHAPES) - 1}")
 
 
-def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Rasterise a scene to uint8 [size, size, 3], anti-aliased by supersampling."""
-    img = np.empty((size, size, 3), np.float32)
-    img[:] = BACKGROUNDS[BG_NAMES[scene.background]]
+def _coverage(obj: ShapeObject, size: int) -> tuple[int, int, int, int, np.ndarray]:
+    """Where an object lies in a ``size`` image: its box ``(y0, y1, x0, x1)`` and the fraction of each box pixel
+    it covers, float32 [y1 - y0, x1 - x0, 1] (supersampled, so edges are anti-aliased)."""
     ss = SUPERSAMPLE
     offsets = (np.arange(ss, dtype=np.float32) + 0.5) / ss
+    row, col = divmod(obj.cell, GRID)
+    cx = ((col + 0.5) / GRID + obj.dx) * size
+    cy = ((row + 0.5) / GRID + obj.dy) * size
+    r = SIZE_RADIUS[SIZES[obj.size]] * size
+    reach = 1.25 * r + 1
+    x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)), size)
+    y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)), size)
+    xs = (np.arange(x0, x1, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1) - cx
+    ys = (np.arange(y0, y1, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1) - cy
+    mask = _inside(obj.shape, xs[None, :], ys[:, None], r)
+    cover = mask.reshape(y1 - y0, ss, x1 - x0, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
+    return y0, y1, x0, x1, cover
+
+
+def _paint(scene: Scene, size: int, background, color_of) -> np.ndarray:
+    """Composite the scene's objects, in order, over ``background`` with ``color_of(obj)`` as their colour."""
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = background
     for obj in scene.objects:
-        row, col = divmod(obj.cell, GRID)
-        cx = ((col + 0.5) / GRID + obj.dx) * size
-        cy = ((row + 0.5) / GRID + obj.dy) * size
-        r = SIZE_RADIUS[SIZES[obj.size]] * size
-        reach = 1.25 * r + 1
-        x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)), size)
-        y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)), size)
-        xs = (np.arange(x0, x1, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1) - cx
-        ys = (np.arange(y0, y1, dtype=np.float32)[:, None] + offsets[None, :]).reshape(-1) - cy
-        mask = _inside(obj.shape, xs[None, :], ys[:, None], r)
-        cover = mask.reshape(y1 - y0, ss, x1 - x0, ss).mean(axis=(1, 3), dtype=np.float32)[..., None]
-        color = np.asarray(COLORS[COLOR_NAMES[obj.color]], np.float32)
+        y0, y1, x0, x1, cover = _coverage(obj, size)
+        color = np.asarray(color_of(obj), np.float32)
         patch = img[y0:y1, x0:x1]
         img[y0:y1, x0:x1] = patch * (1 - cover) + color * cover
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def render_scene(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Rasterise a scene to uint8 [size, size, 3], anti-aliased by supersampling."""
+    return _paint(scene, size, BACKGROUNDS[BG_NAMES[scene.background]], lambda obj: COLORS[COLOR_NAMES[obj.color]])
+
+
+def render_silhouette(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The scene's layout alone, uint8 [size, size, 3]: every object white (255) on black, no colours, with
+    `render_scene`'s geometry and anti-aliasing (the ControlNet's conditioning image)."""
+    return _paint(scene, size, (0, 0, 0), lambda obj: (255, 255, 255))
 
 
 class ShapesDataset:

@@ -13,7 +13,6 @@ Chance levels come from scoring real images against the captions of *other* scen
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .dataset import (BACKGROUNDS, COLORS, GRID, RELATIONS, SHAPES, SIZES, Scene, ShapesDataset,
+from .dataset import (BACKGROUNDS, COLORS, GRID, SHAPES, SIZES, Scene, ShapesDataset,
                       render_scene, to_tensor_range)
 
 N_CELLS = GRID * GRID

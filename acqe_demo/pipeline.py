@@ -4,17 +4,30 @@ Example:
     >>> from acqe_demo.pipeline import load_shapes_pipeline
     >>> pipe = load_shapes_pipeline()
     >>> image = pipe("a red circle in the top left on a white background", num_inference_steps=20,
-    ...              guidance_scale=4.0).images[0]   # a 64x64 PIL image
+    ...              guidance_scale=4.0).images[0]   # a 32x32 PIL image
+
+and, with the shipped layout ControlNet (``python -m acqe_demo.train_controlnet --ship``), a pipeline that draws
+the objects where a silhouette image puts them:
+
+    >>> from acqe_demo.metrics import eval_scenes
+    >>> from acqe_demo.pipeline import controlnet_pipeline, load_shapes_controlnet, silhouette_conditioning
+    >>> cpipe = controlnet_pipeline(pipe, load_shapes_controlnet())
+    >>> scenes = eval_scenes(4)
+    >>> images = cpipe([s.caption for s in scenes], image=silhouette_conditioning(scenes),
+    ...                num_inference_steps=20, guidance_scale=4.0).images
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from .checkpoint import ldm_to_models, load_ldm_checkpoint
+from .dataset import IMAGE_SIZE, render_silhouette
 
 DEFAULT_CKPT = os.path.join(os.path.dirname(__file__), "weights", "shapes-sd.ckpt")
+DEFAULT_CONTROLNET = os.path.join(os.path.dirname(__file__), "weights", "shapes-controlnet")
 DEFAULT_GUIDANCE = 4.0
 
 
@@ -47,3 +60,29 @@ def load_shapes_pipeline(ckpt_path: str = DEFAULT_CKPT, device: str = "cpu", dty
                                    scheduler=sched, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     return pipe.to(device)
+
+
+def load_shapes_controlnet(path: str = DEFAULT_CONTROLNET, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The layout ControlNet of the demo model (a diffusers ``ControlNetModel`` folder; default: the shipped
+    ``acqe_demo/weights/shapes-controlnet``), conditioned on `silhouette_conditioning` images."""
+    from diffusers import ControlNetModel
+
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"no ControlNet folder at {path}; train one with "
+                                "`python -m acqe_demo.train_controlnet --ship`")
+    return ControlNetModel.from_pretrained(path, torch_dtype=dtype).to(device).eval()
+
+
+def silhouette_conditioning(scenes, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """The ControlNet's conditioning for ``scenes``: their silhouettes (`render_silhouette`) as float32
+    [N, 3, size, size] in [0, 1], the range diffusers' ControlNet pipelines pass through unchanged."""
+    sil = np.stack([render_silhouette(sc, size) for sc in scenes])
+    return torch.from_numpy(sil.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+
+
+def controlnet_pipeline(pipe, controlnet):
+    """A ``StableDiffusionControlNetPipeline`` sharing ``pipe``'s models and scheduler (no copies), plus
+    ``controlnet`` (the runtime's own assembly, `recat_runtime.controlnet.controlnet_pipeline`)."""
+    from recat_runtime.controlnet import controlnet_pipeline as assemble
+
+    return assemble(pipe, controlnet, "StableDiffusionControlNetPipeline")
