@@ -453,11 +453,15 @@ def cmd_overhead(a):
     print("wrote", save_json("recat_overhead.json", res))
 
 
+SD14_STANDIN = "sd14-standin"
+
+
 def cmd_controlnet_speed(a):
     """Denoising time of a ControlNet run (batch 1, CFG) uncached, with uniform caching at B of S with the
     whole ControlNet at every step (the cache applied to the UNet alone), and with the ControlNet shortened on
     cached steps (the cache applied to the pipeline: the skip-0 residual only). The weights do not matter
-    for time: without ``--controlnet`` a ControlNet made from the model's UNet is used."""
+    for time: without ``--controlnet`` a ControlNet made from the model's UNet is used; ``--model
+    sd14-standin`` times SD v1.4's shapes with random weights (no file)."""
     import torch
     from PIL import Image
 
@@ -468,20 +472,24 @@ def cmd_controlnet_speed(a):
     from recat_runtime.sampling import run_size
 
     torch.set_num_threads(a.threads)
-    meta = _meta(a.model)
-    g = default_guidance(meta)
+    if a.model == SD14_STANDIN:
+        from bench_cache import _sd14_pipeline
+
+        base, g, name = _sd14_pipeline(torch.float32), 7.5, "StableDiffusionControlNetPipeline"
+    else:
+        from acqe_format.model import ModelInfo, architectures
+
+        meta = _meta(a.model)
+        g, name = default_guidance(meta), architectures.for_file(ModelInfo.from_metadata(meta)).controlnet_pipeline
+        base = None if a.controlnet else load_pipeline(a.model, device="cpu")
     if a.controlnet:
         pipe = load_pipeline(a.model, device="cpu", controlnet=a.controlnet)
     else:
         from diffusers import ControlNetModel
 
-        from acqe_format.model import ModelInfo, architectures
-
-        base = load_pipeline(a.model, device="cpu")
         levels = int(np.log2(base.vae_scale_factor)) + 1
         net = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:levels])
-        spec = architectures.for_file(ModelInfo.from_metadata(meta))
-        pipe = controlnet_pipeline(base, net.eval(), spec.controlnet_pipeline)
+        pipe = controlnet_pipeline(base, net.eval(), name)
     pipe.set_progress_bar_config(disable=True)
     h, w = run_size(pipe, a.height, a.height)
     control = Image.new("RGB", (w, h), (255, 255, 255))
@@ -562,7 +570,7 @@ def main(argv=None):
     c.add_argument("--budgets", type=int, nargs="+", default=[5, 7, 10])
     c.add_argument("--sets", type=int, default=3)
     cs = sub.add_parser("controlnet-speed")
-    cs.add_argument("--model", required=True)
+    cs.add_argument("--model", required=True, help=f"a .acqe file, or {SD14_STANDIN!r}")
     cs.add_argument("--controlnet", default=None, help="a ControlNet folder (default: one made from the UNet)")
     cs.add_argument("--steps", type=int, default=50)
     cs.add_argument("--budget", type=int, default=10)
