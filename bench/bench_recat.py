@@ -454,6 +454,59 @@ def cmd_overhead(a):
 
 
 SD14_STANDIN = "sd14-standin"
+CONTROLNET_RUNS = ("uncached", "cached, whole ControlNet", "cached, ControlNet shortened")
+
+
+def with_fresh_controlnet(pipe, pipeline_name: str = "StableDiffusionControlNetPipeline"):
+    """``pipe`` as a ControlNet pipeline with a ControlNet made from its UNet (``ControlNetModel.from_unet``;
+    its conditioning embedding downsamples by the VAE's scale), for timing: the weights do not matter."""
+    from diffusers import ControlNetModel
+
+    from recat_runtime.controlnet import controlnet_pipeline
+
+    levels = int(np.log2(pipe.vae_scale_factor)) + 1
+    net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:levels])
+    net = net.to(device=pipe.unet.device, dtype=pipe.unet.dtype).eval()
+    out = controlnet_pipeline(pipe, net, pipeline_name)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
+def controlnet_run_times(pipe, *, steps: int, budget: int, guidance: float, height: int, width: int, reps: int,
+                         sync=lambda: None) -> dict[str, list[float]]:
+    """Denoising seconds of one image (CFG) from a ControlNet pipeline, ``reps`` times each: uncached, uniform
+    caching at ``budget`` of ``steps`` applied to the UNet alone (the whole ControlNet every step), and applied
+    to the pipeline (the ControlNet shortened on cached steps). One untimed run first; the three interleaved,
+    so that a load change hits all alike. ``sync`` waits for a GPU. Shared with `bench/gpu_check.py`."""
+    import torch
+    from PIL import Image
+
+    from recat_runtime.cache import RecatCacheConfig, apply_recat_cache, disable_recat_cache
+
+    control = Image.new("RGB", (width, height), (255, 255, 255))
+
+    def once(target):
+        if target is not None:
+            apply_recat_cache(target, RecatCacheConfig.uniform(steps, budget))
+        try:
+            sync()
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                pipe("a red circle", image=control, num_inference_steps=steps, guidance_scale=guidance, height=height,
+                     width=width, generator=torch.Generator().manual_seed(0), output_type="latent")
+            sync()
+            return time.perf_counter() - t0
+        finally:
+            if target is not None:
+                disable_recat_cache(target)
+
+    targets = dict(zip(CONTROLNET_RUNS, (None, pipe.unet, pipe)))
+    once(None)
+    times = {k: [] for k in CONTROLNET_RUNS}
+    for _ in range(reps):
+        for k, target in targets.items():
+            times[k].append(once(target))
+    return times
 
 
 def cmd_controlnet_speed(a):
@@ -463,11 +516,8 @@ def cmd_controlnet_speed(a):
     for time: without ``--controlnet`` a ControlNet made from the model's UNet is used; ``--model
     sd14-standin`` times SD v1.4's shapes with random weights (no file)."""
     import torch
-    from PIL import Image
 
     from recat_runtime.api import default_guidance
-    from recat_runtime.cache import RecatCacheConfig, apply_recat_cache, disable_recat_cache
-    from recat_runtime.controlnet import controlnet_pipeline
     from recat_runtime.loading import load_pipeline
     from recat_runtime.sampling import run_size
 
@@ -485,34 +535,10 @@ def cmd_controlnet_speed(a):
     if a.controlnet:
         pipe = load_pipeline(a.model, device="cpu", controlnet=a.controlnet)
     else:
-        from diffusers import ControlNetModel
-
-        levels = int(np.log2(base.vae_scale_factor)) + 1
-        net = ControlNetModel.from_unet(base.unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:levels])
-        pipe = controlnet_pipeline(base, net.eval(), name)
+        pipe = with_fresh_controlnet(base, name)
     pipe.set_progress_bar_config(disable=True)
     h, w = run_size(pipe, a.height, a.height)
-    control = Image.new("RGB", (w, h), (255, 255, 255))
-
-    def once(target):
-        if target is not None:
-            apply_recat_cache(target, RecatCacheConfig.uniform(a.steps, a.budget))
-        try:
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                pipe("a red circle", image=control, num_inference_steps=a.steps, guidance_scale=g, height=h,
-                     width=w, generator=torch.Generator().manual_seed(0), output_type="latent")
-            return time.perf_counter() - t0
-        finally:
-            if target is not None:
-                disable_recat_cache(target)
-
-    once(None)                                    # warm-up
-    times = {"uncached": [], "cached, whole ControlNet": [], "cached, ControlNet shortened": []}
-    for _ in range(a.reps):                       # interleaved: a load change hits all three alike
-        times["uncached"].append(once(None))
-        times["cached, whole ControlNet"].append(once(pipe.unet))
-        times["cached, ControlNet shortened"].append(once(pipe))
+    times = controlnet_run_times(pipe, steps=a.steps, budget=a.budget, guidance=g, height=h, width=w, reps=a.reps)
     med = {k: float(np.median(v)) for k, v in times.items()}
     print(f"ControlNet run, batch 1, {h}x{w}, DDIM {a.steps} steps, uniform {a.budget} of {a.steps}, {a.threads} "
           f"thread(s), median of {a.reps}:")

@@ -171,6 +171,23 @@ def _profile_timing(pipe, steps: int, res: int, sync, smoke: bool) -> dict:
             "moments_collected": info.get("moments") is not None}
 
 
+def _controlnet_timing(pipe, steps: int, res: int, interval: int, sync, smoke: bool) -> dict:
+    """One image (CFG) through a ControlNet pipeline on the SD v1.4-size model: uncached, uniform caching
+    with the whole ControlNet at every step, and with the ControlNet shortened on cached steps
+    (`recat_runtime/cache/controlnet_hook.py`); median loop seconds (bench_recat.py controlnet-speed)."""
+    import numpy as np
+
+    from bench.bench_recat import CONTROLNET_RUNS, controlnet_run_times, with_fresh_controlnet
+
+    cpipe = with_fresh_controlnet(pipe)
+    budget = -(-steps // interval)
+    times = controlnet_run_times(cpipe, steps=steps, budget=budget, guidance=7.5, height=res, width=res,
+                                 reps=1 if smoke else 3, sync=sync)
+    med = {k: float(np.median(times[k])) for k in CONTROLNET_RUNS}
+    return {"steps": steps, "budget": budget, "res": res, "median_s": med, "all_s": times,
+            "speedup": {k: med[CONTROLNET_RUNS[0]] / v for k, v in med.items()}}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="gpu_check_out")
@@ -334,6 +351,8 @@ def main(argv=None):
     if configs_to_run:
         report["profile"] = _profile_timing(pipe, steps, res, sync, a.smoke)
         print(report["profile"], flush=True)
+        report["controlnet"] = _controlnet_timing(pipe, steps, res, uniform_interval, sync, a.smoke)
+        print(report["controlnet"]["median_s"], flush=True)
 
     if a.model:  # `acqe generate` itself, from a single .acqe file (the demo model with its stored schedule)
         report["acqe_generate"] = _cli_generate(a.model, a.out, str(device), "fp16" if cuda else "fp32",
@@ -352,6 +371,10 @@ def main(argv=None):
         pr = report["profile"]
         md += ["", f"ReCaT profile (as `acqe convert --profile-cache`): {pr['samples']} samples x {pr['steps']} steps, "
                    f"minibatch {pr['batch']}: {pr['seconds']:.1f} s"]
+    if report.get("controlnet"):
+        cn = report["controlnet"]
+        md += ["", f"ControlNet run, batch 1, uniform {cn['budget']} of {cn['steps']}: "
+                   + "; ".join(f"{k} {v:.2f} s ({cn['speedup'][k]:.2f}x)" for k, v in cn["median_s"].items())]
     if report["runs"]:
         md += ["", f"ReCaT schedule: {recat_steps} ({recat_src})", "",
                "| batch | run | full steps | loop s | pipeline s | VAE share | loop speed-up |",
