@@ -18,7 +18,8 @@ import torch
 
 from recat_runtime.errors import ControlNetError
 
-__all__ = ["load_controlnet", "check_controlnet_fits", "controlnet_pipeline", "CONFIG_FILE", "WEIGHTS_FILE"]
+__all__ = ["load_controlnet", "check_controlnet_fits", "check_weights_match_config", "controlnet_pipeline",
+           "CONFIG_FILE", "WEIGHTS_FILE"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -68,9 +69,38 @@ def check_controlnet_fits(config: dict, unet_config, vae_scale_factor: int) -> N
                               f"{vae_scale_factor}x: it was made for another VAE")
 
 
+def check_weights_match_config(folder: str, config: dict) -> None:
+    """Raises ControlNetError unless the safetensors file holds a tensor of the right shape for every
+    parameter the config implies. Checked on a skeleton on the meta device and the file's header alone, so a
+    config that implies a huge model (e.g. 100 000 conditioning channels: 360 GB) is refused before anything
+    of its size is allocated; diffusers would allocate the model first."""
+    from diffusers import ControlNetModel
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with torch.device("meta"):
+            skeleton = ControlNetModel.from_config(config)
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError, AssertionError) as e:
+        raise ControlNetError(f"{os.path.join(folder, CONFIG_FILE)} does not describe a ControlNet: "
+                              f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+    expected = {name: tuple(t.shape) for name, t in skeleton.state_dict().items()}
+    path = os.path.join(folder, WEIGHTS_FILE)
+    try:
+        with safe_open(path, framework="pt") as f:          # the header only: no tensor is read
+            stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ControlNetError(f"cannot read {path}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
+    for name, shape in expected.items():
+        if name not in stored:
+            raise ControlNetError(f"{path} has no tensor {name} (its config asks for one of shape {list(shape)})")
+        if stored[name] != shape:
+            raise ControlNetError(f"{path}: {name} has shape {list(stored[name])}, its config asks for {list(shape)}")
+
+
 def load_controlnet(folder: str, unet_config, vae_scale_factor: int, *, torch_dtype=torch.float32, device="cpu"):
-    """The ``ControlNetModel`` in ``folder``, checked against the UNet (`check_controlnet_fits`) before its
-    weights are read, then for finite weights.
+    """The ``ControlNetModel`` in ``folder``, checked against the UNet (`check_controlnet_fits`) and its
+    weights' shapes against its config (`check_weights_match_config`) before they are read, then for finite
+    weights.
 
     Raises:
         ControlNetError: not a readable ControlNet folder, one that does not fit, or non-finite weights.
@@ -79,9 +109,10 @@ def load_controlnet(folder: str, unet_config, vae_scale_factor: int, *, torch_dt
 
     config = _read_config(folder)
     check_controlnet_fits(config, unet_config, vae_scale_factor)
+    check_weights_match_config(folder, config)
     try:
         model = ControlNetModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                                torch_dtype=torch_dtype, low_cpu_mem_usage=False)
+                                                torch_dtype=torch_dtype, low_cpu_mem_usage=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError, EnvironmentError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ControlNetError(f"cannot load the ControlNet in {folder!r}: {first}") from None

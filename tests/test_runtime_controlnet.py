@@ -144,6 +144,15 @@ def _nan_weights(folder: str) -> None:
     save_file(sd, path)
 
 
+def _drop_a_tensor(folder: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(folder, "diffusion_pytorch_model.safetensors")
+    sd = load_file(path)
+    del sd[sorted(sd)[-1]]
+    save_file(sd, path)
+
+
 def test_controlnets_that_cannot_steer_are_refused_in_one_line(models, tmp_path):
     """Each bad ControlNet gets exit code 1, one line naming the problem, and no image written."""
     acqe, net, (img_a, _) = models["stable-diffusion-v1-family"]
@@ -164,7 +173,11 @@ def test_controlnets_that_cannot_steer_are_refused_in_one_line(models, tmp_path)
 
     cases = {
         "pickled": (pickled, "pickled weights are not read"),
-        "truncated": (truncated, "cannot load the ControlNet"),
+        "truncated": (truncated, "cannot read"),
+        "missing": (_drop_a_tensor, "has no tensor"),
+        # a config implying a model far larger than its weights (would be 1.5 GB of one convolution): refused
+        # from the header before anything of that size is allocated
+        "huge": (lambda d: _edit_config(d, conditioning_channels=100_000), "its config asks for [8, 100000, 3, 3]"),
         "not_json": (not_json, "cannot read"),
         "wrong_class": (lambda d: _edit_config(d, _class_name="UNet2DConditionModel"), "does not hold a ControlNetModel"),
         "cross_attention": (lambda d: _edit_config(d, cross_attention_dim=7), "its cross_attention_dim is 7"),
