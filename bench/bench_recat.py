@@ -366,7 +366,7 @@ def cmd_controlnet(a):
         for b in a.budgets:
             for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
                               ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
-                                                     sampler="ddim", guidance=g))):
+                                                     sampler="ddim", guidance=g, controlnet=True))):
                 imgs, n_full = run(cfg)
                 st = psnr_stats(imgs, ref, per_image_mse=True)
                 read(kind, b, imgs)

@@ -48,14 +48,16 @@ def _sampler_name(pipe) -> str:
 
 def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | None = None,
                  sampler: str = "ddim", guidance: float = 7.5, branch: int | None = None,
-                 correction: bool = True, forecast: bool = False) -> RecatCacheConfig | None:
+                 correction: bool = True, forecast: bool = False, controlnet: bool = False) -> RecatCacheConfig | None:
     """The cache config for ``mode`` with ``budget`` full UNet steps of ``steps``.
 
     ``none`` → None; ``uniform`` → B full steps spread evenly; ``quadratic`` → DeepCache's non-uniform
     schedule with B full steps; ``recat`` → the schedule stored in ``metadata`` for exactly (sampler,
     steps, guidance, branch, B) when there is one, else the schedule derived from the profile's
     continuous model (:mod:`recat_runtime.cache.continuous`; any sampler, step count and budget, planned
-    when the run starts, from the scheduler's timesteps), with its correction unless ``correction=False``.
+    when the run starts, from the scheduler's timesteps), with its correction unless ``correction=False``;
+    ``controlnet``: the run is steered by a ControlNet (a derived schedule uses the ControlNet rule,
+    :data:`recat_runtime.cache.continuous.CONTROLNET_WEIGHTING`).
     ``budget >= steps`` is the uncached run (None) in every mode: it needs no profile.
 
     Raises:
@@ -93,7 +95,7 @@ def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | 
                 "either it or the plain forecast (without the stored correction)")
         # the placeholder schedule is replaced when the run starts, from the scheduler's actual timesteps
         return RecatCacheConfig(steps, S.uniform_schedule(steps, budget), branch=int(profile["branch"]),
-                                forecast=forecast, planner=model.planner(steps, budget))
+                                forecast=forecast, planner=model.planner(steps, budget, controlnet=controlnet))
     if forecast and correction and corr is not None and corr.trend is not None:
         raise ForecastConflictError(
             f"the stored ReCaT schedule for {budget} full steps already forecasts the cached feature "
@@ -167,7 +169,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     guidance = default_guidance(metadata) if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
     config = cache_config(cache, steps=run_steps, budget=budget, metadata=metadata, sampler=scheduler,
-                          guidance=guidance, branch=branch, correction=correction, forecast=forecast)
+                          guidance=guidance, branch=branch, correction=correction, forecast=forecast,
+                          controlnet=controlnet is not None)
     t0 = time.perf_counter()
     if progress is not None:
         progress("load", 0, None)

@@ -227,6 +227,33 @@ def test_partial_runs_follow_the_partial_run_rule(kind):
     assert differs, "the partial-run weighting changed nothing: the test does not see the rule"
 
 
+@pytest.mark.parametrize("kind", ["affine", "trend"])
+def test_controlnet_runs_follow_the_controlnet_rule(kind):
+    """A whole run steered by a ControlNet is the optimum with CONTROLNET_WEIGHTING and the model's
+    correction for those steps; `cache_config(controlnet=True)` plans it; without a ControlNet the model's
+    own weighting decides."""
+    from recat_runtime.api import cache_config
+    from recat_runtime.cache.continuous import CONTROLNET_WEIGHTING, MIN_MODELLED_BUDGET
+
+    model = _synthetic_model(p=30, kind=kind, weighting="early05")
+    ts = _grid(50)["ddim"]
+    differs = False
+    for budget in range(MIN_MODELLED_BUDGET, 40, 3):
+        full, corr = model.planner(50, budget, controlnet=True)(ts, 0)
+        assert full == model.refresh_steps(ts, budget, CONTROLNET_WEIGHTING)
+        ref = model.correction(ts, full)
+        np.testing.assert_array_equal(corr.scale, ref.scale)
+        plain, _ = model.planner(50, budget)(ts, 0)
+        assert plain == model.refresh_steps(ts, budget)
+        differs |= plain != full
+    assert differs, "the ControlNet weighting changed nothing: the test does not see the rule"
+    meta = with_profile({}, {"sampler": "ddim", "steps": 30, "guidance": 4.0, "branch": 0,
+                             "similarity": model.similarity, "continuous": model.to_json()}, [])
+    for controlnet in (False, True):
+        cfg = cache_config("recat", steps=50, budget=10, metadata=meta, guidance=4.0, controlnet=controlnet)
+        assert cfg.planner(ts, 0)[0] == model.planner(50, 10, controlnet=controlnet)(ts, 0)[0]
+
+
 def test_stored_form_round_trips_and_is_checked():
     model = _synthetic_model(kind="trend", weighting="late2")
     prof = {"sampler": "ddim", "steps": 20, "guidance": 4.0, "branch": 0, "similarity": model.similarity,

@@ -35,7 +35,7 @@ from recat_runtime.cache.profile import (PairMoments, correction_from_moments, r
 from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
 
 __all__ = ["ScheduleModel", "WEIGHTINGS", "timestep_weights", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET",
-           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW"]
+           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW", "CONTROLNET_WEIGHTING"]
 
 # Per-step weights of the cost in continuous time, name -> (end, q):
 # - "late": w(t) = ((T - t + 1) / T)^q, the less noisy steps weigh more: errors made there have fewer
@@ -79,6 +79,14 @@ MIN_MODELLED_BUDGET = 5
 #   mean PSNR over uniform caching.
 PARTIAL_WEIGHTING = "none"
 PARTIAL_UNIFORM_BELOW = 0.5
+# A run steered by a ControlNet plans its refresh steps with this weighting. early05 weighs the noisy steps,
+# where a text-to-image run's layout forms; a ControlNet fixes the layout from its control image, and with
+# early05 ReCaT fell below uniform caching on mean PSNR at 5-8 of 50. On 128 tuning images of the demo
+# model's layout ControlNet (captions eval_scenes(64, 777878 + 101 k), k = 0, 1; disjoint from the held-out
+# sets) the plain weighting had the higher mean PSNR at every budget 5-12 of 50 (+0.4 ... +5.5 dB over
+# uniform, +1.6 ... +4.0 over early05) and the higher sum of (mean + pooled) / 2; then checked on the
+# held-out sets (bench/RESULTS.md, "ControlNet with caching on a trained ControlNet").
+CONTROLNET_WEIGHTING = "none"
 # The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
 # a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.
 TREND_PLAN_MAX_STEPS = 200
@@ -193,11 +201,13 @@ class ScheduleModel:
             return optimal_schedule_trend(first, pair, budget, w)[0]
         return optimal_schedule(first, budget, w)[0]
 
-    def schedule(self, timesteps, budget: int, partial: bool = False) -> tuple[tuple[int, ...], CacheCorrection | None]:
+    def schedule(self, timesteps, budget: int, partial: bool = False,
+                 controlnet: bool = False) -> tuple[tuple[int, ...], CacheCorrection | None]:
         """``(full steps, correction)`` for a run over ``timesteps`` with ``budget`` full steps: the model's
         optimum and its correction, or below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected.
         ``partial``: ``timesteps`` are the tail a partial run executes (img2img, inpainting), planned by the
-        partial-run rule (:data:`PARTIAL_WEIGHTING`, :data:`PARTIAL_UNIFORM_BELOW`)."""
+        partial-run rule (:data:`PARTIAL_WEIGHTING`, :data:`PARTIAL_UNIFORM_BELOW`). ``controlnet``: a whole
+        run steered by a ControlNet, planned with :data:`CONTROLNET_WEIGHTING`."""
         n = len(timesteps)
         if budget < 1:
             raise ValueError(f"the budget of full steps must be >= 1, got {budget}")
@@ -206,7 +216,7 @@ class ScheduleModel:
         if budget < MIN_MODELLED_BUDGET:
             return uniform_schedule(n, budget), None
         if not partial:
-            full = self.refresh_steps(timesteps, budget)
+            full = self.refresh_steps(timesteps, budget, CONTROLNET_WEIGHTING if controlnet else None)
         elif float(timesteps[0]) < PARTIAL_UNIFORM_BELOW * self.num_train_timesteps:
             full = uniform_schedule(n, budget)
         else:
@@ -222,12 +232,13 @@ class ScheduleModel:
             return trend_correction_from_moments(self.moments, full, max_reach=TREND_REACH, index=idx)[0]
         return correction_from_moments(self.moments, full, index=idx)[0]
 
-    def planner(self, steps: int, budget: int) -> Callable:
+    def planner(self, steps: int, budget: int, controlnet: bool = False) -> Callable:
         """``plan(timesteps, start) -> (full steps, correction)`` for :class:`RecatCacheConfig`: a run over
         all of ``timesteps`` (length S) that executes only steps ``start..S-1`` (img2img, inpainting) gets
         the schedule derived for that tail by the partial-run rule, with the refresh fraction of ``budget /
         steps`` (at least one: the first executed step is always a refresh). Steps and correction rows are
-        indexed in the whole run's numbering."""
+        indexed in the whole run's numbering. ``controlnet``: runs steered by a ControlNet (see
+        :meth:`schedule`)."""
         frac = budget / steps
         memo: dict = {}     # once per (grid, start), not per run: a 1000-step plan takes about a second
 
@@ -242,7 +253,7 @@ class ScheduleModel:
             total = len(timesteps)
             tail = timesteps[start:]
             b = budget if (start == 0 and total == steps) else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
-            full, corr = self.schedule(tail, b, partial=start > 0)
+            full, corr = self.schedule(tail, b, partial=start > 0, controlnet=controlnet)
             full = tuple(start + s for s in full)
             return full, None if corr is None else corr.delayed(start)
 
