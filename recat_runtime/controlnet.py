@@ -18,7 +18,8 @@ import torch
 
 from recat_runtime.errors import ControlNetError
 
-__all__ = ["load_controlnet", "check_controlnet_fits", "check_weights_match_config", "controlnet_pipeline",
+__all__ = ["load_controlnet", "check_controlnet", "check_controlnet_fits", "check_weights_match_config",
+           "controlnet_pipeline",
            "CONFIG_FILE", "WEIGHTS_FILE"]
 
 CONFIG_FILE = "config.json"
@@ -97,19 +98,30 @@ def check_weights_match_config(folder: str, config: dict) -> None:
             raise ControlNetError(f"{path}: {name} has shape {list(stored[name])}, its config asks for {list(shape)}")
 
 
+def check_controlnet(folder: str, unet_config, vae_scale_factor: int) -> dict:
+    """Everything about the ControlNet in ``folder`` that can be known without reading its weights: a
+    ControlNet folder, made for this UNet and VAE (`check_controlnet_fits`), its weights' header matching its
+    config (`check_weights_match_config`). Returns its config.
+
+    Raises:
+        ControlNetError: any of these fails.
+    """
+    config = _read_config(folder)
+    check_controlnet_fits(config, unet_config, vae_scale_factor)
+    check_weights_match_config(folder, config)
+    return config
+
+
 def load_controlnet(folder: str, unet_config, vae_scale_factor: int, *, torch_dtype=torch.float32, device="cpu"):
-    """The ``ControlNetModel`` in ``folder``, checked against the UNet (`check_controlnet_fits`) and its
-    weights' shapes against its config (`check_weights_match_config`) before they are read, then for finite
-    weights.
+    """The ``ControlNetModel`` in ``folder``, checked (`check_controlnet`) before its weights are read, then for
+    finite weights.
 
     Raises:
         ControlNetError: not a readable ControlNet folder, one that does not fit, or non-finite weights.
     """
     from diffusers import ControlNetModel
 
-    config = _read_config(folder)
-    check_controlnet_fits(config, unet_config, vae_scale_factor)
-    check_weights_match_config(folder, config)
+    check_controlnet(folder, unet_config, vae_scale_factor)
     try:
         model = ControlNetModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
                                                 torch_dtype=torch_dtype, low_cpu_mem_usage=True)

@@ -358,8 +358,14 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
     with _reader(path) as r:
         info = ModelInfo.from_metadata(r.metadata)
         spec = architectures.for_file(info)
-        if controlnet is not None and spec.controlnet_pipeline is None:
-            raise ControlNetError(f"{spec.name} takes no ControlNet (no diffusers ControlNet pipeline fits it)")
+        if controlnet is not None:       # before any tensor is decoded: the model's configs are enough
+            if spec.controlnet_pipeline is None:
+                raise ControlNetError(f"{spec.name} takes no ControlNet (no diffusers ControlNet pipeline fits it)")
+            from recat_runtime.controlnet import check_controlnet
+
+            unet, _ = _model_and_converter(Component.UNET, info.config(Component.UNET), info.naming)
+            vae, _ = _model_and_converter(Component.VAE, info.config(Component.VAE), info.naming)
+            check_controlnet(controlnet, unet.config, 2 ** (len(vae.config.block_out_channels) - 1))
         parts = {"unet": load_unet(r, torch_dtype=torch_dtype, device=device, threads=threads, compact=compact),
                  "vae": load_vae(r, torch_dtype=torch_dtype, device=device, threads=threads)}
         for te, tok in Component.TOKENIZER_OF.items():

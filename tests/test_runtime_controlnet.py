@@ -257,3 +257,23 @@ def test_cached_steps_run_only_the_controlnet_residual_they_use(models, arch, gu
     assert (cn_hook.full_calls, cn_hook.shallow_calls) == (3, 5)
     assert torch.equal(short, whole)
     assert pipe.controlnet._diffusers_hook.get_hook(RECAT_CONTROLNET_HOOK) is None     # removed with the cache
+
+
+def test_a_bad_controlnet_is_refused_before_the_model_is_decoded(models, tmp_path, monkeypatch):
+    """The ControlNet is checked against the file's configs before any of the model's tensors is decoded."""
+    from recat_runtime import loading
+    from recat_runtime.errors import ControlNetError
+
+    acqe, net, _ = models["stable-diffusion-v1-family"]
+    folder = _copy_folder(net, str(tmp_path / "narrow"))
+    _edit_config(folder, cross_attention_dim=7)
+
+    def no_decoding(*a, **k):
+        raise AssertionError("a tensor was decoded before the ControlNet was checked")
+
+    monkeypatch.setattr(loading, "load_unet", no_decoding)
+    with pytest.raises(ControlNetError, match="cross_attention_dim"):
+        loading.load_pipeline(acqe, device="cpu", controlnet=folder)
+    with pytest.raises(ControlNetError, match="has no tensor"):
+        _drop_a_tensor(_copy_folder(net, str(tmp_path / "short")))
+        loading.load_pipeline(acqe, device="cpu", controlnet=str(tmp_path / "short"))
