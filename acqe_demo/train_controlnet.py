@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from . import metrics
-from .dataset import IMAGE_SIZE, ShapesDataset, image_grid, render_silhouette, save_png, to_tensor_range
+from .dataset import IMAGE_SIZE, ShapesDataset, image_grid, render_silhouette, save_png
 from .pipeline import controlnet_pipeline, load_shapes_pipeline, silhouette_conditioning
-from .training import WEIGHTS_DIR, Reporter, _cosine_lr, _curve_summary, git_commit
+from .training import (WEIGHTS_DIR, Reporter, _cosine_lr, _curve_summary, git_commit, min_snr_weights,
+                       noised_latents, v1_conditioning, weighted_epsilon_loss)
 
 CONTROLNET_DIR = "shapes-controlnet"
 
@@ -84,13 +85,6 @@ def build_controlnet(unet, s: ControlSettings):
     return cn
 
 
-def _encode_captions(pipe, captions: list[str]) -> torch.Tensor:
-    ids = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
-    with torch.no_grad():
-        return pipe.text_encoder(ids).last_hidden_state
-
-
 def _freeze(*models) -> None:
     for m in models:
         m.eval()
@@ -105,12 +99,10 @@ def train_controlnet(s: ControlSettings, pipe, controlnet, report, curve: list) 
     unet, vae = pipe.unet, pipe.vae
     _freeze(unet, vae, pipe.text_encoder)
     noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    ac = noise_sched.alphas_cumprod
-    snr = ac / (1 - ac)
-    weights = torch.clamp(snr, max=s.min_snr_gamma) / snr
-    n_train = noise_sched.config.num_train_timesteps
+    weights = min_snr_weights(noise_sched, s.min_snr_gamma)
     scaling = vae.config.scaling_factor
 
+    condition = v1_conditioning(pipe.text_encoder, pipe.tokenizer)
     params = [p for p in controlnet.parameters()]
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.99), fused=True)
     data = ShapesDataset(seed=s.data_seed)
@@ -123,19 +115,14 @@ def train_controlnet(s: ControlSettings, pipe, controlnet, report, curve: list) 
             pg["lr"] = s.lr * _cosine_lr(step, s.steps, s.warmup)
         scenes, imgs = data.batch(step * s.batch, s.batch)
         # Only the caption is dropped: the silhouette stays, as it will at sampling time under CFG.
-        captions = ["" if rng.random() < s.cfg_drop else sc.caption for sc in scenes]
-        text = _encode_captions(pipe, captions)
+        drop = [rng.random() < s.cfg_drop for _ in scenes]
+        with torch.no_grad():
+            _, text, _ = condition(scenes, imgs, drop, rng)
         cond = silhouette_conditioning(scenes)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            post = vae.encode(torch.from_numpy(to_tensor_range(imgs))).latent_dist
-        z0 = (post.mean.float() + post.std.float() * torch.randn(post.mean.shape, generator=g)) * scaling
-        noise = torch.randn(z0.shape, generator=g)
-        t = torch.randint(0, n_train, (s.batch,), generator=g)
-        zt = noise_sched.add_noise(z0, noise, t)
+        zt, noise, t = noised_latents(vae, imgs, scaling, noise_sched, g)
         down, mid = controlnet(zt, t, text, controlnet_cond=cond, return_dict=False)
         pred = unet(zt, t, text, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
-        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-        loss = (per * weights[t]).mean()
+        per, loss = weighted_epsilon_loss(pred, noise, t, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)

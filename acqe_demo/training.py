@@ -184,6 +184,31 @@ def v1_conditioning(text, tokenizer):
     return condition
 
 
+def min_snr_weights(noise_sched, gamma: float) -> torch.Tensor:
+    """Per-timestep loss weights ``min(SNR, gamma) / SNR`` of an epsilon-prediction objective (min-SNR-gamma)."""
+    ac = noise_sched.alphas_cumprod
+    snr = ac / (1 - ac)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+def noised_latents(vae, imgs: np.ndarray, scaling: float, noise_sched, g: torch.Generator):
+    """``(z_t, noise, t)`` for uint8 images ``imgs``: a sample of their VAE posterior (bf16 autocast) times
+    ``scaling``, noised at uniformly drawn training timesteps. Draws from ``g`` in a fixed order (posterior,
+    noise, timesteps), so a run is reproducible from its seed."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        post = vae.encode(torch.from_numpy(to_tensor_range(imgs))).latent_dist
+    z0 = (post.mean.float() + post.std.float() * torch.randn(post.mean.shape, generator=g)) * scaling
+    noise = torch.randn(z0.shape, generator=g)
+    t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(imgs),), generator=g)
+    return noise_sched.add_noise(z0, noise, t), noise, t
+
+
+def weighted_epsilon_loss(pred, noise, t, weights):
+    """``(per-sample MSE, weighted mean loss)`` of a noise prediction."""
+    per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+    return per, (per * weights[t]).mean()
+
+
 def train_unet(s: Settings, unet, texts: list, vae, condition, scaling: float, report, curve: list,
                scheduler_config: dict | None = None):
     """Train the UNet and the text encoders ``texts`` jointly. ``condition(scenes, images, drop, rng)`` returns
@@ -197,9 +222,7 @@ def train_unet(s: Settings, unet, texts: list, vae, condition, scaling: float, r
     noise_sched = DDPMScheduler(num_train_timesteps=cfg["num_train_timesteps"], beta_start=cfg["beta_start"],
                                 beta_end=cfg["beta_end"], beta_schedule=cfg["beta_schedule"],
                                 prediction_type=cfg["prediction_type"], clip_sample=False)
-    ac = noise_sched.alphas_cumprod
-    snr = ac / (1 - ac)
-    weights = torch.clamp(snr, max=s.min_snr_gamma) / snr
+    weights = min_snr_weights(noise_sched, s.min_snr_gamma)
 
     groups = [{"params": list(unet.parameters()), "lr": s.unet_lr, "weight_decay": s.weight_decay, "base": s.unet_lr}]
     for text in texts:
@@ -226,15 +249,9 @@ def train_unet(s: Settings, unet, texts: list, vae, condition, scaling: float, r
         scenes, imgs = data.batch(step * s.unet_batch, s.unet_batch)
         drop = [rng.random() < s.cfg_drop for _ in scenes]
         imgs, cond, added = condition(scenes, imgs, drop, rng)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            post = vae.encode(torch.from_numpy(to_tensor_range(imgs))).latent_dist
-        z0 = (post.mean.float() + post.std.float() * torch.randn(post.mean.shape, generator=g)) * scaling
-        noise = torch.randn(z0.shape, generator=g)
-        t = torch.randint(0, cfg["num_train_timesteps"], (s.unet_batch,), generator=g)
-        zt = noise_sched.add_noise(z0, noise, t)
+        zt, noise, t = noised_latents(vae, imgs, scaling, noise_sched, g)
         pred = unet(zt, t, cond, added_cond_kwargs=added).sample
-        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-        loss = (per * weights[t]).mean()
+        per, loss = weighted_epsilon_loss(pred, noise, t, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
