@@ -90,14 +90,18 @@ def _eval_sets(n: int, sets: int, eval_seed: int, seed_base: int = 50_000):
              [seed_base + 10_000 * k + i for i in range(n)]) for k in range(sets)]
 
 
-def _runner(pipe, steps, guidance, batch):
+def _runner(pipe, steps, guidance, batch, inputs=None):
+    """``run(captions, seeds, config) -> (uint8 images, refresh steps of the last batch)`` in batches of
+    ``batch``; ``inputs(i)``: further `denoise_and_decode` arguments for the batch starting at caption i (an
+    initial image, control images)."""
     from recat_runtime.sampling import denoise_and_decode
 
     def run(captions, seeds, config):
         imgs, fulls = [], None
         for i in range(0, len(captions), batch):
             _, im, _, _, full = denoise_and_decode(pipe, captions[i:i + batch], steps=steps, guidance=guidance,
-                                                   seeds=seeds[i:i + batch], config=config)
+                                                   seeds=seeds[i:i + batch], config=config,
+                                                   **(inputs(i) if inputs is not None else {}))
             imgs.append(np.stack([np.asarray(x.convert("RGB")) for x in im]))
             fulls = full
         return np.concatenate(imgs), list(fulls)
@@ -254,7 +258,7 @@ def cmd_img2img(a):
     from recat_runtime.api import cache_config, default_guidance
     from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.loading import load_pipeline
-    from recat_runtime.sampling import denoise_and_decode, effective_steps
+    from recat_runtime.sampling import effective_steps
 
     torch.set_num_threads(a.threads)
     meta = _meta(a.model)
@@ -268,24 +272,17 @@ def cmd_img2img(a):
         # batch i starts from the scene of the caption after its first: never an image of its own captions
         inits = [Image.fromarray(render_scene(scenes[(i + a.batch) % a.n])) for i in range(0, a.n, a.batch)]
 
-        def run(strength, cfg):
-            imgs, fulls = [], []
-            for j, i in enumerate(range(0, a.n, a.batch)):
-                _, im, _, _, full = denoise_and_decode(pipe, captions[i:i + a.batch], steps=a.steps, guidance=g,
-                                                       seeds=seeds[i:i + a.batch], config=cfg, init_image=inits[j],
-                                                       strength=strength)
-                imgs.append(np.stack([np.asarray(x.convert("RGB")) for x in im]))
-                fulls.append(len(full))
-            return np.concatenate(imgs), fulls[0]
-
         for strength in a.strengths:
-            ref, _ = run(strength, None)
+            run = _runner(pipe, a.steps, g, a.batch,
+                          inputs=lambda i, s=strength: {"init_image": inits[i // a.batch], "strength": s})
+            ref, _ = run(captions, seeds, None)
             executed = effective_steps(a.steps, strength, True)
             for b in a.budgets:
                 for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
                                   ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
                                                          sampler="ddim", guidance=g))):
-                    imgs, n_full = run(strength, cfg)
+                    imgs, full = run(captions, seeds, cfg)    # every batch runs the same tail plan
+                    n_full = len(full)
                     st = psnr_stats(imgs, ref, per_image_mse=True)
                     rows.append({"set": k, "strength": strength, "budget": b, "kind": kind, "executed": executed,
                                  "full_steps": n_full, **st})
@@ -332,7 +329,6 @@ def cmd_controlnet(a):
     from recat_runtime.api import cache_config, default_guidance
     from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.loading import load_pipeline
-    from recat_runtime.sampling import denoise_and_decode
 
     torch.set_num_threads(a.threads)
     meta = _meta(a.model)
@@ -346,28 +342,22 @@ def cmd_controlnet(a):
         scenes = metrics.eval_scenes(a.n, seed=a.eval_seed + 101 * k)
         control = [Image.fromarray(render_silhouette(sc)) for sc in scenes]
 
-        def run(cfg):
-            imgs, full = [], None
-            for i in range(0, a.n, a.batch):
-                _, im, _, _, full = denoise_and_decode(pipe, captions[i:i + a.batch], steps=a.steps, guidance=g,
-                                                       seeds=seeds[i:i + a.batch], config=cfg,
-                                                       control_image=control[i:i + a.batch],
-                                                       control_scale=a.control_scale)
-                imgs.append(np.stack([np.asarray(x.convert("RGB")) for x in im]))
-            return np.concatenate(imgs), len(full)
+        run = _runner(pipe, a.steps, g, a.batch, inputs=lambda i, c=control: {
+            "control_image": c[i:i + a.batch], "control_scale": a.control_scale})
 
         def read(kind, budget, imgs):
             acc = metrics.prompt_accuracy(scenes, metrics.read_images(classifier, imgs))
             layout.append({"set": k, "kind": kind, "budget": budget, "prompt": acc["prompt"],
                            "position": acc["attr_position"], "n": len(imgs)})
 
-        ref, _ = run(None)
+        ref, _ = run(captions, seeds, None)
         read("uncached", a.steps, ref)
         for b in a.budgets:
             for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
                               ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
                                                      sampler="ddim", guidance=g, controlnet=True))):
-                imgs, n_full = run(cfg)
+                imgs, full = run(captions, seeds, cfg)
+                n_full = len(full)
                 st = psnr_stats(imgs, ref, per_image_mse=True)
                 read(kind, b, imgs)
                 rows.append({"set": k, "budget": b, "kind": kind, "full_steps": n_full, **st})
