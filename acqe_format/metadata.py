@@ -43,6 +43,9 @@ def _int(s):
     return v
 
 
+_LEAVES = (float, int, bool, type(None))
+
+
 def check_tree(obj, max_depth: int) -> None:
     """Nesting depth and strings of the parsed value, walked without recursion or copies.
 
@@ -62,9 +65,10 @@ def check_tree(obj, max_depth: int) -> None:
                 raise MetadataError(f"JSON nesting deeper than {max_depth}")
             if isinstance(o, dict):
                 stack.extend((k, depth) for k in o.keys())
-                stack.extend((v, depth + 1) for v in o.values())
-            else:
-                stack.extend((v, depth + 1) for v in o)
+            # numbers, booleans and nulls have nothing to check: skipping them here, rather than pushing
+            # each, keeps a profile's ~600k stored numbers from costing 60 ms on every open
+            stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o)
+                         if type(v) not in _LEAVES)
 
 
 def loads_strict(text: str, max_depth: int = C.MAX_JSON_DEPTH, what: str = "metadata", want: type | None = None):

@@ -164,3 +164,12 @@ def test_stale_temporary_of_a_killed_writer_is_removed_by_the_next_convert(tmp_p
     assert time.time() - t0 < 120
     assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
     assert AcqeReader(out).read("w").shape == (64, 64)
+
+
+def test_number_leaves_are_skipped_but_nested_strings_and_depth_are_still_checked():
+    inside = [1.0] * 1000 + ["\\ud800"] + [2] * 1000
+    with pytest.raises(MetadataError, match="lone surrogate"):
+        parse_metadata(('{"a":' + json.dumps(inside).replace('"\\\\ud800"', '"\\ud800"') + "}").encode())
+    with pytest.raises(MetadataError, match="nesting deeper than 64"):
+        parse_metadata(("{\"a\":" + "[1," * 64 + "1" + "]" * 64 + "}").encode())
+    assert parse_metadata(b'{"a":[1,2.5,true,null,"x",[3]]}') == {"a": [1, 2.5, True, None, "x", [3]]}
