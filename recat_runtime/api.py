@@ -56,8 +56,8 @@ def cache_config(mode: str, *, steps: int, budget: int | None, metadata: dict | 
     steps, guidance, branch, B) when there is one, else the schedule derived from the profile's
     continuous model (:mod:`recat_runtime.cache.continuous`; any sampler, step count and budget, planned
     when the run starts, from the scheduler's timesteps), with its correction unless ``correction=False``;
-    ``controlnet``: the run is steered by a ControlNet (a derived schedule uses the ControlNet rule,
-    :data:`recat_runtime.cache.continuous.CONTROLNET_WEIGHTING`).
+    ``controlnet``: the run is steered by a ControlNet (a derived schedule uses the ControlNet rule: the
+    uniform steps, corrected from :data:`recat_runtime.cache.continuous.CONTROLNET_CORRECTED_FROM` on).
     ``budget >= steps`` is the uncached run (None) in every mode: it needs no profile.
 
     Raises:
@@ -367,6 +367,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         raise ValueError(f"weighting must be one of auto, {', '.join(SEL.WEIGHTINGS)}; got {weighting!r}")
     if validation_samples < 0:
         raise ValueError(f"validation_samples must be >= 0, got {validation_samples}")
+    t_start = time.perf_counter()       # the reported total includes reading and decoding the model
     with AcqeReader(path) as r:
         metadata = r.metadata
     model = ModelInfo.from_metadata(metadata)
@@ -374,6 +375,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
     if prompts is None:     # one stream: profiling takes the first `samples`, validation continues it
         prompts = default_prompts(model.architecture, samples + (validation_samples if weighting == "auto" else 0))
     pipe = load_pipeline(path, device=device, torch_dtype=torch_dtype(dtype), scheduler=scheduler)
+    load_s = time.perf_counter() - t_start
     check_run(pipe, steps, height, width)        # profiling runs start from noise (or a default-size image)
     if progress:      # progress comes through the callback: no diffusers bar per profiling batch
         pipe.set_progress_bar_config(disable=True)
@@ -469,8 +471,8 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         "sampler": sampler, "steps": steps, "guidance": guidance, "branch": branch,
         "reused_similarity": reused, "samples": prof.get("samples"), "estimator": prof.get("estimator", ESTIMATOR),
         "weighting": weighting, "validation_samples": int(validation_samples) if validate else 0,
-        "profile_seconds": profile_s, "validation_seconds": val_s, "model_seconds": model_s,
-        "total_seconds": time.perf_counter() - t0,
+        "load_seconds": load_s, "profile_seconds": profile_s, "validation_seconds": val_s, "model_seconds": model_s,
+        "total_seconds": time.perf_counter() - t_start,
         "continuous": {k: v for k, v in (prof.get(CONTINUOUS_KEY) or {}).items() if k != "moments"} or None,
         "schedules": [{k: v for k, v in s.items() if k != "correction"} for s in schedules],
         "similarity": similarity, "metadata": new_meta, "moments": moments,

@@ -212,6 +212,7 @@ def test_convert_profile_cache_stores_an_unvalidated_profile(tmp_path):
     rc, err = run("convert", src, out, "--lossless", "-q", "--profile-cache", "--profile-steps", "10",
                   "--profile-samples", "4", "--device", "cpu")
     assert rc == 0, err
+    assert "loading the model" in err and "the conversion's" in err     # the reported cost includes the load
     with AcqeReader(str(out)) as r:
         (prof,) = r.metadata["recat"]["profiles"]
     assert prof["samples"] == 4 and prof["steps"] == 10

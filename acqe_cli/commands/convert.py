@@ -100,7 +100,8 @@ def command(src, out, bits, lossless, calibrate, objective, no_contexts, min_num
         cont = prof.get("continuous") or {}
         click.echo(f"profiled {out} for ReCaT ({prof['sampler']}, {profile_steps} steps, {prof['samples']} samples; "
                    f"weighting {cont.get('weighting')}, {cont.get('correction')} correction): "
-                   f"{prof['total_seconds']:.1f} s, {prof['total_seconds'] / max(rep.seconds, 1e-9):.2f}x the "
+                   f"{prof['total_seconds']:.1f} s (loading the model {prof['load_seconds']:.1f} s, denoising "
+                   f"{prof['profile_seconds']:.1f} s), {prof['total_seconds'] / max(rep.seconds, 1e-9):.2f}x the "
                    f"conversion's {rep.seconds:.1f} s", err=True)
     if as_json:
         click.echo(json.dumps({"out": rep.out, "file_bytes": rep.file_bytes, "values": rep.values,
