@@ -316,6 +316,37 @@ def cmd_img2img(a):
                               "summary": summary, "load_avg": os.getloadavg()}))
 
 
+# Plans a ControlNet run can be given, compared in `controlnet --rules` (tuning runs): "recat" is what
+# `acqe generate --controlnet` does; the others are candidates. Each is a RecatCacheConfig for DDIM.
+CONTROLNET_RULES = ("early05", "plain", "uniform-corrected")
+
+
+def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guidance: float):
+    from recat_runtime.api import cache_config
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache.schedules import uniform_schedule
+    from recat_runtime.cache.store import find_model
+
+    if kind == "uniform":
+        return RecatCacheConfig.uniform(steps, budget)
+    if kind in ("recat", "early05"):        # early05: the text-to-image rule
+        return cache_config("recat", steps=steps, budget=budget, metadata=meta, sampler="ddim", guidance=guidance,
+                            controlnet=kind == "recat")
+    model, profile = find_model(meta, guidance=guidance, branch=None, sampler="ddim", steps=steps)
+    if kind == "plain":
+        def plan(timesteps, start):
+            full = model.refresh_steps(np.asarray(timesteps, np.float64), budget, "none")
+            return full, model.correction(np.asarray(timesteps, np.float64), full)
+    elif kind == "uniform-corrected":       # DeepCache's steps with the profile's correction
+        def plan(timesteps, start):
+            full = uniform_schedule(len(timesteps), budget)
+            return full, model.correction(np.asarray(timesteps, np.float64), full)
+    else:
+        raise ValueError(f"unknown ControlNet rule {kind!r}")
+    plan.model = model
+    return RecatCacheConfig(steps, uniform_schedule(steps, budget), branch=int(profile["branch"]), planner=plan)
+
+
 def cmd_controlnet(a):
     """Text to image steered by the demo model's layout ControlNet (each held-out caption with its own scene's
     silhouette), uncached vs uniform caching and ReCaT at equal budgets: PSNR against the uncached ControlNet
@@ -326,8 +357,7 @@ def cmd_controlnet(a):
 
     from acqe_demo import metrics
     from acqe_demo.dataset import render_silhouette
-    from recat_runtime.api import cache_config, default_guidance
-    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.api import default_guidance
     from recat_runtime.loading import load_pipeline
 
     torch.set_num_threads(a.threads)
@@ -353,9 +383,8 @@ def cmd_controlnet(a):
         ref, _ = run(captions, seeds, None)
         read("uncached", a.steps, ref)
         for b in a.budgets:
-            for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
-                              ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
-                                                     sampler="ddim", guidance=g, controlnet=True))):
+            for kind in ("uniform", "recat", *a.rules):
+                cfg = _controlnet_rule_config(kind, a.steps, b, meta, g)
                 imgs, full = run(captions, seeds, cfg)
                 n_full = len(full)
                 st = psnr_stats(imgs, ref, per_image_mse=True)
@@ -375,15 +404,16 @@ def cmd_controlnet(a):
     print(f"| {a.steps} of {a.steps} | uncached | (reference) | | {p_ref[0]:.3f} / {p_ref[1]:.3f} | | |")
     summary = []
     for b in a.budgets:
+        kinds = ("uniform", "recat", *a.rules)
         mse = {kind: np.concatenate([r["mse"] for r in rows if r["kind"] == kind and r["budget"] == b])
-               for kind in ("uniform", "recat")}
-        v = paired_difference(mse["recat"], mse["uniform"])
-        for kind in ("uniform", "recat"):
+               for kind in kinds}
+        for kind in kinds:
+            v = None if kind == "uniform" else paired_difference(mse[kind], mse["uniform"])
             st, p_k = mse_stats(mse[kind]), pos(acc(kind, b))
             summary.append({"budget": b, "kind": kind, **st, "position": p_k[0], "prompt": p_k[1],
-                            **({"versus_uniform": v} if kind == "recat" else {})})
+                            **({"versus_uniform": v} if v is not None else {})})
             diff = (f"{v['mean']:+.2f} [{v['mean_ci'][0]:+.2f}, {v['mean_ci'][1]:+.2f}] | {v['pooled']:+.2f} "
-                    f"[{v['pooled_ci'][0]:+.2f}, {v['pooled_ci'][1]:+.2f}]") if kind == "recat" else " | "
+                    f"[{v['pooled_ci'][0]:+.2f}, {v['pooled_ci'][1]:+.2f}]") if v is not None else " | "
             print(f"| {b} of {a.steps} | {kind} | {st['psnr']:.2f} / {st['psnr_pooled']:.2f} | {st['below_20db']} of "
                   f"{st['n']} | {p_k[0]:.3f} / {p_k[1]:.3f} | {diff} |")
     for r in rows:
@@ -585,6 +615,9 @@ def main(argv=None):
     c.add_argument("--steps", type=int, default=50)
     c.add_argument("--budgets", type=int, nargs="+", default=[5, 7, 10])
     c.add_argument("--sets", type=int, default=3)
+    c.add_argument("--rules", nargs="*", default=[], choices=CONTROLNET_RULES,
+                   help="candidate plans to run beside uniform and ReCaT's (tuning runs: pass --eval-seed "
+                        "777878 --seed-base 910000)")
     cs = sub.add_parser("controlnet-speed")
     cs.add_argument("--model", required=True, help=f"a .acqe file, or {SD14_STANDIN!r}")
     cs.add_argument("--controlnet", default=None, help="a ControlNet folder (default: one made from the UNet)")

@@ -229,24 +229,34 @@ def test_partial_runs_follow_the_partial_run_rule(kind):
 
 @pytest.mark.parametrize("kind", ["affine", "trend"])
 def test_controlnet_runs_follow_the_controlnet_rule(kind):
-    """A whole run steered by a ControlNet is the optimum with CONTROLNET_WEIGHTING and the model's
-    correction for those steps; `cache_config(controlnet=True)` plans it; without a ControlNet the model's
-    own weighting decides."""
+    """A whole run steered by a ControlNet refreshes at the uniform steps, with the model's correction for
+    them from CONTROLNET_CORRECTED_FROM full steps on and none below; `cache_config(controlnet=True)` plans
+    it; without a ControlNet the model's optimum decides; a partial run keeps the partial-run rule."""
     from recat_runtime.api import cache_config
-    from recat_runtime.cache.continuous import CONTROLNET_WEIGHTING, MIN_MODELLED_BUDGET
+    from recat_runtime.cache.continuous import CONTROLNET_CORRECTED_FROM, MIN_MODELLED_BUDGET
+    from recat_runtime.cache.schedules import uniform_schedule
 
     model = _synthetic_model(p=30, kind=kind, weighting="early05")
     ts = _grid(50)["ddim"]
     differs = False
-    for budget in range(MIN_MODELLED_BUDGET, 40, 3):
+    for budget in range(1, 50):
         full, corr = model.planner(50, budget, controlnet=True)(ts, 0)
-        assert full == model.refresh_steps(ts, budget, CONTROLNET_WEIGHTING)
-        ref = model.correction(ts, full)
-        np.testing.assert_array_equal(corr.scale, ref.scale)
+        assert full == uniform_schedule(50, budget)
+        if budget < CONTROLNET_CORRECTED_FROM:
+            assert corr is None
+        else:
+            ref = model.correction(ts, full)
+            np.testing.assert_array_equal(corr.scale, ref.scale)
         plain, _ = model.planner(50, budget)(ts, 0)
-        assert plain == model.refresh_steps(ts, budget)
+        if budget >= MIN_MODELLED_BUDGET:
+            assert plain == model.refresh_steps(ts, budget)
         differs |= plain != full
-    assert differs, "the ControlNet weighting changed nothing: the test does not see the rule"
+    assert differs, "the ControlNet rule changed nothing: the test does not see the rule"
+    for start in (10, 25):      # img2img has no ControlNet here, but a planner must not mix the rules
+        (full_c, corr_c), (full_p, corr_p) = model.planner(50, 20, controlnet=True)(ts, start), \
+            model.planner(50, 20)(ts, start)
+        assert full_c == full_p
+        np.testing.assert_array_equal(corr_c.scale, corr_p.scale)
     meta = with_profile({}, {"sampler": "ddim", "steps": 30, "guidance": 4.0, "branch": 0,
                              "similarity": model.similarity, "continuous": model.to_json()}, [])
     for controlnet in (False, True):

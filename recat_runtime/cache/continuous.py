@@ -35,7 +35,7 @@ from recat_runtime.cache.profile import (PairMoments, correction_from_moments, r
 from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
 
 __all__ = ["ScheduleModel", "WEIGHTINGS", "timestep_weights", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET",
-           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW", "CONTROLNET_WEIGHTING"]
+           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW", "CONTROLNET_CORRECTED_FROM"]
 
 # Per-step weights of the cost in continuous time, name -> (end, q):
 # - "late": w(t) = ((T - t + 1) / T)^q, the less noisy steps weigh more: errors made there have fewer
@@ -79,14 +79,19 @@ MIN_MODELLED_BUDGET = 5
 #   mean PSNR over uniform caching.
 PARTIAL_WEIGHTING = "none"
 PARTIAL_UNIFORM_BELOW = 0.5
-# A run steered by a ControlNet plans its refresh steps with this weighting. early05 weighs the noisy steps,
-# where a text-to-image run's layout forms; a ControlNet fixes the layout from its control image, and with
-# early05 ReCaT fell below uniform caching on mean PSNR at 5-8 of 50. On 128 tuning images of the demo
-# model's layout ControlNet (captions eval_scenes(64, 777878 + 101 k), k = 0, 1; disjoint from the held-out
-# sets) the plain weighting had the higher mean PSNR at every budget 5-12 of 50 (+0.4 ... +5.5 dB over
-# uniform, +1.6 ... +4.0 over early05) and the higher sum of (mean + pooled) / 2; then checked on the
-# held-out sets (bench/RESULTS.md, "ControlNet with caching on a trained ControlNet").
-CONTROLNET_WEIGHTING = "none"
+# A run steered by a ControlNet refreshes at DeepCache's evenly spread steps, with the profile's correction
+# from CONTROLNET_CORRECTED_FROM full steps on and uncorrected below. The profile models text-to-image
+# trajectories: early05 guards the noisy steps where their layout forms, which a ControlNet fixes from its
+# control image (with early05 ReCaT fell below uniform caching on mean PSNR at 5-8 of 50). On 128 tuning
+# images of the demo model's layout ControlNet (captions eval_scenes(64, 777878 + 101 k), k = 0, 1; disjoint
+# from the held-out sets; DDIM 50; bench/RESULTS.md, "ControlNet with caching on a trained ControlNet"), of
+# the plans tried (the optimum with early05 or with the plain weighting, uniform, uniform with the
+# correction) the corrected uniform steps had the highest mean PSNR at every budget 5-12 of 50 (+1.5 ...
+# +5.5 dB over uniform, +0.5 ... +1.8 over the plain optimum), and with the correction off below 7 full
+# steps (where it turned 3-4 of 128 images to other content against uncorrected uniform's 0-3) the highest
+# sum over budgets of (mean + pooled PSNR) / 2: 251.9 against 245.7 for the plain optimum and 196 ... 199
+# for the others over 5-10. Like MIN_MODELLED_BUDGET, a count of full steps, tuned on 50-step runs.
+CONTROLNET_CORRECTED_FROM = 7
 # The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
 # a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.
 TREND_PLAN_MAX_STEPS = 200
@@ -207,7 +212,7 @@ class ScheduleModel:
         optimum and its correction, or below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected.
         ``partial``: ``timesteps`` are the tail a partial run executes (img2img, inpainting), planned by the
         partial-run rule (:data:`PARTIAL_WEIGHTING`, :data:`PARTIAL_UNIFORM_BELOW`). ``controlnet``: a whole
-        run steered by a ControlNet, planned with :data:`CONTROLNET_WEIGHTING`."""
+        run steered by a ControlNet: the uniform steps, corrected from :data:`CONTROLNET_CORRECTED_FROM` on."""
         n = len(timesteps)
         if budget < 1:
             raise ValueError(f"the budget of full steps must be >= 1, got {budget}")
@@ -215,8 +220,11 @@ class ScheduleModel:
             return tuple(range(n)), None
         if budget < MIN_MODELLED_BUDGET:
             return uniform_schedule(n, budget), None
+        if controlnet and not partial:
+            full = uniform_schedule(n, budget)
+            return full, self.correction(timesteps, full) if budget >= CONTROLNET_CORRECTED_FROM else None
         if not partial:
-            full = self.refresh_steps(timesteps, budget, CONTROLNET_WEIGHTING if controlnet else None)
+            full = self.refresh_steps(timesteps, budget)
         elif float(timesteps[0]) < PARTIAL_UNIFORM_BELOW * self.num_train_timesteps:
             full = uniform_schedule(n, budget)
         else:
