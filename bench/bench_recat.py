@@ -249,11 +249,12 @@ def cmd_img2img(a):
     """Image-to-image with caching on the demo model: each held-out caption turns a rendered scene of
     *another* held-out caption into its own (one scene per batch), at ``--strengths`` (the run executes the
     last strength x S steps); uniform caching and ReCaT with the budget fraction B/S of the whole run,
-    against the uncached image-to-image output of the same file, seeds and initial images."""
+    against the uncached image-to-image output of the same file, seeds and initial images. ``--controlnet``:
+    every run steered by the layout ControlNet too (each caption by its own scene's silhouette)."""
     import torch
     from PIL import Image
 
-    from acqe_demo.dataset import render_scene
+    from acqe_demo.dataset import render_scene, render_silhouette
     from acqe_demo.metrics import eval_scenes
     from recat_runtime.api import cache_config, default_guidance
     from recat_runtime.cache import RecatCacheConfig
@@ -263,7 +264,7 @@ def cmd_img2img(a):
     torch.set_num_threads(a.threads)
     meta = _meta(a.model)
     g = default_guidance(meta)
-    pipe = load_pipeline(a.model, device="cpu", scheduler="ddim", img2img=True)
+    pipe = load_pipeline(a.model, device="cpu", scheduler="ddim", img2img=True, controlnet=a.controlnet)
     pipe.set_progress_bar_config(disable=True)
     rows = []
     t0 = time.perf_counter()
@@ -271,16 +272,20 @@ def cmd_img2img(a):
         scenes = eval_scenes(a.n, seed=a.eval_seed + 101 * k)
         # batch i starts from the scene of the caption after its first: never an image of its own captions
         inits = [Image.fromarray(render_scene(scenes[(i + a.batch) % a.n])) for i in range(0, a.n, a.batch)]
+        # with --controlnet each caption is steered by its own scene's silhouette (the layout ControlNet)
+        control = [Image.fromarray(render_silhouette(sc)) for sc in scenes] if a.controlnet else None
 
         for strength in a.strengths:
-            run = _runner(pipe, a.steps, g, a.batch,
-                          inputs=lambda i, s=strength: {"init_image": inits[i // a.batch], "strength": s})
+            run = _runner(pipe, a.steps, g, a.batch, inputs=lambda i, s=strength: {
+                "init_image": inits[i // a.batch], "strength": s,
+                **({"control_image": control[i:i + a.batch]} if control else {})})
             ref, _ = run(captions, seeds, None)
             executed = effective_steps(a.steps, strength, True)
             for b in a.budgets:
                 for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
                                   ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
-                                                         sampler="ddim", guidance=g))):
+                                                         sampler="ddim", guidance=g,
+                                                         controlnet=a.controlnet is not None))):
                     imgs, full = run(captions, seeds, cfg)    # every batch runs the same tail plan
                     n_full = len(full)
                     st = psnr_stats(imgs, ref, per_image_mse=True)
@@ -311,9 +316,9 @@ def cmd_img2img(a):
                       f"{r['psnr']:.2f} / {r['psnr_pooled']:.2f} | {r['below_20db']} of {r['n']} | {diff} |")
     for r in rows:
         r.pop("mse")
-    print("wrote", save_json(a.out_name or "recat_img2img.json",
-                             {"model": a.model, "steps": a.steps, "sets": a.sets, "n": a.n, "rows": rows,
-                              "summary": summary, "load_avg": os.getloadavg()}))
+    name = a.out_name or ("recat_img2img_controlnet.json" if a.controlnet else "recat_img2img.json")
+    print("wrote", save_json(name, {"model": a.model, "controlnet": a.controlnet, "steps": a.steps, "sets": a.sets,
+                                    "n": a.n, "rows": rows, "summary": summary, "load_avg": os.getloadavg()}))
 
 
 # Plans a ControlNet run can be given, compared in `controlnet --rules` (tuning runs): "recat" is what
@@ -608,6 +613,8 @@ def main(argv=None):
     i.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.75])
     i.add_argument("--budgets", type=int, nargs="+", default=[7, 10])
     i.add_argument("--sets", type=int, default=3)
+    i.add_argument("--controlnet", default=None,
+                   help="a ControlNet folder (acqe_demo/weights/shapes-controlnet): image to image steered by it")
     c = sub.add_parser("controlnet")
     _held_out_args(c, n=64, batch=16)
     c.add_argument("--controlnet", default=os.path.join(ROOT, "acqe_demo", "weights", "shapes-controlnet"))

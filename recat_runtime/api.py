@@ -130,14 +130,15 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     inpainting models, with an initial image; without it an inpainting model repaints everything.
 
     ``controlnet`` (a diffusers ControlNet folder) with ``control_image`` (a path or a PIL image, resized to
-    the run's size) and ``control_scale`` steers text to image with a ControlNet (`recat_runtime.controlnet`);
-    caching works with it (a cached step applies the residuals of the skips it runs).
+    the run's size) and ``control_scale`` steers the run with a ControlNet (`recat_runtime.controlnet`), from
+    noise or with ``init_image`` from an initial image (not with an inpainting model); caching works with it
+    (a cached step applies the residuals of the skips it runs).
 
     Raises:
         ImageInputError: no initial image for a model that needs one, an unreadable image, or a mask without
             an initial image or for a model that does not inpaint.
-        ControlNetError: a ControlNet without a control image or with an initial image, a control image without
-            a ControlNet, or a ControlNet that cannot be read or does not fit the model.
+        ControlNetError: a ControlNet without a control image, a control image without a ControlNet, a model
+            that takes no ControlNet, or a ControlNet that cannot be read or does not fit the model.
     """
     from acqe_format import AcqeReader
     from acqe_format.model import architectures
@@ -157,7 +158,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
     if (controlnet is None) != (control_image is None):
         raise ControlNetError("a ControlNet needs a control image" if control_image is None
                               else "a control image needs a ControlNet")
-    if controlnet is not None:      # (with an initial image: load_pipeline refuses it before reading weights)
+    if controlnet is not None:
         if not (math.isfinite(control_scale) and control_scale >= 0):
             raise ControlNetError(f"the ControlNet scale must be finite and >= 0, got {control_scale}")
         control_image = _open_image(control_image, "control image")

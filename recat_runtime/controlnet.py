@@ -4,7 +4,8 @@ A ControlNet comes as a diffusers folder (``config.json`` and ``diffusion_pytorc
 ``ControlNetModel.save_pretrained`` writes it and as published ControlNets ship). It is read offline and from
 safetensors only (a pickle is never unpickled), checked against the UNet it will steer before it runs, and
 put with the pipeline's own components into the architecture's ControlNet pipeline
-(`acqe_format.model.architectures.Architecture.controlnet_pipeline`).
+(`acqe_format.model.architectures.Architecture.controlnet_pipeline`, or ``controlnet_img2img_pipeline`` for a
+run from an initial image).
 
 Caching works on top (`recat_runtime.cache.hook`): a full step passes the ControlNet's residuals to the whole
 UNet; a cached step adds those of the shallow skips it runs and drops the rest (their blocks do not run).

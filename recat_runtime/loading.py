@@ -343,23 +343,24 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
         img2img: the architecture's image-to-image pipeline instead (``StableDiffusionImg2ImgPipeline``,
             ``StableDiffusionXLImg2ImgPipeline``; the inpainting and refiner pipelines take images anyway).
         controlnet: a diffusers ControlNet folder: the architecture's ControlNet pipeline instead
-            (``StableDiffusionControlNetPipeline``, ``StableDiffusionXLControlNetPipeline``; text to image),
+            (``StableDiffusionControlNetPipeline``, ``StableDiffusionXLControlNetPipeline``; with ``img2img``
+            ``StableDiffusionControlNetImg2ImgPipeline``, ``StableDiffusionXLControlNetImg2ImgPipeline``),
             the ControlNet checked against the UNet first (`recat_runtime.controlnet`).
 
     Raises:
         RuntimeLoadError: a component, config or tensor is missing or does not fit its config.
-        ControlNetError: the ControlNet cannot be read, does not fit, or asked for with ``img2img``.
+        ControlNetError: the ControlNet cannot be read or does not fit, or the architecture has no ControlNet
+            pipeline (inpainting models, the SDXL refiner).
     """
     import diffusers
 
-    if controlnet is not None and img2img:
-        raise ControlNetError("a ControlNet runs text to image here: it cannot be combined with an initial image")
     device = resolve_device(device)
     with _reader(path) as r:
         info = ModelInfo.from_metadata(r.metadata)
         spec = architectures.for_file(info)
+        control_name = spec.controlnet_img2img_pipeline if img2img else spec.controlnet_pipeline
         if controlnet is not None:       # before any tensor is decoded: the model's configs are enough
-            if spec.controlnet_pipeline is None:
+            if control_name is None:
                 raise ControlNetError(f"{spec.name} takes no ControlNet (no diffusers ControlNet pipeline fits it)")
             from recat_runtime.controlnet import check_controlnet
 
@@ -393,4 +394,4 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
 
     net = load_controlnet(controlnet, pipe.unet.config, pipe.vae_scale_factor, torch_dtype=torch_dtype,
                           device=device)
-    return controlnet_pipeline(pipe, net, spec.controlnet_pipeline)
+    return controlnet_pipeline(pipe, net, control_name)

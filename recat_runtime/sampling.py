@@ -86,7 +86,10 @@ def control_inputs(pipe, control_image, scale: float, n: int, height=None, width
     if len(images) != n:
         raise ControlNetError(f"got {len(images)} control images for {n} images")
     h, w = run_size(pipe, height, width)        # check_run ran: both are known
-    return {"image": [im.convert("RGB").resize((w, h)) for im in images], "height": h, "width": w,
+    # from noise the control image is the pipeline's `image`; from an initial image, that is `image` and
+    # the control image is `control_image`
+    key = "control_image" if "control_image" in _call_parameters(pipe) else "image"
+    return {key: [im.convert("RGB").resize((w, h)) for im in images], "height": h, "width": w,
             "controlnet_conditioning_scale": float(scale)}
 
 

@@ -110,12 +110,33 @@ def test_controlnet_from_the_command_line(models, tmp_path):
                   "--full-steps", "2", "--out", png, "-q", "--device", "cpu", "--threads", "1")
     assert rc == 0, err
     assert Image.open(png).size == (32, 32)
-    for args, msg in (((), "--controlnet and --control-image go together"),
-                      (("--init-image", img_a), "cannot be combined with --init-image")):
-        bad = tmp_path / "usage.png"
-        extra = ("--controlnet", net) if not args else ("--controlnet", net, "--control-image", img_a, *args)
-        rc, err = run("generate", acqe, "--prompt", "a", *extra, "--out", bad, "-q", "--device", "cpu")
-        assert rc == 2 and msg in err and not bad.exists(), err
+    bad = tmp_path / "usage.png"
+    rc, err = run("generate", acqe, "--prompt", "a", "--controlnet", net, "--out", bad, "-q", "--device", "cpu")
+    assert rc == 2 and "--controlnet and --control-image go together" in err and not bad.exists(), err
+    png = tmp_path / "from-image.png"       # from an initial image too
+    rc, err = run("generate", acqe, "--prompt", "a red circle", "--steps", "8", "--height", "32", "--width", "32",
+                  "--controlnet", net, "--control-image", img_a, "--init-image", img_a, "--strength", "0.5",
+                  "--cache", "recat", "--full-steps", "2", "--out", png, "-q", "--device", "cpu", "--threads", "1")
+    assert rc != 0 and "no ReCaT" in err and not png.exists(), err      # no profile in this file: one line
+    rc, err = run("generate", acqe, "--prompt", "a red circle", "--steps", "4", "--height", "32", "--width", "32",
+                  "--controlnet", net, "--control-image", img_a, "--init-image", img_a, "--strength", "0.5",
+                  "--cache", "uniform", "--full-steps", "1", "--out", png, "-q", "--device", "cpu", "--threads", "1")
+    assert rc == 0 and Image.open(png).size == (32, 32), err
+
+
+@pytest.mark.parametrize("arch", LAYOUTS)
+def test_controlnet_steers_a_run_from_an_initial_image(models, arch):
+    """With an initial image the architecture's ControlNet image-to-image pipeline runs: the control image
+    steers the tail, and caching runs it (refreshing at the first executed step)."""
+    acqe, net, (img_a, img_b) = models[arch]
+    start = dict(init_image=img_b, strength=0.75)
+    _, plain = _generate(acqe, **start)
+    _, a = _generate(acqe, controlnet=net, control_image=img_a, **start)
+    _, b = _generate(acqe, controlnet=net, control_image=img_b, **start)
+    assert np.abs(a - b).mean() > 1.0 and np.abs(a - plain).mean() > 1.0       # the control image steers
+    cached, c = _generate(acqe, controlnet=net, control_image=img_a, cache="uniform", budget=3, **start)
+    assert cached.full_steps[0] == 2 and len(cached.full_steps) < 6           # 6 of 8 steps run, some cached
+    assert _psnr(c, a) > _psnr(c, plain)
 
 
 def _copy_folder(src: str, dst: str) -> str:
@@ -259,6 +280,43 @@ def test_cached_steps_run_only_the_controlnet_residual_they_use(models, arch, gu
     assert pipe.controlnet._diffusers_hook.get_hook(RECAT_CONTROLNET_HOOK) is None     # removed with the cache
 
 
+@pytest.mark.parametrize("arch", LAYOUTS)
+def test_cached_steps_shorten_the_controlnet_from_an_initial_image_too(models, arch):
+    from PIL import Image
+
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache.controlnet_hook import RECAT_CONTROLNET_HOOK
+    from recat_runtime.cache.hook import apply_recat_cache, disable_recat_cache
+    from recat_runtime.loading import load_pipeline
+
+    acqe, net, (img_a, img_b) = models[arch]
+    pipe = load_pipeline(acqe, device="cpu", controlnet=net, img2img=True)
+    assert "ControlNetImg2Img" in type(pipe).__name__
+    pipe.set_progress_bar_config(disable=True)
+    control, init = Image.open(img_a).convert("RGB"), Image.open(img_b).convert("RGB")
+
+    def run(shorten: bool):
+        # on the pipeline both times (the UNet hook reads the scheduler's timesteps to place a partial run),
+        # the ControlNet's hook taken off for the reference
+        apply_recat_cache(pipe, RecatCacheConfig.uniform(8, 3))
+        try:
+            if not shorten:
+                pipe.controlnet._diffusers_hook.remove_hook(RECAT_CONTROLNET_HOOK, recurse=False)
+            hook = getattr(pipe.controlnet, "_diffusers_hook", None)
+            with torch.inference_mode():
+                out = pipe(["a red circle"], image=init, control_image=control, strength=0.75, num_inference_steps=8,
+                           height=32, width=32, guidance_scale=3.0, controlnet_conditioning_scale=0.7,
+                           generator=[torch.Generator().manual_seed(3)], output_type="latent").images
+            return out, None if hook is None else hook.get_hook(RECAT_CONTROLNET_HOOK)
+        finally:
+            disable_recat_cache(pipe)
+
+    short, cn_hook = run(True)
+    whole, none = run(False)
+    assert none is None and cn_hook.shallow_calls > 0 and cn_hook.full_calls + cn_hook.shallow_calls == 6
+    assert torch.equal(short, whole)
+
+
 def test_a_bad_controlnet_is_refused_before_the_model_is_decoded(models, tmp_path, monkeypatch):
     """The ControlNet is checked against the file's configs before any of the model's tensors is decoded."""
     from recat_runtime import loading
@@ -277,3 +335,15 @@ def test_a_bad_controlnet_is_refused_before_the_model_is_decoded(models, tmp_pat
     with pytest.raises(ControlNetError, match="has no tensor"):
         _drop_a_tensor(_copy_folder(net, str(tmp_path / "short")))
         loading.load_pipeline(acqe, device="cpu", controlnet=str(tmp_path / "short"))
+
+
+def test_every_pipeline_an_architecture_names_is_in_diffusers():
+    import diffusers
+
+    from acqe_format.model.architectures import ARCHITECTURES
+
+    for spec in ARCHITECTURES.values():
+        names = (spec.pipeline, spec.img2img_pipeline, spec.controlnet_pipeline, spec.controlnet_img2img_pipeline)
+        for name in filter(None, names):
+            assert hasattr(diffusers, name), (spec.name, name)
+        assert (spec.controlnet_pipeline is None) == (spec.controlnet_img2img_pipeline is None), spec.name

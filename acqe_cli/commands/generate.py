@@ -23,6 +23,8 @@ Examples:
   acqe generate sd-inpainting.acqe --prompt "a red circle" --init-image photo.png --mask mask.png --out fixed.png
   acqe generate model.acqe --prompt "a red circle" --controlnet shapes-controlnet/ --control-image layout.png \
       --cache recat --full-steps 10 --out steered.png
+  acqe generate model.acqe --prompt "a red circle" --init-image sketch.png --strength 0.6 \
+      --controlnet shapes-controlnet/ --control-image layout.png --out restyled.png
 """
 
 
@@ -86,8 +88,9 @@ def _grid(images, cols: int):
               help="inpainting models, with --init-image: white is repainted, black kept (resized like the "
                    "image; default: repaint everything)")
 @click.option("--controlnet", type=click.Path(exists=True, file_okay=False, path_type=str), default=None,
-              help="steer text to image with this ControlNet (a diffusers folder: config.json and "
-                   "diffusion_pytorch_model.safetensors); needs --control-image; works with --cache")
+              help="steer the run with this ControlNet (a diffusers folder: config.json and "
+                   "diffusion_pytorch_model.safetensors), from noise or from --init-image; needs --control-image; "
+                   "works with --cache")
 @click.option("--control-image", type=click.Path(exists=True, dir_okay=False, path_type=str), default=None,
               help="with --controlnet: the conditioning image (edges, depth, pose, ...; resized to the output size)")
 @click.option("--control-scale", type=checks.FiniteFloat(0.0, 10.0), default=1.0, show_default=True,
@@ -129,8 +132,6 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
         raise click.UsageError("--mask needs --init-image (the image to inpaint)")
     if (controlnet is None) != (control_image is None):
         raise click.UsageError("--controlnet and --control-image go together")
-    if controlnet is not None and init_image is not None:
-        raise click.UsageError("--controlnet runs text to image: it cannot be combined with --init-image")
     if strength is not None and strength <= 0:
         raise click.UsageError("--strength must be above 0")
     strength = 0.8 if strength is None else strength

@@ -54,8 +54,10 @@ class Architecture:
     prefixes: dict[str, dict[str, str]] = field(default_factory=lambda: SD_V1_PREFIXES)
     pipeline: str = "StableDiffusionPipeline"     # the diffusers pipeline class that runs it
     img2img_pipeline: str = "StableDiffusionImg2ImgPipeline"
-    # the diffusers pipeline that runs it with a ControlNet (None: no ControlNet pipeline fits it)
+    # the diffusers pipelines that run it with a ControlNet, from noise and from an initial image (None: no
+    # ControlNet pipeline fits it)
     controlnet_pipeline: str | None = "StableDiffusionControlNetPipeline"
+    controlnet_img2img_pipeline: str | None = "StableDiffusionControlNetImg2ImgPipeline"
     prediction_type: str = "epsilon"
     # text encoders whose LDM tensors use OpenCLIP's names (resblocks, in_proj), not transformers'
     openclip: frozenset = frozenset()
@@ -80,7 +82,7 @@ SD_V1_INPAINT = Architecture("stable-diffusion-v1-inpainting", "sd-v1", 7.5,
                              "SD v1.x inpainting (9-channel conv_in: latents, mask, masked-image latents)",
                              pipeline="StableDiffusionInpaintPipeline",
                              img2img_pipeline="StableDiffusionInpaintPipeline", controlnet_pipeline=None,
-                             in_channels=9)
+                             controlnet_img2img_pipeline=None, in_channels=9)
 # The built-in demo model (acqe_demo): SD v1's parts scaled down, trained for guidance 4.
 SHAPES_SD_V1 = Architecture("acqe-shapes-sd-v1", "sd-v1", 4.0, "the built-in shapes demo model (SD v1 layout)")
 SD_V2_BASE = Architecture("stable-diffusion-2-base", "sd-v2", 7.5,
@@ -97,6 +99,7 @@ SDXL_BASE = Architecture("stable-diffusion-xl-base", "sdxl", 5.0,
                          prefixes=SDXL_BASE_PREFIXES, pipeline="StableDiffusionXLPipeline",
                          img2img_pipeline="StableDiffusionXLImg2ImgPipeline",
                          controlnet_pipeline="StableDiffusionXLControlNetPipeline",
+                         controlnet_img2img_pipeline="StableDiffusionXLControlNetImg2ImgPipeline",
                          openclip=frozenset({Component.TEXT_ENCODER_2}),
                          pad_tokens={Component.TOKENIZER: CLIP_PAD, Component.TOKENIZER_2: OPENCLIP_PAD},
                          image_size=1024, vae_scaling_factor=0.13025, vae_force_upcast=True)
@@ -104,7 +107,7 @@ SDXL_REFINER = Architecture("stable-diffusion-xl-refiner", "sdxl", 5.0,
                             "SDXL refiner (OpenCLIP-bigG only, aesthetic-score conditioning; image to image)",
                             prefixes=SDXL_REFINER_PREFIXES, pipeline="StableDiffusionXLImg2ImgPipeline",
                             img2img_pipeline="StableDiffusionXLImg2ImgPipeline", controlnet_pipeline=None,
-                            openclip=frozenset({Component.TEXT_ENCODER_2}),
+                            controlnet_img2img_pipeline=None, openclip=frozenset({Component.TEXT_ENCODER_2}),
                             pad_tokens={Component.TOKENIZER_2: OPENCLIP_PAD},
                             image_size=1024, vae_scaling_factor=0.13025, vae_force_upcast=True)
 
@@ -116,6 +119,7 @@ SHAPES_SDXL = Architecture("acqe-shapes-sdxl", "sdxl", 4.0,
                            prefixes=SDXL_BASE_PREFIXES, pipeline="StableDiffusionXLPipeline",
                            img2img_pipeline="StableDiffusionXLImg2ImgPipeline",
                            controlnet_pipeline="StableDiffusionXLControlNetPipeline",
+                           controlnet_img2img_pipeline="StableDiffusionXLControlNetImg2ImgPipeline",
                            openclip=frozenset({Component.TEXT_ENCODER_2}),
                            pad_tokens={Component.TOKENIZER: CLIP_PAD, Component.TOKENIZER_2: OPENCLIP_PAD},
                            image_size=32, vae_scaling_factor=0.6386)
