@@ -347,3 +347,23 @@ def test_every_pipeline_an_architecture_names_is_in_diffusers():
         for name in filter(None, names):
             assert hasattr(diffusers, name), (spec.name, name)
         assert (spec.controlnet_pipeline is None) == (spec.controlnet_img2img_pipeline is None), spec.name
+
+
+def test_a_model_without_a_controlnet_pipeline_refuses_one_in_one_line(models, tmp_path):
+    """An inpainting model takes no ControlNet (no diffusers pipeline fits its 9-channel UNet here): one line and
+    exit 1, from noise and from an initial image, no image written."""
+    from recat_runtime.errors import ControlNetError
+    from recat_runtime.loading import load_pipeline
+
+    _, net, (img_a, _) = models["stable-diffusion-v1-family"]
+    src, acqe = str(tmp_path / "inpaint.safetensors"), str(tmp_path / "inpaint.acqe")
+    write_ldm(src, "stable-diffusion-v1-inpainting")
+    rc, err = run("convert", src, acqe, "--lossless", "-q")
+    assert rc == 0, err
+    for img2img in (False, True):
+        with pytest.raises(ControlNetError, match="takes no ControlNet"):
+            load_pipeline(acqe, device="cpu", controlnet=net, img2img=img2img)
+    png = tmp_path / "x.png"
+    rc, err = run("generate", acqe, "--prompt", "a", "--init-image", img_a, "--controlnet", net, "--control-image",
+                  img_a, "--out", png, "-q", "--device", "cpu")
+    assert rc == 1 and "takes no ControlNet" in err and len(err.strip().splitlines()) == 1 and not png.exists(), err
