@@ -338,16 +338,18 @@ def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guid
         return cache_config("recat", steps=steps, budget=budget, metadata=meta, sampler="ddim", guidance=guidance,
                             controlnet=kind == "recat")
     model, profile = find_model(meta, guidance=guidance, branch=None, sampler="ddim", steps=steps)
-    if kind == "plain":
-        def plan(timesteps, start):
-            full = model.refresh_steps(np.asarray(timesteps, np.float64), budget, "none")
-            return full, model.correction(np.asarray(timesteps, np.float64), full)
-    elif kind == "uniform-corrected":       # DeepCache's steps with the profile's correction
-        def plan(timesteps, start):
-            full = uniform_schedule(len(timesteps), budget)
-            return full, model.correction(np.asarray(timesteps, np.float64), full)
-    else:
+    refresh_steps = {       # both keep the profile's correction for the steps they pick
+        "plain": lambda ts: model.refresh_steps(ts, budget, "none"),
+        "uniform-corrected": lambda ts: uniform_schedule(len(ts), budget),      # DeepCache's steps
+    }.get(kind)
+    if refresh_steps is None:
         raise ValueError(f"unknown ControlNet rule {kind!r}")
+
+    def plan(timesteps, start):
+        ts = np.asarray(timesteps, np.float64)
+        full = refresh_steps(ts)
+        return full, model.correction(ts, full)
+
     plan.model = model
     return RecatCacheConfig(steps, uniform_schedule(steps, budget), branch=int(profile["branch"]), planner=plan)
 

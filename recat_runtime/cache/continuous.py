@@ -84,7 +84,7 @@ PARTIAL_UNIFORM_BELOW = 0.5
 # trajectories: early05 guards the noisy steps where their layout forms, which a ControlNet fixes from its
 # control image (with early05 ReCaT fell below uniform caching on mean PSNR at 5-8 of 50). On 128 tuning
 # images of the demo model's layout ControlNet (captions eval_scenes(64, 777878 + 101 k), k = 0, 1; disjoint
-# from the held-out sets; DDIM 50; bench/RESULTS.md, "ControlNet with caching on a trained ControlNet"), of
+# from the held-out sets; DDIM 50; bench/RESULTS.md, "ControlNet runs refresh evenly and keep the correction"), of
 # the plans tried (the optimum with early05 or with the plain weighting, uniform, uniform with the
 # correction) the corrected uniform steps had the highest mean PSNR at every budget 5-12 of 50 (+1.5 ...
 # +5.5 dB over uniform, +0.5 ... +1.8 over the plain optimum), and with the correction off below 7 full
