@@ -255,6 +255,7 @@ class AcqeReader:
                              for a, b in zip(self._tensors, self._tensors[1:] + [None])}
         # 7. metadata
         self.metadata = parse_metadata(self._section_contents(m, "METADATA"))
+        self._model_info = None
         self._assets = None
         self.decoded_bytes = sum(t.numel * dtypes.itemsize(t.decoded_dtype) for t in self._tensors)
         if self._max_decoded is None:
@@ -453,6 +454,17 @@ class AcqeReader:
             s = self._by_kind.get(C.SectionKind.ASSETS)
             self._assets = {} if s is None else unpack_assets(self._section_bytes(s, "ASSETS"))
         return dict(self._assets)
+
+    @property
+    def model_info(self):
+        """The model conventions of :attr:`metadata` (an `acqe_format.model.ModelInfo`): checked against the
+        metadata schema once per open reader (a runtime's loaders each ask for them; the check walks the
+        whole metadata, ReCaT profiles included). MetadataError when they do not hold."""
+        if self._model_info is None:
+            from acqe_format.model import ModelInfo      # the model layer sits above the container
+
+            self._model_info = ModelInfo.from_metadata(self.metadata)
+        return self._model_info
 
     # --- decoding ------------------------------------------------------------------------------
     def stored_payload(self, name: str) -> memoryview:

@@ -27,7 +27,7 @@ import torch
 
 from acqe_format import AcqeReader, dtypes
 from acqe_format.constants import CodecId
-from acqe_format.model import Component, ModelInfo, Naming, architectures
+from acqe_format.model import Component, Naming, architectures
 from recat_runtime.devices import default_device, resolve_device
 from recat_runtime import preflight
 from recat_runtime.tokenizer import check_tokenizer_fits
@@ -96,7 +96,7 @@ def load_acqe_state_dict(path_or_reader, *, component: str | None = None, torch_
     """
     threads = threads or os.cpu_count() or 1
     with _reader(path_or_reader) as r:
-        prefix = ModelInfo.from_metadata(r.metadata).prefix(component) if component else ""
+        prefix = r.model_info.prefix(component) if component else ""
         infos = {t.name: t for t in r.tensors if t.name.startswith(prefix)
                  and (only is None or (t.name[len(prefix):] if strip_prefix else t.name) in only)}
         out: dict[str, torch.Tensor] = {}
@@ -231,7 +231,7 @@ def _convert(convert, state: dict, component: str) -> dict:
 
 def _load_component(path_or_reader, component: str, torch_dtype, device, threads, compact: bool = False):
     with _reader(path_or_reader) as r:
-        info = ModelInfo.from_metadata(r.metadata)
+        info = r.model_info
         naming = info.naming
         prefix = info.prefix(component)             # a loadable naming that names the component
         cfg = info.config(component)
@@ -299,7 +299,7 @@ def load_tokenizer(path_or_reader, component: str = Component.TOKENIZER):
     from recat_runtime.tokenizer import build_clip_tokenizer
 
     with _reader(path_or_reader) as r:
-        info = ModelInfo.from_metadata(r.metadata)
+        info = r.model_info
         files = info.tokenizer_files(r.assets, component)
     if files is None:
         pad = architectures.for_file(info).pad_tokens.get(component, architectures.CLIP_PAD)
@@ -317,7 +317,7 @@ def load_scheduler(path_or_reader, scheduler: str = "ddim"):
     if scheduler not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose from {sorted(SCHEDULERS)}")
     with _reader(path_or_reader) as r:
-        cfg = ModelInfo.from_metadata(r.metadata).configs.get(Component.SCHEDULER) or {}
+        cfg = r.model_info.configs.get(Component.SCHEDULER) or {}
     cls = getattr(diffusers, SCHEDULERS[scheduler])
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
     try:
@@ -356,7 +356,7 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
 
     device = resolve_device(device)
     with _reader(path) as r:
-        info = ModelInfo.from_metadata(r.metadata)
+        info = r.model_info
         spec = architectures.for_file(info)
         control_name = spec.controlnet_img2img_pipeline if img2img else spec.controlnet_pipeline
         if controlnet is not None:       # before any tensor is decoded: the model's configs are enough

@@ -245,6 +245,26 @@ def test_a_valid_resealed_file_still_loads_exactly(tiny, tmp_path):
     assert np.array_equal(pipe.unet.conv_out.weight.detach().numpy(), w)
 
 
+def test_a_pipeline_load_checks_the_metadata_once(tiny, monkeypatch):
+    # every component loader asks for the model conventions; the check walks the whole metadata (a ReCaT
+    # profile's moments included), so one open reader checks it once
+    from recat_runtime.loading import load_pipeline
+
+    calls = []
+    check = schema.check_metadata
+    monkeypatch.setattr(schema, "check_metadata", lambda meta: (calls.append(1), check(meta))[1])
+    load_pipeline(tiny[0], device="cpu")
+    assert len(calls) == 1
+
+
+def test_a_reader_whose_metadata_fails_the_check_refuses_it_every_time(tiny, tmp_path):
+    path = _resealed(tiny, tmp_path, lambda m: m["configs"]["unet"].update(layers_per_block=10**5))
+    with AcqeReader(path) as r:
+        for _ in range(2):      # a failed check is not remembered as a pass
+            with pytest.raises(MetadataError, match="layers_per_block"):
+                r.model_info
+
+
 def test_replace_metadata_writes_what_readers_accept(tiny, tmp_path):
     import shutil
 

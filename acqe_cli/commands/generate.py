@@ -112,10 +112,9 @@ def command(model, prompts, steps, cache, budget, seed, out, height, width, forc
     dev = resolve_device(device)
     if height is None or width is None:
         from acqe_format import AcqeReader
-        from acqe_format.model import ModelInfo
 
         with AcqeReader(model) as r:
-            default = ModelInfo.from_metadata(r.metadata).default_image_size
+            default = r.model_info.default_image_size
         if default is not None:
             height, width = height or default[0], width or default[1]
     if height and width:

@@ -83,11 +83,10 @@ def summarize(r) -> dict:
         return [C.FEATURE_NAMES.get(1 << b, f"bit{b}") for b in range(64) if mask >> b & 1]
 
     from acqe_format.errors import MetadataError
-    from acqe_format.model import ModelInfo
 
     model = None
     try:            # inspect shows a file whatever its model metadata says, and says what a loader would refuse
-        model = _model_summary(ModelInfo.from_metadata(r.metadata), r.metadata)
+        model = _model_summary(r.model_info, r.metadata)
         problem = None
     except MetadataError as e:
         problem = str(e)

@@ -26,13 +26,12 @@ def command(ctx, file, threads, quiet, max_decoded_size):
     """
     from acqe_format import AcqeError, AcqeReader
     from acqe_format.errors import DecodedSizeError
-    from acqe_format.model import ModelInfo
 
     t0 = time.perf_counter()
     try:
         with AcqeReader(file, max_decoded_bytes=max_decoded_size) as r, progress_display(quiet) as show:
             r.verify(threads=threads, progress=show)
-            ModelInfo.from_metadata(r.metadata)     # the model metadata a loader would check, too
+            r.model_info     # the model metadata a loader would check, too
             n, params, size = len(r), sum(t.numel for t in r.tensors), r.file_size
             decoded, expansion = r.decoded_bytes, r.expansion
     except DecodedSizeError as exc:
