@@ -28,7 +28,7 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 # what decides the shapes of the residuals a ControlNet hands the UNet, and what it reads: these must be the
 # UNet's own, or the first denoising step fails deep inside diffusers with a shape error (or, for
 # addition_embed_type, runs without the conditioning the weights were trained with)
-MATCHING_KEYS = ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim",
+MATCHING_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim",
                  "addition_embed_type", "addition_time_embed_dim", "projection_class_embeddings_input_dim")
 
 
@@ -54,6 +54,12 @@ def _read_config(folder: str) -> dict:
 def check_controlnet_fits(config: dict, unet_config, vae_scale_factor: int) -> None:
     """Raises ControlNetError unless a ControlNet with ``config`` fits the UNet with ``unet_config`` and a VAE
     that downsamples by ``vae_scale_factor``."""
+    # a ControlNet sees the latents before an inpainting UNet concatenates the mask and the masked image to
+    # them: the latent channels are the UNet's output channels (its input ones too, but for inpainting)
+    mine, theirs = config.get("in_channels", 4), unet_config.get("out_channels", unet_config.get("in_channels"))
+    if mine != theirs:
+        raise ControlNetError(f"the ControlNet was made for other latents: it takes {mine!r} channels, this model's "
+                              f"latents have {theirs!r}")
     for key in MATCHING_KEYS:
         mine, theirs = config.get(key), unet_config.get(key)
         if key == "block_out_channels" or isinstance(mine, (list, tuple)):

@@ -39,6 +39,10 @@ def make_controlnet(pipe, folder: str, seed: int = 0):
     torch.manual_seed(seed)
     levels = int(np.log2(pipe.vae_scale_factor)) + 1
     net = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16, 16, 16)[:levels])
+    latent = pipe.unet.config.out_channels
+    if net.conv_in.in_channels != latent:     # an inpainting UNet: its ControlNet sees the latents alone
+        net.conv_in = torch.nn.Conv2d(latent, net.conv_in.out_channels, 3, padding=1)
+        net.register_to_config(in_channels=latent)
     with torch.no_grad():
         for m in list(net.controlnet_down_blocks) + [net.controlnet_mid_block]:
             m.weight.normal_(0, 0.2)
@@ -280,40 +284,48 @@ def test_cached_steps_run_only_the_controlnet_residual_they_use(models, arch, gu
     assert pipe.controlnet._diffusers_hook.get_hook(RECAT_CONTROLNET_HOOK) is None     # removed with the cache
 
 
+def _partial_run_shortened_and_whole(pipe, **inputs):
+    """The latents of a partial run (strength 0.75 of 8 steps, 3 full) with the ControlNet shortened on cached
+    steps, the same with the whole ControlNet every step, and the ControlNet hook of the first. Caching is on the
+    pipeline both times (the UNet hook reads the scheduler's timesteps to place a partial run); the reference
+    takes the ControlNet's hook off."""
+    from recat_runtime.cache import RecatCacheConfig
+    from recat_runtime.cache.controlnet_hook import RECAT_CONTROLNET_HOOK
+    from recat_runtime.cache.hook import apply_recat_cache, disable_recat_cache
+
+    pipe.set_progress_bar_config(disable=True)
+
+    def run_(shorten: bool):
+        apply_recat_cache(pipe, RecatCacheConfig.uniform(8, 3))
+        try:
+            if not shorten:
+                pipe.controlnet._diffusers_hook.remove_hook(RECAT_CONTROLNET_HOOK, recurse=False)
+            hook = pipe.controlnet._diffusers_hook.get_hook(RECAT_CONTROLNET_HOOK)
+            with torch.inference_mode():
+                out = pipe(["a red circle"], strength=0.75, num_inference_steps=8, height=32, width=32,
+                           guidance_scale=3.0, controlnet_conditioning_scale=0.7,
+                           generator=[torch.Generator().manual_seed(3)], output_type="latent", **inputs).images
+            return out, hook
+        finally:
+            disable_recat_cache(pipe)
+
+    short, cn_hook = run_(True)
+    whole, none = run_(False)
+    assert none is None and cn_hook.shallow_calls > 0 and cn_hook.full_calls + cn_hook.shallow_calls == 6
+    return short, whole
+
+
 @pytest.mark.parametrize("arch", LAYOUTS)
 def test_cached_steps_shorten_the_controlnet_from_an_initial_image_too(models, arch):
     from PIL import Image
 
-    from recat_runtime.cache import RecatCacheConfig
-    from recat_runtime.cache.controlnet_hook import RECAT_CONTROLNET_HOOK
-    from recat_runtime.cache.hook import apply_recat_cache, disable_recat_cache
     from recat_runtime.loading import load_pipeline
 
     acqe, net, (img_a, img_b) = models[arch]
     pipe = load_pipeline(acqe, device="cpu", controlnet=net, img2img=True)
     assert "ControlNetImg2Img" in type(pipe).__name__
-    pipe.set_progress_bar_config(disable=True)
     control, init = Image.open(img_a).convert("RGB"), Image.open(img_b).convert("RGB")
-
-    def run(shorten: bool):
-        # on the pipeline both times (the UNet hook reads the scheduler's timesteps to place a partial run),
-        # the ControlNet's hook taken off for the reference
-        apply_recat_cache(pipe, RecatCacheConfig.uniform(8, 3))
-        try:
-            if not shorten:
-                pipe.controlnet._diffusers_hook.remove_hook(RECAT_CONTROLNET_HOOK, recurse=False)
-            hook = getattr(pipe.controlnet, "_diffusers_hook", None)
-            with torch.inference_mode():
-                out = pipe(["a red circle"], image=init, control_image=control, strength=0.75, num_inference_steps=8,
-                           height=32, width=32, guidance_scale=3.0, controlnet_conditioning_scale=0.7,
-                           generator=[torch.Generator().manual_seed(3)], output_type="latent").images
-            return out, None if hook is None else hook.get_hook(RECAT_CONTROLNET_HOOK)
-        finally:
-            disable_recat_cache(pipe)
-
-    short, cn_hook = run(True)
-    whole, none = run(False)
-    assert none is None and cn_hook.shallow_calls > 0 and cn_hook.full_calls + cn_hook.shallow_calls == 6
+    short, whole = _partial_run_shortened_and_whole(pipe, image=init, control_image=control)
     assert torch.equal(short, whole)
 
 
@@ -349,15 +361,92 @@ def test_every_pipeline_an_architecture_names_is_in_diffusers():
         assert (spec.controlnet_pipeline is None) == (spec.controlnet_img2img_pipeline is None), spec.name
 
 
-def test_a_model_without_a_controlnet_pipeline_refuses_one_in_one_line(models, tmp_path):
-    """An inpainting model takes no ControlNet (no diffusers pipeline fits its 9-channel UNet here): one line and
-    exit 1, from noise and from an initial image, no image written."""
+@pytest.fixture(scope="module")
+def inpainting(tmp_path_factory):
+    """(.acqe path of a tiny SD 1.x inpainting model, a ControlNet for it, control images A and B, an initial
+    image, a mask)."""
+    from PIL import Image
+
+    from recat_runtime.loading import load_pipeline
+
+    root = tmp_path_factory.mktemp("controlnet-inpaint")
+    src, acqe = str(root / "inpaint.safetensors"), str(root / "inpaint.acqe")
+    write_ldm(src, "stable-diffusion-v1-inpainting")
+    rc, err = run("convert", src, acqe, "--lossless", "-q")
+    assert rc == 0, err
+    net = make_controlnet(load_pipeline(acqe, device="cpu"), str(root / "controlnet"))
+    paths = {}
+    rng = np.random.default_rng(5)
+    for name, array in (("a", np.zeros((32, 32, 3), np.uint8)), ("b", np.zeros((32, 32, 3), np.uint8)),
+                        ("init", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)),
+                        ("mask", np.zeros((32, 32), np.uint8))):
+        paths[name] = str(root / f"{name}.png")
+        Image.fromarray(array).save(paths[name])
+    blocks = {"a": (slice(4, 16), slice(6, 20)), "b": (slice(16, 28), slice(6, 20)),
+              "mask": (slice(0, 32), slice(16, 32))}      # the mask repaints the right half
+    for name, (rows, cols) in blocks.items():
+        array = np.asarray(Image.open(paths[name])).copy()
+        array[rows, cols] = 255
+        Image.fromarray(array).save(paths[name])
+    return acqe, net, paths
+
+
+def test_an_inpainting_model_takes_a_controlnet(inpainting, tmp_path):
+    """SD 1.x inpainting runs with a ControlNet (diffusers' ControlNet inpainting pipeline: the ControlNet sees
+    the 4 latent channels, the UNet the 9): the control image steers the repainted half, scale 0 is the plain
+    inpainting run, the CLI takes --mask with --controlnet, and caching runs."""
+    acqe, net, paths = inpainting
+    kw = dict(init_image=paths["init"], mask_image=paths["mask"], strength=1.0)
+    _, plain = _generate(acqe, **kw)
+    _, a = _generate(acqe, controlnet=net, control_image=paths["a"], **kw)
+    _, b = _generate(acqe, controlnet=net, control_image=paths["b"], **kw)
+    assert np.abs(a - b).mean() > 1.0 and np.abs(a - plain).mean() > 1.0
+    _, zero = _generate(acqe, controlnet=net, control_image=paths["a"], control_scale=0.0, **kw)
+    assert np.abs(zero - plain).max() <= 1.0
+    cached, c = _generate(acqe, controlnet=net, control_image=paths["a"], cache="uniform", budget=4, **kw)
+    assert cached.full_steps == (0, 2, 4, 6) and _psnr(c, a) > _psnr(c, plain)
+    png = tmp_path / "x.png"
+    rc, err = run("generate", acqe, "--prompt", "a red circle", "--init-image", paths["init"], "--mask", paths["mask"],
+                  "--controlnet", net, "--control-image", paths["a"], "--steps", 4, "--height", 32, "--width", 32,
+                  "--out", png, "-q", "--device", "cpu")
+    assert rc == 0 and png.exists(), err
+
+
+def test_a_controlnet_for_the_inpainting_unets_9_channels_is_refused(inpainting, tmp_path):
+    # ControlNetModel.from_unet of an inpainting UNet copies its 9-channel conv_in; the pipeline hands the
+    # ControlNet 4-channel latents: refused in one line before any weight is read
     from recat_runtime.errors import ControlNetError
     from recat_runtime.loading import load_pipeline
 
-    _, net, (img_a, _) = models["stable-diffusion-v1-family"]
-    src, acqe = str(tmp_path / "inpaint.safetensors"), str(tmp_path / "inpaint.acqe")
-    write_ldm(src, "stable-diffusion-v1-inpainting")
+    acqe, net, _ = inpainting
+    folder = _copy_folder(net, str(tmp_path / "nine"))
+    _edit_config(folder, in_channels=9)
+    with pytest.raises(ControlNetError, match="takes 9 channels, this model's latents have 4"):
+        load_pipeline(acqe, device="cpu", controlnet=folder)
+
+
+def test_cached_steps_shorten_the_controlnet_when_inpainting_too(inpainting):
+    from PIL import Image
+
+    from recat_runtime.loading import load_pipeline
+
+    acqe, net, paths = inpainting
+    pipe = load_pipeline(acqe, device="cpu", controlnet=net)
+    assert type(pipe).__name__ == "StableDiffusionControlNetInpaintPipeline"
+    control, init, mask = (Image.open(paths[k]).convert("RGB") for k in ("a", "init", "mask"))
+    short, whole = _partial_run_shortened_and_whole(pipe, image=init, mask_image=mask, control_image=control)
+    assert torch.equal(short, whole)
+
+
+def test_a_model_without_a_controlnet_pipeline_refuses_one_in_one_line(models, tmp_path):
+    """The SDXL refiner takes no ControlNet (no diffusers ControlNet pipeline runs it): one line and exit 1,
+    from noise and from an initial image, no image written."""
+    from recat_runtime.errors import ControlNetError
+    from recat_runtime.loading import load_pipeline
+
+    _, net, (img_a, _) = models["stable-diffusion-xl-base"]
+    src, acqe = str(tmp_path / "refiner.safetensors"), str(tmp_path / "refiner.acqe")
+    write_ldm(src, "stable-diffusion-xl-refiner")
     rc, err = run("convert", src, acqe, "--lossless", "-q")
     assert rc == 0, err
     for img2img in (False, True):
@@ -367,3 +456,38 @@ def test_a_model_without_a_controlnet_pipeline_refuses_one_in_one_line(models, t
     rc, err = run("generate", acqe, "--prompt", "a", "--init-image", img_a, "--controlnet", net, "--control-image",
                   img_a, "--out", png, "-q", "--device", "cpu")
     assert rc == 1 and "takes no ControlNet" in err and len(err.strip().splitlines()) == 1 and not png.exists(), err
+
+
+def test_a_profile_can_follow_the_controlnet_trajectories(models):
+    # profile_similarity's `inputs` gives each minibatch its pipeline arguments (here the control images):
+    # bench_recat's `controlnet --rules cn-...` profiles a ControlNet's own trajectories with it
+    from PIL import Image
+
+    from recat_runtime.cache.profile import ProfileSettings, profile_similarity
+    from recat_runtime.loading import load_pipeline
+    from recat_runtime.sampling import control_inputs
+
+    acqe, net, (img_a, _) = models[LAYOUTS[0]]
+    plain, steered = load_pipeline(acqe, device="cpu"), load_pipeline(acqe, device="cpu", controlnet=net)
+    for p in (plain, steered):
+        p.set_progress_bar_config(disable=True)
+    settings = ProfileSettings(steps=6, samples=8, batch_size=4, height=32, width=32)
+    prompts = ["a red circle", "a blue square", "a green triangle", "a yellow cross", "two pink circles"]
+    calls = []
+
+    def inputs(scale):
+        def batch_inputs(first, n):
+            calls.append((first, n))
+            got = control_inputs(steered, Image.open(img_a), scale, n, 32, 32)
+            return {k: v for k, v in got.items() if k not in ("height", "width")}
+        return batch_inputs
+
+    sim_plain, info_plain = profile_similarity(plain, prompts, settings, collect_moments=True)
+    sim_zero, info_zero = profile_similarity(steered, prompts, settings, collect_moments=True, inputs=inputs(0.0))
+    sim_one, info_one = profile_similarity(steered, prompts, settings, collect_moments=True, inputs=inputs(1.0))
+    assert calls == [(0, 4), (4, 4)] * 2
+    # no residuals: the plain model's trajectories; with them, other ones
+    np.testing.assert_allclose(sim_zero, sim_plain, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(info_zero["moments"].s2, info_plain["moments"].s2, rtol=1e-6, atol=1e-6)
+    assert np.abs(sim_one - sim_plain).max() > 1e-3
+    assert not np.allclose(info_one["moments"].s2, info_plain["moments"].s2, rtol=1e-3)

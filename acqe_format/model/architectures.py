@@ -81,8 +81,10 @@ SD_V1_FAMILY = Architecture("stable-diffusion-v1-family", "sd-v1", 7.5,
 SD_V1_INPAINT = Architecture("stable-diffusion-v1-inpainting", "sd-v1", 7.5,
                              "SD v1.x inpainting (9-channel conv_in: latents, mask, masked-image latents)",
                              pipeline="StableDiffusionInpaintPipeline",
-                             img2img_pipeline="StableDiffusionInpaintPipeline", controlnet_pipeline=None,
-                             controlnet_img2img_pipeline=None, in_channels=9)
+                             img2img_pipeline="StableDiffusionInpaintPipeline",
+                             # its ControlNet sees the 4 latent channels, the UNet the 9 after the concatenation
+                             controlnet_pipeline="StableDiffusionControlNetInpaintPipeline",
+                             controlnet_img2img_pipeline="StableDiffusionControlNetInpaintPipeline", in_channels=9)
 # The built-in demo model (acqe_demo): SD v1's parts scaled down, trained for guidance 4.
 SHAPES_SD_V1 = Architecture("acqe-shapes-sd-v1", "sd-v1", 4.0, "the built-in shapes demo model (SD v1 layout)")
 SD_V2_BASE = Architecture("stable-diffusion-2-base", "sd-v2", 7.5,
