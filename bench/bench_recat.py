@@ -322,11 +322,14 @@ def cmd_img2img(a):
 
 
 # Plans a ControlNet run can be given, compared in `controlnet --rules` (tuning runs): "recat" is what
-# `acqe generate --controlnet` does; the others are candidates. Each is a RecatCacheConfig for DDIM.
-CONTROLNET_RULES = ("early05", "plain", "uniform-corrected")
+# `acqe generate --controlnet` does; the others are candidates. Each is a RecatCacheConfig for DDIM. The
+# "cn-" ones plan from a profile of the ControlNet's own trajectories (`--profile-samples` prompts, each with
+# its silhouette) instead of the file's text-to-image profile: the optimum with early05 or the plain
+# weighting, or DeepCache's steps with that profile's correction.
+CONTROLNET_RULES = ("early05", "plain", "uniform-corrected", "cn-early05", "cn-plain", "cn-uniform-corrected")
 
 
-def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guidance: float):
+def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guidance: float, cn_model=None):
     from recat_runtime.api import cache_config
     from recat_runtime.cache import RecatCacheConfig
     from recat_runtime.cache.schedules import uniform_schedule
@@ -338,7 +341,10 @@ def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guid
         return cache_config("recat", steps=steps, budget=budget, metadata=meta, sampler="ddim", guidance=guidance,
                             controlnet=kind == "recat")
     model, profile = find_model(meta, guidance=guidance, branch=None, sampler="ddim", steps=steps)
-    refresh_steps = {       # both keep the profile's correction for the steps they pick
+    if kind.startswith("cn-"):
+        model, kind = cn_model, kind[3:]
+    refresh_steps = {       # each keeps its profile's correction for the steps it picks
+        "early05": lambda ts: model.refresh_steps(ts, budget, "early05"),
         "plain": lambda ts: model.refresh_steps(ts, budget, "none"),
         "uniform-corrected": lambda ts: uniform_schedule(len(ts), budget),      # DeepCache's steps
     }.get(kind)
@@ -352,6 +358,36 @@ def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guid
 
     plan.model = model
     return RecatCacheConfig(steps, uniform_schedule(steps, budget), branch=int(profile["branch"]), planner=plan)
+
+
+def _controlnet_profile(pipe, a, guidance):
+    """A schedule model (trend correction) profiled on the ControlNet's own trajectories: ``a.profile_samples``
+    captions of the scenes ``eval_scenes(n, a.profile_seed)`` (a stream disjoint from the tuning and held-out
+    sets), each steered by its silhouette, seeds 0, 1, ... as `acqe convert --profile-cache` profiles."""
+    from PIL import Image
+
+    from acqe_demo.dataset import make_caption, render_silhouette
+    from acqe_demo.metrics import eval_scenes
+    from recat_runtime.cache.continuous import ScheduleModel
+    from recat_runtime.cache.profile import ProfileSettings, profile_similarity
+    from recat_runtime.sampling import control_inputs
+
+    scenes = eval_scenes(a.profile_samples, seed=a.profile_seed)
+    control = [Image.fromarray(render_silhouette(sc)) for sc in scenes]
+
+    def inputs(first, n):       # the profile passes the run's size itself
+        got = control_inputs(pipe, control[first:first + n], a.control_scale, n)
+        return {k: v for k, v in got.items() if k not in ("height", "width")}
+
+    t0 = time.perf_counter()
+    settings = ProfileSettings(steps=a.steps, guidance=guidance, samples=a.profile_samples,
+                               batch_size=a.profile_samples)
+    similarity, info = profile_similarity(pipe, [make_caption(sc) for sc in scenes], settings,
+                                          collect_moments=True, inputs=inputs)
+    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    sched.set_timesteps(a.steps)
+    print(f"profiled the ControlNet's trajectories: {a.profile_samples} samples, {time.perf_counter() - t0:.1f} s")
+    return ScheduleModel(sched.timesteps.double().numpy(), similarity, info["moments"], "early05", "trend")
 
 
 def cmd_controlnet(a):
@@ -373,6 +409,7 @@ def cmd_controlnet(a):
     pipe = load_pipeline(a.model, device="cpu", scheduler="ddim", controlnet=a.controlnet)
     pipe.set_progress_bar_config(disable=True)
     classifier = metrics.load_classifier()
+    cn_model = _controlnet_profile(pipe, a, g) if any(r.startswith("cn-") for r in a.rules) else None
     rows, layout = [], []
     t0 = time.perf_counter()
     for k, (captions, seeds) in enumerate(_eval_sets(a.n, a.sets, a.eval_seed, a.seed_base)):
@@ -391,7 +428,7 @@ def cmd_controlnet(a):
         read("uncached", a.steps, ref)
         for b in a.budgets:
             for kind in ("uniform", "recat", *a.rules):
-                cfg = _controlnet_rule_config(kind, a.steps, b, meta, g)
+                cfg = _controlnet_rule_config(kind, a.steps, b, meta, g, cn_model)
                 imgs, full = run(captions, seeds, cfg)
                 n_full = len(full)
                 st = psnr_stats(imgs, ref, per_image_mse=True)
@@ -427,7 +464,11 @@ def cmd_controlnet(a):
         r.pop("mse")
     print("wrote", save_json(a.out_name or "recat_controlnet.json",
                              {"model": a.model, "controlnet": a.controlnet, "control_scale": a.control_scale,
-                              "steps": a.steps, "sets": a.sets, "n": a.n, "rows": rows, "layout": layout,
+                              "steps": a.steps, "sets": a.sets, "n": a.n, "eval_seed": a.eval_seed,
+                              "seed_base": a.seed_base, "rules": a.rules,
+                              **({"profile_samples": a.profile_samples, "profile_seed": a.profile_seed}
+                                 if cn_model is not None else {}),
+                              "command": " ".join(["python", *sys.argv]), "rows": rows, "layout": layout,
                               "summary": summary, "load_avg": os.getloadavg()}))
 
 
@@ -627,6 +668,10 @@ def main(argv=None):
     c.add_argument("--rules", nargs="*", default=[], choices=CONTROLNET_RULES,
                    help="candidate plans to run beside uniform and ReCaT's (tuning runs: pass --eval-seed "
                         "777878 --seed-base 910000)")
+    c.add_argument("--profile-samples", type=int, default=16,
+                   help="the cn- rules: samples of the profile of the ControlNet's trajectories")
+    c.add_argument("--profile-seed", type=int, default=2468,
+                   help="the cn- rules: that profile's scenes, eval_scenes(samples, profile_seed)")
     cs = sub.add_parser("controlnet-speed")
     cs.add_argument("--model", required=True, help=f"a .acqe file, or {SD14_STANDIN!r}")
     cs.add_argument("--controlnet", default=None, help="a ControlNet folder (default: one made from the UNet)")

@@ -94,7 +94,10 @@ PARTIAL_UNIFORM_BELOW = 0.5
 # within 0.3 of each other). Like MIN_MODELLED_BUDGET, a count of full steps, tuned on 50-step runs. On the
 # 192 held-out images a budget: equal to uniform at 5-6 of 50, +3.2 / +4.9 / +4.7 dB mean at 7 / 10 / 12,
 # but at 7 two images turned (pooled -12 dB, interval containing 0); at DDIM 25, 7 and 10 of 25 above
-# uniform on mean and pooled PSNR, intervals above 0.
+# uniform on mean and pooled PSNR, intervals above 0. Plans from a profile of the ControlNet's own trajectories
+# (bench_recat.py controlnet --rules cn-...) scored below this rule on two tuning draws: its correction is
+# this one's within 0.2 dB, its optimum turns images at 5-6 of 50 (bench/RESULTS.md, "A profile of the
+# ControlNet's own trajectories does not help").
 CONTROLNET_CORRECTED_FROM = 7
 # The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
 # a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.

@@ -51,7 +51,7 @@ def sample_plan(prompts: Sequence[str], samples: int, seed: int) -> list[tuple[s
     return [(prompts[k % len(prompts)], seed + k) for k in range(samples)]
 
 
-def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheConfig, after_batch):
+def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheConfig, after_batch, inputs=None):
     plan = sample_plan(prompts, settings.samples, settings.seed)
     bs = max(1, settings.batch_size)
     batches = [plan[i : i + bs] for i in range(0, len(plan), bs)]
@@ -60,6 +60,7 @@ def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheCon
     with recat_cache(pipe, config), torch.inference_mode():
         for i, batch in enumerate(batches):
             gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
+            extra = inputs(i * bs, len(batch)) if inputs is not None else {}
             pipe(
                 [p for p, _ in batch],
                 # inpainting / refiner pipelines: their text-to-image inputs (a mask over everything, or a
@@ -71,6 +72,7 @@ def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheCon
                 height=settings.height,
                 width=settings.width,
                 output_type="latent",
+                **extra,
             )
             after_batch(len(batch))
             if settings.progress is not None:
@@ -84,12 +86,14 @@ def _gram(x: torch.Tensor) -> np.ndarray:
 
 
 def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings,
-                       collect_moments: bool = False) -> tuple[np.ndarray, dict]:
+                       collect_moments: bool = False, inputs=None) -> tuple[np.ndarray, dict]:
     """Minibatch debiased linear CKA between the branch feature at every pair of steps.
 
     With ``collect_moments``, also accumulates the per-channel cross moments of every step pair
     (:class:`PairMoments`, in ``info["moments"]``), from which the correction for *any* schedule is
     fitted without another pass (holds one minibatch's features of all steps in memory).
+    ``inputs(first, n)``: further pipeline arguments for the ``n`` samples of the plan from ``first`` on
+    (a ControlNet pipeline's control images: ``bench/bench_recat.py controlnet`` profiles its trajectories).
 
     Returns:
         ``(cka [S, S], info)`` with ``info`` = samples, minibatches, minibatch size, estimator.
@@ -123,7 +127,7 @@ def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings,
         per_step.clear()
 
     _run_batches(pipe, prompts, settings, RecatCacheConfig(s_count, branch=settings.branch, observer=observer),
-                 after_batch)
+                 after_batch, inputs)
     info = {
         "estimator": ESTIMATOR,
         "samples": acc.samples // (2 if cfg else 1),
