@@ -131,8 +131,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
 
     ``controlnet`` (a diffusers ControlNet folder) with ``control_image`` (a path or a PIL image, resized to
     the run's size) and ``control_scale`` steers the run with a ControlNet (`recat_runtime.controlnet`), from
-    noise or with ``init_image`` from an initial image (an inpainting model's ``mask_image`` too); caching works with it
-    (a cached step applies the residuals of the skips it runs).
+    noise or with ``init_image`` from an initial image (an inpainting model's ``mask_image`` too); caching
+    works with it (a cached step applies the residuals of the skips it runs).
 
     Raises:
         ImageInputError: no initial image for a model that needs one, an unreadable image, or a mask without

@@ -405,6 +405,10 @@ def test_an_inpainting_model_takes_a_controlnet(inpainting, tmp_path):
     assert np.abs(zero - plain).max() <= 1.0
     cached, c = _generate(acqe, controlnet=net, control_image=paths["a"], cache="uniform", budget=4, **kw)
     assert cached.full_steps == (0, 2, 4, 6) and _psnr(c, a) > _psnr(c, plain)
+    # without an initial image an inpainting model repaints everything: steered all the same
+    _, noise_a = _generate(acqe, controlnet=net, control_image=paths["a"])
+    _, noise_b = _generate(acqe, controlnet=net, control_image=paths["b"])
+    assert np.abs(noise_a - noise_b).mean() > 1.0
     png = tmp_path / "x.png"
     rc, err = run("generate", acqe, "--prompt", "a red circle", "--init-image", paths["init"], "--mask", paths["mask"],
                   "--controlnet", net, "--control-image", paths["a"], "--steps", 4, "--height", 32, "--width", 32,
