@@ -341,8 +341,9 @@ def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guid
         return cache_config("recat", steps=steps, budget=budget, metadata=meta, sampler="ddim", guidance=guidance,
                             controlnet=kind == "recat")
     model, profile = find_model(meta, guidance=guidance, branch=None, sampler="ddim", steps=steps)
-    if kind.startswith("cn-"):
-        model, kind = cn_model, kind[3:]
+    branch = int(profile["branch"])
+    if kind.startswith("cn-"):      # _controlnet_profile profiles branch 0 (ProfileSettings' default)
+        model, kind, branch = cn_model, kind[3:], 0
     refresh_steps = {       # each keeps its profile's correction for the steps it picks
         "early05": lambda ts: model.refresh_steps(ts, budget, "early05"),
         "plain": lambda ts: model.refresh_steps(ts, budget, "none"),
@@ -357,7 +358,7 @@ def _controlnet_rule_config(kind: str, steps: int, budget: int, meta: dict, guid
         return full, model.correction(ts, full)
 
     plan.model = model
-    return RecatCacheConfig(steps, uniform_schedule(steps, budget), branch=int(profile["branch"]), planner=plan)
+    return RecatCacheConfig(steps, uniform_schedule(steps, budget), branch=branch, planner=plan)
 
 
 def _controlnet_profile(pipe, a, guidance):
@@ -370,7 +371,7 @@ def _controlnet_profile(pipe, a, guidance):
     from acqe_demo.metrics import eval_scenes
     from recat_runtime.cache.continuous import ScheduleModel
     from recat_runtime.cache.profile import ProfileSettings, profile_similarity
-    from recat_runtime.sampling import control_inputs
+    from recat_runtime.sampling import control_inputs, run_timesteps
 
     scenes = eval_scenes(a.profile_samples, seed=a.profile_seed)
     control = [Image.fromarray(render_silhouette(sc)) for sc in scenes]
@@ -384,10 +385,8 @@ def _controlnet_profile(pipe, a, guidance):
                                batch_size=a.profile_samples)
     similarity, info = profile_similarity(pipe, [make_caption(sc) for sc in scenes], settings,
                                           collect_moments=True, inputs=inputs)
-    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    sched.set_timesteps(a.steps)
     print(f"profiled the ControlNet's trajectories: {a.profile_samples} samples, {time.perf_counter() - t0:.1f} s")
-    return ScheduleModel(sched.timesteps.double().numpy(), similarity, info["moments"], "early05", "trend")
+    return ScheduleModel(run_timesteps(pipe, a.steps), similarity, info["moments"], "early05", "trend")
 
 
 def cmd_controlnet(a):

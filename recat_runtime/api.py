@@ -27,7 +27,8 @@ from recat_runtime.cache.store import CONTINUOUS_KEY, find_model, find_profile, 
 from recat_runtime.errors import ControlNetError, ForecastConflictError, ImageInputError, NoScheduleError
 from recat_runtime.loading import load_pipeline, torch_dtype
 from recat_runtime.options import CACHE_MODES, SAMPLERS
-from recat_runtime.sampling import GenerateResult, check_run, denoise_and_decode, effective_steps, run_size
+from recat_runtime.sampling import (GenerateResult, check_run, denoise_and_decode, effective_steps, run_size,
+                                    run_timesteps)
 
 __all__ = ["default_guidance", "cache_config", "generate", "profile_cache", "GenerateResult"]
 
@@ -235,9 +236,7 @@ def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correcti
     from recat_runtime.cache.continuous import DEFAULT_WEIGHTING, ScheduleModel
     from recat_runtime.cache.select import pooled_psnr
 
-    sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    sched.set_timesteps(steps)
-    timesteps = sched.timesteps.double().numpy()
+    timesteps = run_timesteps(pipe, steps)
     if moments is not None:
         c = moments.s1.shape[1]
         if (steps * (steps + 1) + steps) * c > max_values:

@@ -9,13 +9,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from recat_runtime.cache import schedules as S
 from recat_runtime.cache.hook import RecatCacheConfig, apply_recat_cache, disable_recat_cache
 
 __all__ = ["GenerateResult", "denoise_and_decode", "synchronize", "image_inputs", "effective_steps", "check_run",
-           "default_size", "run_size"]
+           "run_timesteps", "default_size", "run_size"]
 
 
 @dataclass
@@ -117,6 +118,14 @@ def run_size(pipe, height=None, width=None) -> tuple[int | None, int | None]:
     return height or default_h, width or default_w
 
 
+def run_timesteps(pipe, steps: int) -> np.ndarray:
+    """The timestep values ``pipe``'s sampler runs in ``steps`` steps (float64), from a copy of its scheduler
+    (the pipeline's own keeps its state)."""
+    probe = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    probe.set_timesteps(steps)
+    return torch.as_tensor(probe.timesteps).double().cpu().numpy()
+
+
 def check_run(pipe, steps: int, height=None, width=None, with_image: bool = False) -> None:
     """Refuses, as a `SamplingSettingsError`, a run that diffusers would stop with a ValueError part-way in:
     more steps than the scheduler's training timesteps, or (no initial image to take the size from) an image
@@ -128,10 +137,8 @@ def check_run(pipe, steps: int, height=None, width=None, with_image: bool = Fals
     if trained is not None:
         # the scheduler's own timesteps for this run, on a copy: with SD's `steps_offset` 1 and "leading"
         # spacing, even steps == num_train_timesteps indexes one past the trained betas
-        probe = type(pipe.scheduler).from_config(pipe.scheduler.config)
         try:
-            probe.set_timesteps(steps)
-            last = float(torch.as_tensor(probe.timesteps).max())
+            last = float(run_timesteps(pipe, steps).max())
         except ValueError:
             last = float("inf")
         if not last < trained:
