@@ -344,13 +344,14 @@ def load_pipeline(path, device=None, torch_dtype=torch.float32, scheduler: str =
             ``StableDiffusionXLImg2ImgPipeline``; the inpainting and refiner pipelines take images anyway).
         controlnet: a diffusers ControlNet folder: the architecture's ControlNet pipeline instead
             (``StableDiffusionControlNetPipeline``, ``StableDiffusionXLControlNetPipeline``; with ``img2img``
-            ``StableDiffusionControlNetImg2ImgPipeline``, ``StableDiffusionXLControlNetImg2ImgPipeline``),
-            the ControlNet checked against the UNet first (`recat_runtime.controlnet`).
+            ``StableDiffusionControlNetImg2ImgPipeline``, ``StableDiffusionXLControlNetImg2ImgPipeline``;
+            ``StableDiffusionControlNetInpaintPipeline`` for SD 1.x inpainting), the ControlNet checked
+            against the UNet first (`recat_runtime.controlnet`).
 
     Raises:
         RuntimeLoadError: a component, config or tensor is missing or does not fit its config.
         ControlNetError: the ControlNet cannot be read or does not fit, or the architecture has no ControlNet
-            pipeline (inpainting models, the SDXL refiner).
+            pipeline (the SDXL refiner).
     """
     import diffusers
 
