@@ -376,9 +376,8 @@ def _controlnet_profile(pipe, a, guidance):
     scenes = eval_scenes(a.profile_samples, seed=a.profile_seed)
     control = [Image.fromarray(render_silhouette(sc)) for sc in scenes]
 
-    def inputs(first, n):       # the profile passes the run's size itself
-        got = control_inputs(pipe, control[first:first + n], a.control_scale, n)
-        return {k: v for k, v in got.items() if k not in ("height", "width")}
+    def inputs(first, n):
+        return control_inputs(pipe, control[first:first + n], a.control_scale, n)
 
     t0 = time.perf_counter()
     settings = ProfileSettings(steps=a.steps, guidance=guidance, samples=a.profile_samples,

@@ -482,8 +482,7 @@ def test_a_profile_can_follow_the_controlnet_trajectories(models):
     def inputs(scale):
         def batch_inputs(first, n):
             calls.append((first, n))
-            got = control_inputs(steered, Image.open(img_a), scale, n, 32, 32)
-            return {k: v for k, v in got.items() if k not in ("height", "width")}
+            return control_inputs(steered, Image.open(img_a), scale, n, 32, 32)
         return batch_inputs
 
     sim_plain, info_plain = profile_similarity(plain, prompts, settings, collect_moments=True)
@@ -495,3 +494,7 @@ def test_a_profile_can_follow_the_controlnet_trajectories(models):
     np.testing.assert_allclose(info_zero["moments"].s2, info_plain["moments"].s2, rtol=1e-6, atol=1e-6)
     assert np.abs(sim_one - sim_plain).max() > 1e-3
     assert not np.allclose(info_one["moments"].s2, info_plain["moments"].s2, rtol=1e-3)
+    # control images sized for another run are refused, not profiled at a size nobody asked for
+    with pytest.raises(ValueError, match="profile runs at 32 x 32 px, its inputs ask for 48 x 48"):
+        profile_similarity(steered, prompts, settings,
+                           inputs=lambda first, n: control_inputs(steered, Image.open(img_a), 1.0, n, 48, 48))

@@ -55,12 +55,18 @@ def _run_batches(pipe, prompts, settings: ProfileSettings, config: RecatCacheCon
     plan = sample_plan(prompts, settings.samples, settings.seed)
     bs = max(1, settings.batch_size)
     batches = [plan[i : i + bs] for i in range(0, len(plan), bs)]
-    from recat_runtime.sampling import image_inputs
+    from recat_runtime.sampling import image_inputs, run_size
 
+    size = run_size(pipe, settings.height, settings.width)
     with recat_cache(pipe, config), torch.inference_mode():
         for i, batch in enumerate(batches):
             gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
-            extra = inputs(i * bs, len(batch)) if inputs is not None else {}
+            extra = dict(inputs(i * bs, len(batch))) if inputs is not None else {}
+            # `control_inputs` names the run's size with the control images: it must be the profile's own
+            given = (extra.pop("height", size[0]), extra.pop("width", size[1]))
+            if given != size:
+                raise ValueError(f"the profile runs at {size[0]} x {size[1]} px, its inputs ask for "
+                                 f"{given[0]} x {given[1]}")
             pipe(
                 [p for p, _ in batch],
                 # inpainting / refiner pipelines: their text-to-image inputs (a mask over everything, or a
@@ -93,7 +99,8 @@ def profile_similarity(pipe, prompts: Sequence[str], settings: ProfileSettings,
     (:class:`PairMoments`, in ``info["moments"]``), from which the correction for *any* schedule is
     fitted without another pass (holds one minibatch's features of all steps in memory).
     ``inputs(first, n)``: further pipeline arguments for the ``n`` samples of the plan from ``first`` on
-    (a ControlNet pipeline's control images: ``bench/bench_recat.py controlnet`` profiles its trajectories).
+    (a ControlNet pipeline's control images: ``bench/bench_recat.py controlnet`` profiles its trajectories);
+    a height and width among them must be the profile's (``settings``, or the model's default size).
 
     Returns:
         ``(cka [S, S], info)`` with ``info`` = samples, minibatches, minibatch size, estimator.
