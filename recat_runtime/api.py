@@ -146,8 +146,8 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
 
     compute_dtype = torch_dtype(dtype)
     with AcqeReader(path) as r:
-        metadata = r.metadata
-    spec = architectures.for_file(ModelInfo.from_metadata(metadata))
+        metadata, model = r.metadata, r.model_info
+    spec = architectures.for_file(model)
     if init_image is None and spec.pipeline == spec.img2img_pipeline and "Inpaint" not in spec.pipeline:
         raise ImageInputError(f"{spec.name} refines images: it needs an initial image", needs_image=True)
     if mask_image is not None:
@@ -168,7 +168,7 @@ def generate(path, prompts: Sequence[str], *, steps: int = 50, cache: str = "non
         if not 0.0 < strength <= 1.0:
             raise ImageInputError(f"strength must be in (0, 1], got {strength}")
     run_steps = effective_steps(steps, strength, init_image is not None)
-    guidance = default_guidance(metadata) if guidance is None else guidance
+    guidance = model.default_guidance if guidance is None else guidance
     # resolve the schedule before paying for the load (a missing ReCaT profile fails fast)
     config = cache_config(cache, steps=run_steps, budget=budget, metadata=metadata, sampler=scheduler,
                           guidance=guidance, branch=branch, correction=correction, forecast=forecast,
@@ -369,8 +369,7 @@ def profile_cache(path, *, steps: int, budgets: Sequence[int], prompts: Sequence
         raise ValueError(f"validation_samples must be >= 0, got {validation_samples}")
     t_start = time.perf_counter()       # the reported total includes reading and decoding the model
     with AcqeReader(path) as r:
-        metadata = r.metadata
-    model = ModelInfo.from_metadata(metadata)
+        metadata, model = r.metadata, r.model_info
     guidance = model.default_guidance if guidance is None else float(guidance)
     if prompts is None:     # one stream: profiling takes the first `samples`, validation continues it
         prompts = default_prompts(model.architecture, samples + (validation_samples if weighting == "auto" else 0))

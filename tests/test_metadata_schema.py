@@ -257,6 +257,18 @@ def test_a_pipeline_load_checks_the_metadata_once(tiny, monkeypatch):
     assert len(calls) == 1
 
 
+def test_generate_checks_the_metadata_once_before_the_load_and_once_in_it(tiny, monkeypatch):
+    # generate reads the conventions first (to refuse a wrong run before paying for the load); the load
+    # opens the file again and checks what it reads
+    from recat_runtime.api import generate
+
+    calls = []
+    check = schema.check_metadata
+    monkeypatch.setattr(schema, "check_metadata", lambda meta: (calls.append(1), check(meta))[1])
+    generate(tiny[0], ["a red circle"], steps=2, device="cpu", height=32, width=32)
+    assert len(calls) == 2
+
+
 def test_a_reader_whose_metadata_fails_the_check_refuses_it_every_time(tiny, tmp_path):
     path = _resealed(tiny, tmp_path, lambda m: m["configs"]["unet"].update(layers_per_block=10**5))
     with AcqeReader(path) as r:
