@@ -134,6 +134,38 @@ def test_hook_life_cycle(pipe):
     disable_recat_cache(pipe)  # no-op
 
 
+def test_a_scheduler_that_runs_a_timestep_twice_gets_the_config_stretched_over_its_calls(pipe):
+    """PNDM (SD v1's own sampler) makes S + 1 UNet calls for S steps (its warm-up runs the second timestep
+    twice): a config for S steps spends its full steps at the same fractions of those calls, each call with
+    the correction row of the step it stands for; a scheduler without repeats keeps refusing a mismatch."""
+    from diffusers import PNDMScheduler
+
+    from recat_runtime.cache.hook import CacheCorrection
+
+    saved = pipe.scheduler
+    pipe.scheduler = PNDMScheduler.from_config(saved.config, skip_prk_steps=True)
+    try:
+        steps, channels = 8, branch_plan(pipe.unet, 0).feature_channels
+        rows = np.arange(steps, dtype=np.float32)[:, None].repeat(channels, 1)
+        corr = CacheCorrection(1 + rows / 100, rows / 1000)
+        cfg = RecatCacheConfig(steps, (0, 3, 6), correction=corr)
+        with recat_cache(pipe, cfg):
+            _run(pipe, steps=steps)
+            hook = get_recat_hook(pipe)
+            assert len(pipe.scheduler.timesteps) == steps + 1
+            assert hook.run_full_steps == (0, 3, 7)           # 0, 3 and 6 of 8 at 0, 3 and 6.75 of 9
+            assert (hook.full_calls, hook.cached_calls) == (3, 6)
+            # call c stands for config step c * 8 // 9: the last call (8) takes row 7, not a row past the end
+            used = hook._run_correction.scale[:, 0]
+            np.testing.assert_allclose(used, 1 + np.array([0, 0, 1, 2, 3, 4, 5, 6, 7]) / 100, rtol=1e-6)
+        # a config two calls off is refused as before
+        with recat_cache(pipe, RecatCacheConfig.uniform(steps - 1, 3)):
+            with pytest.raises(ValueError, match="for 7 steps but the scheduler makes 9"):
+                _run(pipe, steps=steps)
+    finally:
+        pipe.scheduler = saved
+
+
 def test_steps_tracked_without_reading_the_timestep(pipe):
     """In a pipeline the hook locates each step by the timestep's position in scheduler.timesteps (no
     value read, so no GPU sync); an interrupted run is detected and the next run starts afresh."""

@@ -265,9 +265,10 @@ class ScheduleModel:
             return memo[key]
 
         def _plan(timesteps, start: int):
-            total = len(timesteps)
             tail = timesteps[start:]
-            b = budget if (start == 0 and total == steps) else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
+            # a whole run gets the budget the user paid for, also when its sampler makes another count of
+            # UNet calls than steps (PNDM: S + 1); a partial one the budget's fraction of its tail
+            b = budget if start == 0 else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
             full, corr = self.schedule(tail, b, partial=start > 0, controlnet=controlnet)
             full = tuple(start + s for s in full)
             return full, None if corr is None else corr.delayed(start)

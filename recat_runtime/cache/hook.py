@@ -95,6 +95,12 @@ class CacheCorrection:
             [np.full((start, a.shape[1]), v, np.float32), a])
         return CacheCorrection(pad(self.scale, 1.0), pad(self.shift, 0.0), pad(self.trend, 0.0))
 
+    def reindexed(self, rows) -> "CacheCorrection":
+        """The correction whose step i has this one's row ``rows[i]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pick = lambda a: None if a is None else np.ascontiguousarray(a[rows])      # noqa: E731
+        return CacheCorrection(pick(self.scale), pick(self.shift), pick(self.trend))
+
     @classmethod
     def from_json(cls, obj: dict) -> "CacheCorrection":
         trend = obj.get("trend")
@@ -342,6 +348,19 @@ class RecatCacheHook(ModelHook):
             # `generate` build it: its steps (0 among them) are counted from the run's first call
             self._set_run([start + s for s in self.config.full_steps], None if corr is None else corr.delayed(start),
                           start)
+        elif calls is not None and abs(calls - start - n) == 1 and bool((ts[1:] == ts[:-1]).any()):
+            # one UNet call more or less than the config's steps, from a scheduler that runs a timestep twice
+            # (PNDM's warm-up: S steps in S + 1 calls; its image to image executes one call more than
+            # `effective_steps`): the config's schedule is stretched over the calls this run executes, the
+            # full steps at the same fractions of the run, each call taking the correction row of the config
+            # step it stands for
+            executed = calls - start
+            at = lambda s: start + min(executed - 1, round(s * executed / n))      # noqa: E731
+            full = sorted({start, *(at(s) for s in self.config.full_steps)})
+            if corr is not None:
+                rows = np.minimum(n - 1, (np.arange(calls) - start).clip(0) * n // executed)
+                corr = corr.reindexed(rows)
+            self._set_run(full, corr, start)
         elif calls is not None and calls != n:
             raise ValueError(
                 f"the ReCaT cache schedule is for {n} steps but the scheduler makes {calls}; "
