@@ -289,8 +289,11 @@ class ScheduleModel:
         def _plan(timesteps, start: int):
             tail = timesteps[start:]
             # a whole run gets the budget the user paid for, also when its sampler makes another count of
-            # UNet calls than steps (PNDM: S + 1); a partial one the budget's fraction of its tail
-            b = budget if start == 0 else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
+            # UNet calls than steps (PNDM: S + 1), and so does a tail one call longer than the steps this
+            # planner was made for (PNDM's image to image, planned for `effective_steps`); any other partial
+            # run the budget's fraction of its tail
+            whole = start == 0 or len(tail) == steps + 1
+            b = budget if whole else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
             full, corr = self.schedule(tail, b, partial=start > 0, controlnet=controlnet)
             full = tuple(start + s for s in full)
             return full, None if corr is None else corr.delayed(start)
