@@ -245,28 +245,31 @@ def test_a_valid_resealed_file_still_loads_exactly(tiny, tmp_path):
     assert np.array_equal(pipe.unet.conv_out.weight.detach().numpy(), w)
 
 
-def test_a_pipeline_load_checks_the_metadata_once(tiny, monkeypatch):
+@pytest.fixture
+def schema_checks(monkeypatch) -> list:
+    """The metadata schema checks made while the test runs, one entry each (the check still runs)."""
+    calls = []
+    check = schema.check_metadata
+    monkeypatch.setattr(schema, "check_metadata", lambda meta: (calls.append(1), check(meta))[1])
+    return calls
+
+
+def test_a_pipeline_load_checks_the_metadata_once(tiny, schema_checks):
     # every component loader asks for the model conventions; the check walks the whole metadata (a ReCaT
     # profile's moments included), so one open reader checks it once
     from recat_runtime.loading import load_pipeline
 
-    calls = []
-    check = schema.check_metadata
-    monkeypatch.setattr(schema, "check_metadata", lambda meta: (calls.append(1), check(meta))[1])
     load_pipeline(tiny[0], device="cpu")
-    assert len(calls) == 1
+    assert len(schema_checks) == 1
 
 
-def test_generate_checks_the_metadata_once_before_the_load_and_once_in_it(tiny, monkeypatch):
+def test_generate_checks_the_metadata_once_before_the_load_and_once_in_it(tiny, schema_checks):
     # generate reads the conventions first (to refuse a wrong run before paying for the load); the load
     # opens the file again and checks what it reads
     from recat_runtime.api import generate
 
-    calls = []
-    check = schema.check_metadata
-    monkeypatch.setattr(schema, "check_metadata", lambda meta: (calls.append(1), check(meta))[1])
     generate(tiny[0], ["a red circle"], steps=2, device="cpu", height=32, width=32)
-    assert len(calls) == 2
+    assert len(schema_checks) == 2
 
 
 def test_a_reader_whose_metadata_fails_the_check_refuses_it_every_time(tiny, tmp_path):

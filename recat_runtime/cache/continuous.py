@@ -200,10 +200,9 @@ class ScheduleModel:
         (intervals below 0). Capping the last run at uniform's length raised mean PSNR in 24 of the 25
         held-out cells of DDIM 20/30, DPM++ 20/30 and Euler 30 at 5-10 full steps (Euler 30 at 8: -0.09 dB)
         and the summed (mean + pooled)/2 gain over uniform on each of those grids (bench/RESULTS.md, "The
-        last cached run no longer than uniform's"). On the profiled grid itself it
-        raised mean PSNR too (+1.2 ... +2.6 dB at 5-12 of 50) but lost pooled PSNR at 7 of 50 (-1.5 dB,
-        5 more images turned of 768), where the plain optimum meets the 7-vs-uniform-10 target: there the
-        optimum stays."""
+        last cached run no longer than uniform's"). On the profiled grid itself it raised mean PSNR too
+        (+1.2 ... +2.6 dB at 5-12 of 50) but lost pooled PSNR at 7 of 50 (-1.5 dB, 5 more images turned of
+        768), where the plain optimum meets the 7-vs-uniform-10 target: there the optimum stays."""
         last = uniform_schedule(len(timesteps), budget)[-1]
         return self.refresh_steps(timesteps[:last], budget - 1) + (last,)
 
@@ -237,7 +236,8 @@ class ScheduleModel:
     def schedule(self, timesteps, budget: int, partial: bool = False,
                  controlnet: bool = False) -> tuple[tuple[int, ...], CacheCorrection | None]:
         """``(full steps, correction)`` for a run over ``timesteps`` with ``budget`` full steps: the model's
-        optimum and its correction, or below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected.
+        optimum (on a grid coarser than the profiled one, :meth:`anchored_steps`) and its correction, or
+        below :data:`MIN_MODELLED_BUDGET` the uniform steps uncorrected.
         ``partial``: ``timesteps`` are the tail a partial run executes (img2img, inpainting), planned by the
         partial-run rule (:data:`PARTIAL_WEIGHTING`, :data:`PARTIAL_UNIFORM_BELOW`). ``controlnet``: a whole
         run steered by a ControlNet: the uniform steps, corrected from :data:`CONTROLNET_CORRECTED_FROM` on."""
