@@ -166,6 +166,52 @@ def test_a_scheduler_that_runs_a_timestep_twice_gets_the_config_stretched_over_i
         pipe.scheduler = saved
 
 
+def test_a_multistep_solver_restarts_at_the_refreshes_after_cached_steps(pipe):
+    """With ``restart_multistep`` DPM++ 2M takes a first-order step (``lower_order_nums`` 0, as at the run's
+    start) at each full step that follows a cached one, and only there; a planner's third element decides it
+    per run over the config's flag; a sampler without a multistep history (DDIM) is unchanged."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    saved = pipe.scheduler
+    seen = []
+
+    def record(scheduler):
+        step = scheduler.step
+
+        def spy(*args, **kwargs):
+            seen.append(scheduler.lower_order_nums)
+            return step(*args, **kwargs)
+        scheduler.step = spy
+        return scheduler
+
+    def orders(cfg):
+        seen.clear()
+        with recat_cache(pipe, cfg):
+            images = _run(pipe, steps=10)
+        return [i for i, n in enumerate(seen) if n == 0], images
+
+    try:
+        pipe.scheduler = record(DPMSolverMultistepScheduler.from_config(saved.config))
+        full = (0, 1, 4, 7)                      # 1 follows a full step; 4 and 7 follow cached ones
+        first_order, plain = orders(RecatCacheConfig(10, full))
+        assert first_order == [0]
+        first_order, restarted = orders(RecatCacheConfig(10, full, restart_multistep=True))
+        assert first_order == [0, 4, 7]
+        assert np.abs(restarted - plain).max() > 0, "the restart changed nothing: the test does not see it"
+        # a planner decides per run: its third element overrides the config's flag, a two-element plan keeps it
+        for planned, flag, expected in (((full, None, False), True, [0]), ((full, None, True), False, [0, 4, 7]),
+                                        ((full, None), True, [0, 4, 7])):
+            cfg = RecatCacheConfig(10, (0, 5), restart_multistep=flag, planner=lambda ts, start, p=planned: p)
+            assert orders(cfg)[0] == expected
+        pipe.scheduler = DDIMScheduler.from_config(saved.config)
+        with recat_cache(pipe, RecatCacheConfig(10, full)):
+            ddim = _run(pipe, steps=10)
+        with recat_cache(pipe, RecatCacheConfig(10, full, restart_multistep=True)):
+            np.testing.assert_array_equal(_run(pipe, steps=10), ddim)
+    finally:
+        pipe.scheduler = saved
+
+
 def test_steps_tracked_without_reading_the_timestep(pipe):
     """In a pipeline the hook locates each step by the timestep's position in scheduler.timesteps (no
     value read, so no GPU sync); an interrupted run is detected and the next run starts afresh."""

@@ -189,7 +189,7 @@ def test_partial_run_plan_starts_with_a_refresh():
     ts = _grid(20)["ddim"]
     plan = model.planner(20, 5)
     for start in (0, 1, 7, 19):
-        full, corr = plan(ts, start)
+        full, corr, _ = plan(ts, start)
         assert full[0] == start and all(start <= s < 20 for s in full)
         assert len(full) == max(1, int(np.ceil(5 / 20 * (20 - start))))
         if corr is not None:
@@ -211,14 +211,14 @@ def test_partial_runs_follow_the_partial_run_rule(kind):
     differs = False
     for budget in range(12, 40, 3):
         plan = model.planner(50, budget)
-        whole, whole_corr = plan(ts, 0)
+        whole, whole_corr, _ = plan(ts, 0)
         ref_whole, ref_corr = model.schedule(ts, budget)
         assert whole == ref_whole
         np.testing.assert_array_equal(whole_corr.scale, ref_corr.scale)
         for where, start in starts.items():
             tail = ts[start:]
             b = int(np.ceil(budget / 50 * len(tail) - 1e-9))
-            full, corr = plan(ts, start)
+            full, corr, _ = plan(ts, start)
             rel = tuple(s - start for s in full)
             assert len(rel) == b and rel[0] == 0
             if b < MIN_MODELLED_BUDGET:
@@ -236,6 +236,25 @@ def test_partial_runs_follow_the_partial_run_rule(kind):
     assert differs, "the partial-run weighting changed nothing: the test does not see the rule"
 
 
+@pytest.mark.parametrize("kind", ["none", "affine", "trend"])
+def test_multistep_restarts_only_where_measured(kind):
+    """A derived plan restarts a multistep solver at its refreshes on whole runs whose plan is modelled and
+    corrected, below RESTART_MULTISTEP_BELOW full steps; not on partial runs, ControlNet runs, uncorrected
+    or uniform (below MIN_MODELLED_BUDGET) plans, nor from RESTART_MULTISTEP_BELOW on."""
+    from recat_runtime.cache.continuous import MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW
+
+    model = _synthetic_model(p=30, kind=kind, weighting="early05")
+    ts = _grid(50)["ddim"]
+    restarted = []
+    for budget in range(1, 50):
+        whole = model.planner(50, budget)(ts, 0)[2]
+        assert whole == (kind != "none" and MIN_MODELLED_BUDGET <= budget < RESTART_MULTISTEP_BELOW), budget
+        restarted += [budget] if whole else []
+        assert not model.planner(50, budget, controlnet=True)(ts, 0)[2]
+        assert not model.planner(50, budget)(ts, 10)[2]
+    assert kind == "none" or restarted == list(range(MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW))
+
+
 @pytest.mark.parametrize("kind", ["affine", "trend"])
 def test_controlnet_runs_follow_the_controlnet_rule(kind):
     """A whole run steered by a ControlNet refreshes at the uniform steps, with the model's correction for
@@ -249,20 +268,20 @@ def test_controlnet_runs_follow_the_controlnet_rule(kind):
     ts = _grid(50)["ddim"]
     differs = False
     for budget in range(1, 50):
-        full, corr = model.planner(50, budget, controlnet=True)(ts, 0)
+        full, corr, restart = model.planner(50, budget, controlnet=True)(ts, 0)
         assert full == uniform_schedule(50, budget)
         if budget < CONTROLNET_CORRECTED_FROM:
             assert corr is None
         else:
             ref = model.correction(ts, full)
             np.testing.assert_array_equal(corr.scale, ref.scale)
-        plain, _ = model.planner(50, budget)(ts, 0)
+        plain = model.planner(50, budget)(ts, 0)[0]
         if budget >= MIN_MODELLED_BUDGET:
             assert plain == model.schedule(ts, budget)[0]
         differs |= plain != full
     assert differs, "the ControlNet rule changed nothing: the test does not see the rule"
     for start in (10, 25):      # img2img has no ControlNet here, but a planner must not mix the rules
-        (full_c, corr_c), (full_p, corr_p) = model.planner(50, 20, controlnet=True)(ts, start), \
+        (full_c, corr_c, _), (full_p, corr_p, _) = model.planner(50, 20, controlnet=True)(ts, start), \
             model.planner(50, 20)(ts, start)
         assert full_c == full_p
         np.testing.assert_array_equal(corr_c.scale, corr_p.scale)

@@ -13,6 +13,7 @@ For each budget the refresh set is the exact optimum of the model's cost on that
 :func:`~recat_runtime.cache.schedules.optimal_schedule` otherwise): a weighted within-segment distance
 that the correction cannot remove; on a grid coarser than the profiled one (fewer steps), the optimum
 before a last refresh placed where uniform caching has its last (:meth:`ScheduleModel.anchored_steps`).
+With few full steps a multistep solver restarts at the refreshes (:data:`RESTART_MULTISTEP_BELOW`).
 An optimum's cost never rises when a full step is added (budget B+1
 can always take B's schedule plus one step), so quality is monotone in the budget as far as the model
 sees; the measured images are checked across budgets on held-out sets (``bench/bench_recat.py quality``,
@@ -37,7 +38,7 @@ from recat_runtime.cache.profile import (PairMoments, correction_from_moments, r
 from recat_runtime.cache.schedules import optimal_schedule, optimal_schedule_trend, uniform_schedule
 
 __all__ = ["ScheduleModel", "WEIGHTINGS", "timestep_weights", "DEFAULT_WEIGHTING", "KINDS", "MIN_MODELLED_BUDGET",
-           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW", "CONTROLNET_CORRECTED_FROM"]
+           "PARTIAL_WEIGHTING", "PARTIAL_UNIFORM_BELOW", "CONTROLNET_CORRECTED_FROM", "RESTART_MULTISTEP_BELOW"]
 
 # Per-step weights of the cost in continuous time, name -> (end, q):
 # - "late": w(t) = ((T - t + 1) / T)^q, the less noisy steps weigh more: errors made there have fewer
@@ -101,6 +102,19 @@ PARTIAL_UNIFORM_BELOW = 0.5
 # this one's within 0.2 dB, its optimum turns images at 5-6 of 50 (bench/RESULTS.md, "A profile of the
 # ControlNet's own trajectories does not help").
 CONTROLNET_CORRECTED_FROM = 7
+# A derived plan with fewer full steps than this restarts a multistep solver's history at each refresh that
+# follows cached steps (`RecatCacheConfig.restart_multistep`: that step is first order). DPM++ 2M's
+# second-order update extrapolates from the previous model output, which after a cached run is the cached
+# step's approximation; with few refreshes the cached runs are long and that error turned images. On 256
+# tuning images of the demo model (captions eval_scenes(128, 31337 + 101 k), k = 0, 1; disjoint from the
+# held-out sets; bench/RESULTS.md, "DPM++ restarts at a refresh"), restarting changed ReCaT's mean / pooled
+# PSNR at 5 / 6 / 7 / 8 full steps by +0.7 / +3.0, +1.7 / +6.4, +0.4 / +6.5, -0.6 / +0.2 dB with 20 steps,
+# +0.5 / +3.0, +0.5 / +2.6, -0.4 / -0.1, -0.6 / +2.0 with 30 and +0.7 / +2.4, +0.5 / +3.2, -0.0 / +0.2,
+# -0.1 / +0.1 with 50; from 9 full steps on (short cached runs, small errors) the first-order step costs
+# more than it saves (-0.6 ... -2.0 dB mean, -0.3 ... -2.6 pooled at 9-12, in every cell). A count of full
+# steps: the spacing of refreshes along the trajectory, whatever the grid. Uniform caching (uncorrected) lost
+# mean PSNR with the restart at every budget 5-10 of 20 (-0.7 ... -3.3 dB): it does not restart.
+RESTART_MULTISTEP_BELOW = 9
 # The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
 # a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.
 TREND_PLAN_MAX_STEPS = 200
@@ -270,12 +284,14 @@ class ScheduleModel:
         return correction_from_moments(self.moments, full, index=idx)[0]
 
     def planner(self, steps: int, budget: int, controlnet: bool = False) -> Callable:
-        """``plan(timesteps, start) -> (full steps, correction)`` for :class:`RecatCacheConfig`: a run over
-        all of ``timesteps`` (length S) that executes only steps ``start..S-1`` (img2img, inpainting) gets
-        the schedule derived for that tail by the partial-run rule, with the refresh fraction of ``budget /
-        steps`` (at least one: the first executed step is always a refresh). Steps and correction rows are
-        indexed in the whole run's numbering. ``controlnet``: runs steered by a ControlNet (see
-        :meth:`schedule`)."""
+        """``plan(timesteps, start) -> (full steps, correction, restart_multistep)`` for
+        :class:`RecatCacheConfig`: a run over all of ``timesteps`` (length S) that executes only steps
+        ``start..S-1`` (img2img, inpainting) gets the schedule derived for that tail by the partial-run
+        rule, with the refresh fraction of ``budget / steps`` (at least one: the first executed step is
+        always a refresh). Steps and correction rows are indexed in the whole run's numbering.
+        ``controlnet``: runs steered by a ControlNet (see :meth:`schedule`). ``restart_multistep``: whether
+        a multistep solver restarts at the refreshes after cached steps (whole runs with a modelled,
+        corrected plan below :data:`RESTART_MULTISTEP_BELOW` full steps)."""
         frac = budget / steps
         memo: dict = {}     # once per (grid, start), not per run: a 1000-step plan takes about a second
 
@@ -296,7 +312,10 @@ class ScheduleModel:
             b = budget if whole else max(1, int(np.ceil(frac * len(tail) - 1e-9)))
             full, corr = self.schedule(tail, b, partial=start > 0, controlnet=controlnet)
             full = tuple(start + s for s in full)
-            return full, None if corr is None else corr.delayed(start)
+            # measured on whole runs with the modelled, corrected plans only (RESTART_MULTISTEP_BELOW)
+            restart = (start == 0 and not controlnet and corr is not None
+                       and MIN_MODELLED_BUDGET <= b < RESTART_MULTISTEP_BELOW)
+            return full, None if corr is None else corr.delayed(start), restart
 
         plan.model = self       # what planned it (reports, tests)
         return plan

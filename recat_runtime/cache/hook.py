@@ -128,12 +128,18 @@ class RecatCacheConfig:
         forecast: on a cached step use the first-order forecast of the deep feature from the last two
             full steps, ``f(a) + (t - a) / (a - a') * (f(a) - f(a'))``, instead of ``f(a)`` itself (plain
             reuse until two full steps exist). The correction, if any, applies on top.
-        planner: optional ``plan(timesteps, start) -> (full_steps, correction)``, called when a run starts
+        planner: optional ``plan(timesteps, start) -> (full_steps, correction[, restart_multistep])``, called when a run starts
             with the scheduler's timesteps (numpy) and the index of the first step the pipeline executes
             (> 0 for img2img / inpainting, which run only the tail); its schedule and correction replace
-            ``full_steps`` and ``correction`` for that run (:meth:`ScheduleModel.planner
+            ``full_steps``, ``correction`` (and ``restart_multistep`` when it says) for that run (:meth:`ScheduleModel.planner
             <recat_runtime.cache.continuous.ScheduleModel.planner>`). It also makes the config work for
             any step count the scheduler has.
+        restart_multistep: at each full step that follows a cached one, a multistep solver (one that keeps
+            ``lower_order_nums``: diffusers' DPM-Solver++ 2M, UniPC, DEIS) restarts its history, so that
+            step is first order as the run's first step is. Its history holds the cached steps' outputs,
+            which its higher-order update would extrapolate into the fresh one. No effect on other
+            samplers. Derived ReCaT plans decide it per run
+            (:data:`recat_runtime.cache.continuous.RESTART_MULTISTEP_BELOW`).
 
     Without a planner, a run that starts at step k > 0 refreshes at k (nothing is cached yet) and then
     follows ``full_steps``; the correction rows of that first segment were fitted for another anchor and
@@ -149,6 +155,7 @@ class RecatCacheConfig:
     cached_observer: Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor], None] | None = field(
         default=None, repr=False)
     planner: Callable | None = field(default=None, repr=False)
+    restart_multistep: bool = False
 
     def __post_init__(self):
         if self.full_steps is None:
@@ -226,6 +233,7 @@ class RecatCacheHook(ModelHook):
         self._full = frozenset(config.full_steps)
         self._run_correction = config.correction   # this run's (a planner or a partial run may change it)
         self._correction_from = 0                  # first step whose correction row applies
+        self._restart_multistep = config.restart_multistep   # this run's (a planner may decide it)
         self.run_full_steps = tuple(config.full_steps)   # the refresh steps of the latest run
         self._capturing = False
         self._handle = None
@@ -263,6 +271,7 @@ class RecatCacheHook(ModelHook):
         self._older = None          # (step, feature) of the full step before the last one (forecast, trend)
         self._feature_step = None
         self._detail = None         # (step of the latest full step, its centred difference to the one before)
+        self._after_cached = False  # the previous call of this run was a cached step
         return module
 
     # -- internals
@@ -323,6 +332,7 @@ class RecatCacheHook(ModelHook):
         key, new_run, self.step = self._locate(timestep)
         if new_run:
             self.feature, self._older, self._feature_step, self._detail = None, None, None, None
+            self._after_cached = False
             self._start_run(self.step)
         self._prev_t = key
         return self.step
@@ -341,8 +351,8 @@ class RecatCacheHook(ModelHook):
         n = self.config.num_inference_steps
         corr = self.config.correction
         if self.config.planner is not None and ts is not None:
-            full, corr = self.config.planner(ts.detach().to("cpu", torch.float64).numpy(), start)
-            self._set_run(full, corr, start)
+            full, corr, *restart = self.config.planner(ts.detach().to("cpu", torch.float64).numpy(), start)
+            self._set_run(full, corr, start, *restart)
         elif calls is not None and calls != n and calls - start == n:
             # a config made for the run's own UNet calls (image to image: `effective_steps`), as the CLI and
             # `generate` build it: its steps (0 among them) are counted from the run's first call
@@ -372,8 +382,10 @@ class RecatCacheHook(ModelHook):
             # rows before the first scheduled refresh at or after `start` belong to an anchor this run never had
             self._set_run([start, *later], corr, start if start in full else (later[0] if later else n))
 
-    def _set_run(self, full, correction, correction_from: int) -> None:
+    def _set_run(self, full, correction, correction_from: int, restart_multistep: bool | None = None) -> None:
         self._full = frozenset(full)
+        self._restart_multistep = bool(self.config.restart_multistep if restart_multistep is None
+                                       else restart_multistep)
         self.run_full_steps = tuple(sorted(self._full))
         self._run_correction, self._correction_from = correction, correction_from
         self._correction = None        # the device copy of the previous run's coefficients
@@ -456,6 +468,9 @@ class RecatCacheHook(ModelHook):
                              "(`down_intrablock_additional_residuals`)")
         step = self._advance(a["timestep"])
         if step in self._full or self.feature is None:
+            if self._after_cached and self._restart_multistep:
+                _restart_multistep(self.scheduler)
+            self._after_cached = False
             if self._needs_older and self.feature is not None:
                 self._older = (self._feature_step, self.feature)
             self._feature_step = step
@@ -470,6 +485,7 @@ class RecatCacheHook(ModelHook):
             return out
         if self.config.cached_observer is not None:
             self._observe_cached(step, args, kwargs)
+        self._after_cached = True
         feature = self._cached_feature(step)
         sample = shallow_forward(
             module, self.plan, feature, a["sample"], a["timestep"], a["encoder_hidden_states"],
@@ -480,6 +496,14 @@ class RecatCacheHook(ModelHook):
         )
         self.cached_calls += 1
         return UNet2DConditionOutput(sample=sample) if a["return_dict"] else (sample,)
+
+
+def _restart_multistep(scheduler) -> None:
+    """Makes a multistep solver's next step first order, as at the start of a run: diffusers' multistep
+    solvers raise their order with ``lower_order_nums``, the count of steps taken since they (re)started.
+    The UNet call comes before the scheduler's step, so this applies to the step of the current call."""
+    if scheduler is not None and hasattr(scheduler, "lower_order_nums"):
+        scheduler.lower_order_nums = 0
 
 
 def get_recat_hook(pipe_or_unet) -> RecatCacheHook | None:
