@@ -255,8 +255,9 @@ def _continuous_model(pipe, steps: int, similarity, moments, scorer, *, correcti
             model = ScheduleModel(timesteps, np.asarray(similarity), moments, w, kind)
             rows = []
             for b in budgets:
-                full, corr = model.schedule(timesteps, b)
-                per = scorer.psnrs(full, corr)
+                # what a run with this budget executes (the planner's whole-run plan, its solver restart too)
+                full, corr, restart = model.planner(steps, b)(timesteps, 0)
+                per = scorer.psnrs(full, corr, restart_multistep=restart)
                 rows.append({"budget": b, "full_steps": list(full), "psnr": round(float(per.mean()), 4),
                              "psnr_pooled": round(pooled_psnr(per), 4)})
             score = sum((r["psnr"] + r["psnr_pooled"]) / 2 for r in rows)

@@ -299,3 +299,32 @@ def test_profile_cache_cli_prints_one_line_per_budget(acqe_path, tmp_path):
                                    str(prompts), "--samples", "8", "--weighting", "none", "--device", "cpu", "-q"])
     assert rc == 0, stderr
     assert "(weighting none; cost" in stderr
+
+
+def test_validation_scores_the_plan_a_run_executes_with_its_solver_restart(acqe_path, tmp_path, monkeypatch):
+    """The continuous model's validation scores each candidate as a run with that budget executes it: the
+    planner's whole-run plan, with the multistep solver restarted where the plan says (DPM++ here), so the
+    choice is made on the images users get."""
+    import shutil
+
+    from recat_runtime import api
+    from recat_runtime.cache import select as SEL
+    from recat_runtime.cache.continuous import MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW
+
+    seen = []
+    psnrs = SEL.ValidationScorer.psnrs
+
+    def spy(self, full_steps, correction=None, restart_multistep=False):
+        seen.append((len(full_steps), correction is not None, restart_multistep))
+        return psnrs(self, full_steps, correction, restart_multistep=restart_multistep)
+
+    monkeypatch.setattr(SEL.ValidationScorer, "psnrs", spy)
+    path = tmp_path / "m.acqe"
+    shutil.copyfile(acqe_path, path)
+    budgets = [MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW]        # one restarted, one not
+    api.profile_cache(path, steps=12, budgets=[], model_budgets=budgets, prompts=PROMPTS, samples=4,
+                      guidance=5.0, device="cpu", batch_size=4, validation_samples=2, scheduler="dpm++")
+    scored = [s for s in seen if s[0] in budgets]
+    assert scored and {s[0] for s in scored} == set(budgets)
+    assert all(restart == (n < RESTART_MULTISTEP_BELOW and corrected) for n, corrected, restart in scored)
+    assert any(restart for _, _, restart in scored), "no candidate was scored with the restart"

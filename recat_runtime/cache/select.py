@@ -183,14 +183,16 @@ class ValidationScorer:
         self.runs += 1
         return np.concatenate(out)
 
-    def psnrs(self, full_steps, correction=None) -> np.ndarray:
-        """Per-sample PSNR of the images with ``full_steps`` and ``correction`` against the full computation."""
+    def psnrs(self, full_steps, correction=None, restart_multistep: bool = False) -> np.ndarray:
+        """Per-sample PSNR of the images with ``full_steps`` and ``correction`` (and a multistep solver restarted
+        at the refreshes, :class:`~recat_runtime.cache.hook.RecatCacheConfig`) against the full computation."""
         from recat_runtime.cache.hook import RecatCacheConfig
 
         if self.reference is None:
             self.reference = self._images(None)
         full = tuple(int(s) for s in full_steps)
-        imgs = self._images(RecatCacheConfig(self.steps, full, branch=self.branch, correction=correction))
+        imgs = self._images(RecatCacheConfig(self.steps, full, branch=self.branch, correction=correction,
+                                             restart_multistep=restart_multistep))
         return psnr_uint8(imgs, self.reference)
 
     def __call__(self, full_steps, kind: str = "affine") -> float:
