@@ -15,6 +15,7 @@ SAMPLERS: dict[str, str] = {
     "euler-a": "EulerAncestralDiscreteScheduler",
     "dpm++": "DPMSolverMultistepScheduler",
     "lms": "LMSDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
 }
 
 # none: every step full; uniform: B full steps spread evenly (DeepCache); quadratic: DeepCache's

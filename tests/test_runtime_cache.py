@@ -166,11 +166,13 @@ def test_a_scheduler_that_runs_a_timestep_twice_gets_the_config_stretched_over_i
         pipe.scheduler = saved
 
 
-def test_a_multistep_solver_restarts_at_the_refreshes_after_cached_steps(pipe):
-    """With ``restart_multistep`` DPM++ 2M takes a first-order step (``lower_order_nums`` 0, as at the run's
-    start) at each full step that follows a cached one, and only there; a planner's third element decides it
-    per run over the config's flag; a sampler without a multistep history (DDIM) is unchanged."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+@pytest.mark.parametrize("solver", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_a_multistep_solver_restarts_at_the_refreshes_after_cached_steps(pipe, solver):
+    """With ``restart_multistep`` DPM++ 2M (UniPC) takes a first-order step (``lower_order_nums`` 0, as at the
+    run's start; UniPC also skips its corrector) at each full step that follows a cached one, and only there; a planner's third element
+    decides it per run over the config's flag; a sampler without a multistep history (DDIM) is unchanged."""
+    import diffusers
+    from diffusers import DDIMScheduler
 
     saved = pipe.scheduler
     seen = []
@@ -179,7 +181,8 @@ def test_a_multistep_solver_restarts_at_the_refreshes_after_cached_steps(pipe):
         step = scheduler.step
 
         def spy(*args, **kwargs):
-            seen.append(scheduler.lower_order_nums)
+            # (order count, whether UniPC's corrector is skipped: no previous sample to correct)
+            seen.append((scheduler.lower_order_nums, getattr(scheduler, "last_sample", 0) is None))
             return step(*args, **kwargs)
         scheduler.step = spy
         return scheduler
@@ -188,10 +191,13 @@ def test_a_multistep_solver_restarts_at_the_refreshes_after_cached_steps(pipe):
         seen.clear()
         with recat_cache(pipe, cfg):
             images = _run(pipe, steps=10)
-        return [i for i, n in enumerate(seen) if n == 0], images
+        restarts = [i for i, (n, _) in enumerate(seen) if n == 0]
+        if solver == "UniPCMultistepScheduler":
+            assert [i for i, (_, skipped) in enumerate(seen) if skipped] == restarts
+        return restarts, images
 
     try:
-        pipe.scheduler = record(DPMSolverMultistepScheduler.from_config(saved.config))
+        pipe.scheduler = record(getattr(diffusers, solver).from_config(saved.config))
         full = (0, 1, 4, 7)                      # 1 follows a full step; 4 and 7 follow cached ones
         first_order, plain = orders(RecatCacheConfig(10, full))
         assert first_order == [0]

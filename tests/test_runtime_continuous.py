@@ -391,7 +391,7 @@ def _cli(args):
 def test_generate_any_steps_budget_sampler_after_one_profile(profiled, tmp_path):
     out = tmp_path / "o.png"
     for sampler, steps, b in (("ddim", 10, 3), ("ddim", 13, 1), ("dpm++", 7, 2), ("euler", 16, 5),
-                              ("euler-a", 6, 6), ("lms", 9, 4), ("pndm", 8, 3)):
+                              ("euler-a", 6, 6), ("lms", 9, 4), ("pndm", 8, 3), ("unipc", 9, 5)):
         code, output = _cli(["generate", str(profiled), "--prompt", "a red circle", "--steps", str(steps),
                              "--cache", "recat", "--full-steps", str(b), "--sampler", sampler, "--out", str(out),
                              "--device", "cpu", "--json"])

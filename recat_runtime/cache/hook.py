@@ -136,9 +136,9 @@ class RecatCacheConfig:
             any step count the scheduler has.
         restart_multistep: at each full step that follows a cached one, a multistep solver (one that keeps
             ``lower_order_nums``: diffusers' DPM-Solver++ 2M, UniPC, DEIS) restarts its history, so that
-            step is first order as the run's first step is. Its history holds the cached steps' outputs,
-            which its higher-order update would extrapolate into the fresh one. No effect on other
-            samplers. Derived ReCaT plans decide it per run
+            step is first order, and UniPC's corrector skipped, as on the run's first step. Its history
+            holds the cached steps' outputs, which its higher-order update would extrapolate into the
+            fresh one. No effect on other samplers. Derived ReCaT plans decide it per run
             (:data:`recat_runtime.cache.continuous.RESTART_MULTISTEP_BELOW`).
 
     Without a planner, a run that starts at step k > 0 refreshes at k (nothing is cached yet) and then
@@ -499,11 +499,16 @@ class RecatCacheHook(ModelHook):
 
 
 def _restart_multistep(scheduler) -> None:
-    """Makes a multistep solver's next step first order, as at the start of a run: diffusers' multistep
-    solvers raise their order with ``lower_order_nums``, the count of steps taken since they (re)started.
-    The UNet call comes before the scheduler's step, so this applies to the step of the current call."""
-    if scheduler is not None and hasattr(scheduler, "lower_order_nums"):
-        scheduler.lower_order_nums = 0
+    """Makes a multistep solver's next step use nothing from before it, as at the start of a run: diffusers'
+    multistep solvers raise their order with ``lower_order_nums``, the count of steps taken since they
+    (re)started, and UniPC's corrector combines the fresh output with the previous one, the sample it
+    corrects kept in ``last_sample`` (None: no correction, as on the first step). The UNet call comes
+    before the scheduler's step, so this applies to the step of the current call."""
+    if scheduler is None or not hasattr(scheduler, "lower_order_nums"):
+        return
+    scheduler.lower_order_nums = 0
+    if hasattr(scheduler, "last_sample"):
+        scheduler.last_sample = None
 
 
 def get_recat_hook(pipe_or_unet) -> RecatCacheHook | None:
