@@ -264,7 +264,7 @@ def cmd_img2img(a):
     torch.set_num_threads(a.threads)
     meta = _meta(a.model)
     g = default_guidance(meta)
-    pipe = load_pipeline(a.model, device="cpu", scheduler="ddim", img2img=True, controlnet=a.controlnet)
+    pipe = load_pipeline(a.model, device="cpu", scheduler=a.sampler, img2img=True, controlnet=a.controlnet)
     pipe.set_progress_bar_config(disable=True)
     rows = []
     t0 = time.perf_counter()
@@ -284,7 +284,7 @@ def cmd_img2img(a):
             for b in a.budgets:
                 for kind, cfg in (("uniform", RecatCacheConfig.uniform(a.steps, b)),
                                   ("recat", cache_config("recat", steps=a.steps, budget=b, metadata=meta,
-                                                         sampler="ddim", guidance=g,
+                                                         sampler=a.sampler, guidance=g,
                                                          controlnet=a.controlnet is not None))):
                     imgs, full = run(captions, seeds, cfg)    # every batch runs the same tail plan
                     n_full = len(full)
@@ -294,7 +294,7 @@ def cmd_img2img(a):
                     print(f"set {k} strength {strength} B={b} {kind:8s}: {st['psnr']:6.2f} / pooled "
                           f"{st['psnr_pooled']:6.2f} dB, <20 dB {st['below_20db']}, {n_full} full of {executed} "
                           f"executed", flush=True)
-    print(f"\nimage-to-image, DDIM {a.steps} steps, guidance {g:g}, {a.sets} sets x {a.n} images "
+    print(f"\nimage-to-image, {a.sampler} {a.steps} steps, guidance {g:g}, {a.sets} sets x {a.n} images "
           f"({time.perf_counter() - t0:.0f} s)")
     print("| strength | steps run | B of S | kind | full steps run | mean / pooled PSNR | images < 20 dB | ReCaT - uniform: mean [95% CI] | pooled [95% CI] |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -317,7 +317,8 @@ def cmd_img2img(a):
     for r in rows:
         r.pop("mse")
     name = a.out_name or ("recat_img2img_controlnet.json" if a.controlnet else "recat_img2img.json")
-    print("wrote", save_json(name, {"model": a.model, "controlnet": a.controlnet, "steps": a.steps, "sets": a.sets,
+    print("wrote", save_json(name, {"model": a.model, "controlnet": a.controlnet, "sampler": a.sampler,
+                                    "steps": a.steps, "sets": a.sets,
                                     "n": a.n, "rows": rows, "summary": summary, "load_avg": os.getloadavg()}))
 
 
@@ -651,6 +652,7 @@ def main(argv=None):
     i = sub.add_parser("img2img")
     _held_out_args(i, n=64, batch=16)
     i.add_argument("--steps", type=int, default=50)
+    i.add_argument("--sampler", default="ddim")
     i.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.75])
     i.add_argument("--budgets", type=int, nargs="+", default=[7, 10])
     i.add_argument("--sets", type=int, default=3)

@@ -238,21 +238,25 @@ def test_partial_runs_follow_the_partial_run_rule(kind):
 
 @pytest.mark.parametrize("kind", ["none", "affine", "trend"])
 def test_multistep_restarts_only_where_measured(kind):
-    """A derived plan restarts a multistep solver at its refreshes on whole runs whose plan is modelled and
-    corrected, below RESTART_MULTISTEP_BELOW full steps; not on partial runs, ControlNet runs, uncorrected
-    or uniform (below MIN_MODELLED_BUDGET) plans, nor from RESTART_MULTISTEP_BELOW on."""
+    """A derived plan restarts a multistep solver at its refreshes when the plan of the run (or of an
+    image-to-image tail) is modelled and corrected with fewer than RESTART_MULTISTEP_BELOW full steps; not on
+    ControlNet runs, uncorrected or uniform (below MIN_MODELLED_BUDGET) plans, nor from
+    RESTART_MULTISTEP_BELOW on."""
     from recat_runtime.cache.continuous import MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW
 
     model = _synthetic_model(p=30, kind=kind, weighting="early05")
     ts = _grid(50)["ddim"]
-    restarted = []
+    restarted, tails = [], []
     for budget in range(1, 50):
         whole = model.planner(50, budget)(ts, 0)[2]
         assert whole == (kind != "none" and MIN_MODELLED_BUDGET <= budget < RESTART_MULTISTEP_BELOW), budget
         restarted += [budget] if whole else []
         assert not model.planner(50, budget, controlnet=True)(ts, 0)[2]
-        assert not model.planner(50, budget)(ts, 10)[2]
+        full, corr, tail = model.planner(50, budget)(ts, 10)            # a tail of 40 steps
+        assert tail == (corr is not None and MIN_MODELLED_BUDGET <= len(full) < RESTART_MULTISTEP_BELOW)
+        tails += [len(full)] if tail else []
     assert kind == "none" or restarted == list(range(MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW))
+    assert kind == "none" or set(tails) == set(range(MIN_MODELLED_BUDGET, RESTART_MULTISTEP_BELOW))
 
 
 @pytest.mark.parametrize("kind", ["affine", "trend"])
