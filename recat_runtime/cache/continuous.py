@@ -117,7 +117,10 @@ CONTROLNET_CORRECTED_FROM = 7
 # Image-to-image tails (DPM++ 30, strengths 0.6 and 0.8, 7 / 10 / 12 of 30 full steps, 128 tuning images a
 # cell): the partial-run plans restarted wherever their tail has 5-8 full steps summed +14.0 dB of (mean +
 # pooled) / 2 over uniform caching against +0.8 without the restart (at strength 0.6 with 7 of 30 the plan
-# without it was 4.0 / 8.2 dB below uniform caching; RESULTS, "DPM++ restarts at a refresh").
+# without it was 4.0 / 8.2 dB below uniform caching; RESULTS, "DPM++ restarts at a refresh"). UniPC 20
+# (its restart also skips the corrector, which combines the fresh output with the cached one before it):
+# +1.5 / +3.5, +3.0 / +4.1, +2.5 / +4.4, +2.3 / +2.8 dB over uniform caching at 5-8 full steps, against
+# +1.0 / +0.6, +1.3 / -1.7, +1.6 / -4.0, +2.1 / -2.0 without a restart.
 RESTART_MULTISTEP_BELOW = 9
 # The trend-cost DP over a run of T steps holds T^3 costs (200 steps: 64 MB, about 2 s on one CPU core);
 # a longer run plans its refresh steps with the affine cost (T^2) and still gets the trend correction.

@@ -128,12 +128,12 @@ class RecatCacheConfig:
         forecast: on a cached step use the first-order forecast of the deep feature from the last two
             full steps, ``f(a) + (t - a) / (a - a') * (f(a) - f(a'))``, instead of ``f(a)`` itself (plain
             reuse until two full steps exist). The correction, if any, applies on top.
-        planner: optional ``plan(timesteps, start) -> (full_steps, correction[, restart_multistep])``, called when a run starts
-            with the scheduler's timesteps (numpy) and the index of the first step the pipeline executes
-            (> 0 for img2img / inpainting, which run only the tail); its schedule and correction replace
-            ``full_steps``, ``correction`` (and ``restart_multistep`` when it says) for that run (:meth:`ScheduleModel.planner
-            <recat_runtime.cache.continuous.ScheduleModel.planner>`). It also makes the config work for
-            any step count the scheduler has.
+        planner: optional ``plan(timesteps, start) -> (full_steps, correction[, restart_multistep])``,
+            called when a run starts with the scheduler's timesteps (numpy) and the index of the first step
+            the pipeline executes (> 0 for img2img / inpainting, which run only the tail); what it returns
+            replaces ``full_steps``, ``correction`` (and ``restart_multistep`` when it says) for that run
+            (:meth:`ScheduleModel.planner <recat_runtime.cache.continuous.ScheduleModel.planner>`). It also
+            makes the config work for any step count the scheduler has.
         restart_multistep: at each full step that follows a cached one, a multistep solver (one that keeps
             ``lower_order_nums``: diffusers' DPM-Solver++ 2M, UniPC, DEIS) restarts its history, so that
             step is first order, and UniPC's corrector skipped, as on the run's first step. Its history
